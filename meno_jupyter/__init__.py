@@ -1,0 +1,60 @@
+"""meno-jupyter: the memory toolkit that lives inside Jupyter.
+
+Load the magics in a notebook with ``%load_ext meno_jupyter``; use the library directly in
+scripts::
+
+    from meno_jupyter import Profiler
+    with Profiler() as prof:
+        ...
+    prof.result.peak_increase
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meno_jupyter._version import __version__
+from meno_jupyter.core.errors import MenoWarning
+from meno_jupyter.core.memory import (
+    MemoryLimit,
+    effective_limit,
+    format_bytes,
+    pressure_level,
+    read_children_rss,
+    read_rss,
+)
+from meno_jupyter.core.namespace import VariableSize, deep_sizeof, largest_variables
+from meno_jupyter.core.profiler import Profiler, ProfileResult, profile_call
+from meno_jupyter.core.status import MemoryStatus, memory_status
+
+__all__ = [
+    "MemoryLimit",
+    "MemoryStatus",
+    "MenoWarning",
+    "ProfileResult",
+    "Profiler",
+    "VariableSize",
+    "__version__",
+    "deep_sizeof",
+    "effective_limit",
+    "format_bytes",
+    "largest_variables",
+    "load_ipython_extension",
+    "memory_status",
+    "pressure_level",
+    "profile_call",
+    "read_children_rss",
+    "read_rss",
+    "unload_ipython_extension",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the magics: ``%load_ext meno_jupyter``."""
+    from meno_jupyter.magics import register
+
+    register(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Nothing to undo: the magics hold no threads between cells."""

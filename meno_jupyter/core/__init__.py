@@ -1,0 +1,1 @@
+"""The pure measuring library: no IPython, ipywidgets or jupyter_server imports here."""

@@ -1,0 +1,321 @@
+"""``Profiler``: the memory of one block of code, with an exact peak, as a ``ProfileResult``."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from meno_jupyter.core.attribution import GrowthLine, TracedLine, TraceSession
+from meno_jupyter.core.gpu import GPU_PEAK_WATCH, read_cuda_peak
+from meno_jupyter.core.memory import (
+    MIB,
+    PEAK_WATCH,
+    effective_limit,
+    finished_children_max_rss,
+    format_bytes,
+    read_children_rss,
+    read_rss,
+)
+from meno_jupyter.core.sampler import DEFAULT_CAPACITY, DEFAULT_INTERVAL_S, Sampler
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True, eq=False)
+class ProfileResult:
+    """The memory of one profiled block. Sizes are bytes, absolute unless named a change.
+
+    Attributes
+    ----------
+    peak_increase : int
+        ``peak_rss - start_rss``: what the block needed on top of what was there.
+    delta : int
+        ``end_rss - start_rss``: what the block left behind.
+    exact_peak : bool
+        True when ``peak_rss`` is the kernel's high-water mark; False when it is the
+        sampler's maximum, which can miss spikes shorter than the interval.
+    growth_lines : list of GrowthLine
+        User-code lines running while RSS grew (sampled, sees native allocations).
+    top_lines : list of TracedLine
+        Tracemalloc's top lines (only with ``trace=True``).
+    """
+
+    label: str | None
+    start_rss: int
+    end_rss: int
+    peak_rss: int
+    duration_s: float
+    exact_peak: bool
+    interval_s: float
+    timeline_t_s: tuple[float, ...] = field(repr=False)
+    timeline_rss_bytes: tuple[int, ...] = field(repr=False)
+    peak_t_s: float = 0.0
+    growth_lines: tuple[GrowthLine, ...] = ()
+    top_lines: tuple[TracedLine, ...] = ()
+    traced_peak_bytes: int | None = None
+    children_peak_rss: int = 0
+    gpu_peak_bytes: int | None = None
+    limit_bytes: int | None = None
+    limit_source: str | None = None
+    error: str | None = None
+
+    @property
+    def peak_increase(self) -> int:
+        """Peak RSS minus RSS at the start, in bytes."""
+        return self.peak_rss - self.start_rss
+
+    @property
+    def delta(self) -> int:
+        """RSS at the end minus RSS at the start, in bytes."""
+        return self.end_rss - self.start_rss
+
+    @property
+    def timeline(self) -> pd.DataFrame:
+        """The sampled RSS as a DataFrame with columns ``t_s`` and ``rss_bytes``."""
+        import pandas as pd
+
+        frame: pd.DataFrame = pd.DataFrame(
+            {"t_s": list(self.timeline_t_s), "rss_bytes": list(self.timeline_rss_bytes)}
+        )
+        return frame
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict of every figure, the timeline included."""
+        return {
+            "label": self.label,
+            "start_rss": self.start_rss,
+            "end_rss": self.end_rss,
+            "peak_rss": self.peak_rss,
+            "peak_increase": self.peak_increase,
+            "delta": self.delta,
+            "duration_s": self.duration_s,
+            "exact_peak": self.exact_peak,
+            "interval_s": self.interval_s,
+            "peak_t_s": self.peak_t_s,
+            "children_peak_rss": self.children_peak_rss,
+            "gpu_peak_bytes": self.gpu_peak_bytes,
+            "traced_peak_bytes": self.traced_peak_bytes,
+            "limit_bytes": self.limit_bytes,
+            "limit_source": self.limit_source,
+            "error": self.error,
+            "growth_lines": [line.to_dict() for line in self.growth_lines],
+            "top_lines": [line.to_dict() for line in self.top_lines],
+            "timeline": {
+                "t_s": list(self.timeline_t_s),
+                "rss_bytes": list(self.timeline_rss_bytes),
+            },
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Return :meth:`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        """Return (name, value) rows for a summary table."""
+        peak_note = "exact (kernel high-water mark)" if self.exact_peak else "sampled"
+        rows = [
+            ("peak increase", format_bytes(self.peak_increase, signed=True)),
+            ("delta (kept)", format_bytes(self.delta, signed=True)),
+            ("peak RSS", f"{format_bytes(self.peak_rss)} ({peak_note})"),
+            ("start → end RSS", f"{format_bytes(self.start_rss)} → {format_bytes(self.end_rss)}"),
+            ("duration", f"{self.duration_s:.3f} s"),
+        ]
+        if self.children_peak_rss:
+            rows.append(("children peak RSS", format_bytes(self.children_peak_rss)))
+        if self.gpu_peak_bytes is not None:
+            rows.append(("GPU peak allocated", format_bytes(self.gpu_peak_bytes)))
+        if self.traced_peak_bytes is not None:
+            rows.append(("Python allocations peak", format_bytes(self.traced_peak_bytes)))
+        if self.limit_bytes:
+            share = self.peak_rss / self.limit_bytes
+            rows.append(
+                ("peak of limit", f"{share:.0%} of {format_bytes(self.limit_bytes)} "
+                 f"({self.limit_source})")
+            )
+        if self.error:
+            rows.append(("cell raised", self.error))
+        return rows
+
+    def __str__(self) -> str:
+        from meno_jupyter.display.tables import profile_text
+
+        return profile_text(self)
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **kwargs: Any
+    ) -> dict[str, str]:
+        from meno_jupyter.display.tables import mimebundle, profile_html, profile_text
+
+        return mimebundle(
+            lambda: profile_text(self), lambda: profile_html(self), include, exclude
+        )
+
+
+class Profiler:
+    """Measure the memory of a block: exact peak, timeline, growth lines, optional tracing.
+
+    Parameters
+    ----------
+    label : str, optional
+        A name kept in the result.
+    interval_s : float
+        Sampling interval of the timeline (default 10 ms).
+    trace : bool
+        Also run tracemalloc and report the top Python allocation lines (slower).
+    top_n : int
+        How many lines to keep in ``growth_lines`` and ``top_lines``.
+    growth_threshold_bytes : int
+        RSS growth that makes the sampler note the running line.
+    exact : bool
+        Use the kernel's high-water mark where available (Linux).
+    children : bool
+        Sample the RSS of child processes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with Profiler() as prof:
+    ...     block = np.ones(8 * 1024 * 1024)  # 64 MiB
+    ...     del block
+    >>> prof.result.peak_increase >= 60 * 1024 * 1024
+    True
+    """
+
+    def __init__(
+        self,
+        label: str | None = None,
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        trace: bool = False,
+        top_n: int = 10,
+        growth_threshold_bytes: int = MIB,
+        exact: bool = True,
+        children: bool = True,
+        capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
+        if top_n < 1:
+            raise ValueError(f"top_n must be at least 1, got {top_n}")
+        self.label = label
+        self.trace = trace
+        self.top_n = top_n
+        self.exact = exact
+        self.children = children
+        self._trace_session = TraceSession() if trace else None
+        self._sampler = Sampler(
+            interval_s=interval_s,
+            capacity=capacity,
+            growth_threshold_bytes=growth_threshold_bytes,
+            children_every=10 if children else 0,
+            tick_hook=self._trace_session.tick if self._trace_session else None,
+        )
+        self._result: ProfileResult | None = None
+        self._peak_token: int | None = None
+        self._gpu_token: int | None = None
+        self._start_rss = 0
+        self._start_children_max = 0
+        self._t0 = 0.0
+        self._entered = False
+
+    @property
+    def result(self) -> ProfileResult:
+        """The result, available once the block has ended."""
+        if self._result is None:
+            raise RuntimeError("the profiled block has not finished yet")
+        return self._result
+
+    @property
+    def running(self) -> bool:
+        """Whether the block is being measured now."""
+        return self._entered and self._result is None
+
+    def current_rss(self) -> int:
+        """RSS now, for live displays while the block runs."""
+        return read_rss()
+
+    def __enter__(self) -> Profiler:
+        if self._entered:
+            raise RuntimeError("a Profiler measures one block; create a new one")
+        self._entered = True
+        if self._trace_session is not None:
+            self._trace_session.start()
+        self._start_children_max = finished_children_max_rss() if self.children else 0
+        self._gpu_token = GPU_PEAK_WATCH.open()
+        self._peak_token = PEAK_WATCH.open() if self.exact else None
+        self._start_rss = read_rss()
+        self._t0 = time.perf_counter()
+        self._sampler.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._finish(None if exc_type is None else exc_type.__name__)
+
+    def _finish(self, error: str | None) -> None:
+        try:
+            state = self._sampler.stop()
+        finally:
+            duration = time.perf_counter() - self._t0
+            end_rss = read_rss()
+            hwm_peak = PEAK_WATCH.close(self._peak_token)
+            gpu_peak = GPU_PEAK_WATCH.close(self._gpu_token)
+        top_lines: list[TracedLine] = []
+        traced_peak: int | None = None
+        if self._trace_session is not None:
+            top_lines, traced_peak = self._trace_session.stop(self.top_n)
+        exact = hwm_peak is not None
+        peak = max(state.max_rss, self._start_rss, end_rss, hwm_peak or 0)
+        children_peak = state.children_max_rss
+        if self.children:
+            children_peak = max(children_peak, read_children_rss())
+            finished_max = finished_children_max_rss()
+            if finished_max > self._start_children_max:
+                children_peak = max(children_peak, finished_max)
+        if gpu_peak is None:
+            # torch may have been imported inside the block: its peak then began there.
+            gpu_peak = read_cuda_peak()
+        limit = effective_limit()
+        times, values = state.buffer.series()
+        self._result = ProfileResult(
+            label=self.label,
+            start_rss=self._start_rss,
+            end_rss=end_rss,
+            peak_rss=peak,
+            duration_s=duration,
+            exact_peak=exact,
+            interval_s=self._sampler.interval_s,
+            timeline_t_s=tuple(times),
+            timeline_rss_bytes=tuple(values),
+            peak_t_s=state.max_rss_t_s,
+            growth_lines=tuple(self._sampler.growth_lines(self.top_n)),
+            top_lines=tuple(top_lines),
+            traced_peak_bytes=traced_peak,
+            children_peak_rss=children_peak,
+            gpu_peak_bytes=gpu_peak,
+            limit_bytes=limit.limit_bytes,
+            limit_source=limit.source,
+            error=error,
+        )
+
+
+def profile_call(
+    func: Any, *args: Any, profiler_options: dict[str, Any] | None = None, **kwargs: Any
+) -> tuple[Any, ProfileResult]:
+    """Call ``func(*args, **kwargs)`` under a :class:`Profiler`; return (value, result).
+
+    Examples
+    --------
+    >>> value, result = profile_call(sum, range(10))
+    >>> value, result.duration_s >= 0
+    (45, True)
+    """
+    with Profiler(**(profiler_options or {})) as prof:
+        value = func(*args, **kwargs)
+    return value, prof.result

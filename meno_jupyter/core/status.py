@@ -1,0 +1,165 @@
+"""``memory_status``: one look at the process, its limit, and what holds the memory."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from meno_jupyter.core.memory import (
+    DEFAULT_PRESSURE_THRESHOLDS,
+    MemoryLimit,
+    PressureLevel,
+    effective_limit,
+    format_bytes,
+    pressure_level,
+    read_children_rss,
+    read_rss,
+)
+from meno_jupyter.core.namespace import VariableSize, held_bytes, largest_variables
+
+OUTPUT_CACHE_ADVICE_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MemoryStatus:
+    """The process's memory now, against its effective limit.
+
+    Attributes
+    ----------
+    output_cache_bytes : int or None
+        What IPython's output history (``Out``, ``_``, ``__``, ``___``) holds; None outside
+        IPython.
+    advice : list of str
+        What to do about it, when there is something to do.
+    """
+
+    rss_bytes: int
+    children_rss_bytes: int
+    limit: MemoryLimit
+    pressure: PressureLevel
+    gc_counts: tuple[int, int, int]
+    largest: tuple[VariableSize, ...] = ()
+    output_cache_bytes: int | None = None
+    output_cache_entries: int = 0
+    advice: tuple[str, ...] = field(default=())
+
+    @property
+    def share_of_limit(self) -> float:
+        """RSS (children included) as a share of the effective limit."""
+        return (self.rss_bytes + self.children_rss_bytes) / self.limit.limit_bytes
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        """Return (name, value) rows for a summary table."""
+        rows = [
+            ("process RSS", format_bytes(self.rss_bytes)),
+            ("children RSS", format_bytes(self.children_rss_bytes)),
+            ("effective limit", f"{format_bytes(self.limit.limit_bytes)} ({self.limit.source})"),
+            ("used of limit", f"{self.share_of_limit:.1%} — {self.pressure} pressure"),
+            ("available", format_bytes(self.limit.available_bytes)),
+            ("GC counts (gen 0/1/2)", "/".join(str(c) for c in self.gc_counts)),
+        ]
+        if self.output_cache_bytes is not None:
+            rows.append(
+                ("output cache", f"{format_bytes(self.output_cache_bytes)} in "
+                 f"{self.output_cache_entries} entries")
+            )
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return {
+            "rss_bytes": self.rss_bytes,
+            "children_rss_bytes": self.children_rss_bytes,
+            "limit": self.limit.to_dict(),
+            "pressure": self.pressure,
+            "share_of_limit": self.share_of_limit,
+            "gc_counts": list(self.gc_counts),
+            "largest": [v.to_dict() for v in self.largest],
+            "output_cache_bytes": self.output_cache_bytes,
+            "output_cache_entries": self.output_cache_entries,
+            "advice": list(self.advice),
+        }
+
+    def __str__(self) -> str:
+        from meno_jupyter.display.tables import status_text
+
+        return status_text(self)
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **kwargs: Any
+    ) -> dict[str, str]:
+        from meno_jupyter.display.tables import mimebundle, status_html, status_text
+
+        return mimebundle(
+            lambda: status_text(self), lambda: status_html(self), include, exclude
+        )
+
+
+def memory_status(
+    namespace: Mapping[str, object] | None = None,
+    *,
+    top: int = 10,
+    hidden: Iterable[str] = (),
+    output_cache: Sequence[object] | None = None,
+    thresholds: tuple[float, float] = DEFAULT_PRESSURE_THRESHOLDS,
+) -> MemoryStatus:
+    """Measure the process now and, given a namespace, its largest variables.
+
+    Parameters
+    ----------
+    namespace : mapping, optional
+        Variables to size (a notebook's user namespace).
+    top : int
+        How many of the largest variables to list (0 for none).
+    hidden : iterable of str
+        Names to leave out (IPython's own).
+    output_cache : sequence, optional
+        The objects IPython's output history holds.
+    thresholds : tuple of float
+        Shares of the limit where pressure turns ``medium`` and ``high``.
+
+    Examples
+    --------
+    >>> status = memory_status({"x": list(range(1000))}, top=1)
+    >>> status.largest[0].name
+    'x'
+    """
+    if top < 0:
+        raise ValueError(f"top must be 0 or more, got {top}")
+    rss = read_rss()
+    children = read_children_rss()
+    limit = effective_limit()
+    level = pressure_level(rss + children, limit.limit_bytes, thresholds)
+    largest = (
+        tuple(largest_variables(namespace, top=top, hidden=hidden))
+        if namespace is not None and top
+        else ()
+    )
+    cache_bytes: int | None = None
+    advice: list[str] = []
+    if output_cache is not None:
+        cache_bytes = held_bytes(output_cache)
+        if cache_bytes >= OUTPUT_CACHE_ADVICE_BYTES:
+            advice.append(
+                f"IPython's output cache holds {format_bytes(cache_bytes)}: objects you "
+                "deleted stay alive while an Out[N] shows them. Free it with `%reset -f out`."
+            )
+    if level != "low":
+        advice.append(
+            f"Memory pressure is {level}: {format_bytes(limit.available_bytes)} left before "
+            f"the {limit.source} limit of {format_bytes(limit.limit_bytes)}."
+        )
+    counts = gc.get_count()
+    return MemoryStatus(
+        rss_bytes=rss,
+        children_rss_bytes=children,
+        limit=limit,
+        pressure=level,
+        gc_counts=(counts[0], counts[1], counts[2]),
+        largest=largest,
+        output_cache_bytes=cache_bytes,
+        output_cache_entries=len(output_cache) if output_cache is not None else 0,
+        advice=tuple(advice),
+    )

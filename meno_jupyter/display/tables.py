@@ -1,0 +1,163 @@
+"""Text and HTML renderings of results, for ``_repr_mimebundle_`` and terminal IPython."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING
+
+from meno_jupyter.core.memory import format_bytes
+
+if TYPE_CHECKING:
+    from meno_jupyter.core.profiler import ProfileResult
+    from meno_jupyter.core.status import MemoryStatus
+
+_SPARK = "▁▂▃▄▅▆▇█"
+_TABLE_STYLE = (
+    "border-collapse:collapse;font-family:var(--jp-code-font-family,monospace);"
+    "font-size:12px;margin:4px 0"
+)
+_CELL_STYLE = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:left"
+PRESSURE_COLOURS = {"low": "#2e7d32", "medium": "#ef6c00", "high": "#c62828"}
+
+
+def mimebundle(
+    text: Callable[[], str],
+    html_text: Callable[[], str],
+    include: Collection[str] | None = None,
+    exclude: Collection[str] | None = None,
+) -> dict[str, str]:
+    """Build a text/plain + text/html bundle, rendering only the types asked for."""
+    bundle: dict[str, str] = {}
+    for mimetype, render in (("text/plain", text), ("text/html", html_text)):
+        if (include is None or mimetype in include) and mimetype not in (exclude or ()):
+            bundle[mimetype] = render()
+    return bundle
+
+
+Rows = Sequence[Sequence[object]]
+
+
+def text_table(headers: Sequence[str], rows: Rows) -> str:
+    """Format rows as an aligned plain-text table."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def html_table(
+    headers: Sequence[str],
+    rows: Rows,
+    caption: str | None = None,
+    css_class: str = "jp-Meno-table",
+    row_styles: Sequence[str] | None = None,
+) -> str:
+    """Format rows as an HTML table; every value is escaped."""
+    parts = [f'<table class="{css_class}" style="{_TABLE_STYLE}">']
+    if caption:
+        parts.append(
+            f'<caption style="text-align:left;font-weight:bold">{html.escape(caption)}</caption>'
+        )
+    if headers:
+        parts.append(
+            "<thead><tr>"
+            + "".join(f'<th style="{_CELL_STYLE}">{html.escape(str(h))}</th>' for h in headers)
+            + "</tr></thead>"
+        )
+    parts.append("<tbody>")
+    for index, row in enumerate(rows):
+        style = row_styles[index] if row_styles and index < len(row_styles) else ""
+        parts.append(
+            f'<tr style="{style}">'
+            + "".join(f'<td style="{_CELL_STYLE}">{html.escape(str(c))}</td>' for c in row)
+            + "</tr>"
+        )
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+def sparkline(values: Sequence[float], width: int = 60) -> str:
+    """Draw values as a one-line bar chart, for terminals.
+
+    Examples
+    --------
+    >>> sparkline([0, 1, 2, 3])
+    '▁▃▆█'
+    """
+    if not values:
+        return ""
+    if len(values) > width:
+        step = len(values) / width
+        values = [max(values[int(i * step): int((i + 1) * step) or 1]) for i in range(width)]
+    low, high = min(values), max(values)
+    span = (high - low) or 1
+    return "".join(_SPARK[min(7, int((v - low) / span * 7 + 0.5))] for v in values)
+
+
+def profile_text(result: ProfileResult) -> str:
+    """Render a profile for terminals and logs."""
+    title = f"memory profile{f' [{result.label}]' if result.label else ''}"
+    lines = [title, text_table(("figure", "value"), result.summary_rows())]
+    if len(result.timeline_rss_bytes) > 2:
+        lines.append(f"RSS  {sparkline(result.timeline_rss_bytes)}")
+    if result.growth_lines:
+        rows = [(format_bytes(g.growth_bytes, signed=True), g.line.label)
+                for g in result.growth_lines]
+        lines.append("RSS grew while running:")
+        lines.append(text_table(("growth", "line"), rows))
+    if result.top_lines:
+        traced: Rows = [(format_bytes(t.peak_bytes), format_bytes(t.retained_bytes), t.line.label)
+                        for t in result.top_lines]
+        lines.append("Top Python allocations (tracemalloc):")
+        lines.append(text_table(("at peak", "retained", "line"), traced))
+    return "\n".join(lines)
+
+
+def profile_html(result: ProfileResult) -> str:
+    """Render a profile as HTML tables."""
+    caption = f"memory profile{f' [{result.label}]' if result.label else ''}"
+    parts = ['<div class="jp-Meno-profile">', html_table((), result.summary_rows(), caption)]
+    if result.growth_lines:
+        rows = [(format_bytes(g.growth_bytes, signed=True), g.events, g.line.label)
+                for g in result.growth_lines]
+        parts.append(html_table(("growth", "samples", "line"), rows,
+                                "RSS grew while running (sampled)"))
+    if result.top_lines:
+        traced: Rows = [(format_bytes(t.peak_bytes), format_bytes(t.retained_bytes), t.count,
+                         t.line.label) for t in result.top_lines]
+        parts.append(html_table(("at peak", "retained", "blocks", "line"), traced,
+                                "Top Python allocations (tracemalloc)"))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def status_text(status: MemoryStatus) -> str:
+    """Render a memory status for terminals."""
+    lines = ["memory status", text_table(("figure", "value"), status.summary_rows())]
+    if status.largest:
+        rows = [(v.name, v.type_name, format_bytes(v.size_bytes), v.note)
+                for v in status.largest]
+        lines.append("Largest variables:")
+        lines.append(text_table(("name", "type", "size", "note"), rows))
+    lines.extend(status.advice)
+    return "\n".join(lines)
+
+
+def status_html(status: MemoryStatus) -> str:
+    """Render a memory status as HTML, the pressure level coloured."""
+    colour = PRESSURE_COLOURS[status.pressure]
+    badge = (f'<span class="jp-Meno-pressure jp-Meno-pressure-{status.pressure}" '
+             f'style="color:white;background:{colour};padding:1px 6px;border-radius:3px">'
+             f"{html.escape(status.pressure)} pressure</span>")
+    parts = ['<div class="jp-Meno-status">', badge,
+             html_table((), status.summary_rows(), "memory status")]
+    if status.largest:
+        rows = [(v.name, v.type_name, format_bytes(v.size_bytes), v.note)
+                for v in status.largest]
+        parts.append(html_table(("name", "type", "size", "note"), rows, "Largest variables"))
+    parts.extend(f"<p>{html.escape(line)}</p>" for line in status.advice)
+    parts.append("</div>")
+    return "".join(parts)

@@ -1,0 +1,121 @@
+"""``%%memprofile``: run a cell through the shell and show its memory."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from meno_jupyter.core.profiler import Profiler, ProfileResult
+from meno_jupyter.core.sampler import DEFAULT_INTERVAL_S, validate_interval
+from meno_jupyter.magics._common import check_identifier, parse, rich_output, show
+
+
+def run_cell_capturing_error(shell: Any, cell: str) -> tuple[Any, list[str] | None]:
+    """Run a cell through the shell; return (ExecutionResult, traceback lines if it failed).
+
+    The traceback the shell would have shown is captured instead of shown, so that the
+    caller can show its own output first and then raise the same exception with the same
+    traceback, once.
+    """
+    captured: list[list[str]] = []
+    had_override = "_showtraceback" in shell.__dict__
+    previous = shell.__dict__.get("_showtraceback")
+
+    def capture(etype: type, evalue: BaseException, stb: list[str]) -> None:
+        captured.append(stb)
+
+    shell._showtraceback = capture
+    try:
+        result = shell.run_cell(cell, store_history=False)
+    finally:
+        if had_override:
+            shell._showtraceback = previous
+        else:
+            del shell._showtraceback
+    return result, (captured[-1] if captured else None)
+
+
+def raise_cell_error(result: Any, traceback_lines: list[str] | None) -> None:
+    """Re-raise a failed cell's exception so the outer cell fails exactly as it would have."""
+    error = result.error_before_exec or result.error_in_exec
+    if error is None:
+        return
+    if traceback_lines is not None:
+        # IPython renders an exception that carries _render_traceback_ with those lines.
+        error._render_traceback_ = lambda: traceback_lines
+    raise error
+
+
+@magics_class
+class ProfileMagics(Magics):
+    """Holds ``%%memprofile``."""
+
+    @magic_arguments()
+    @argument("-o", "--output", metavar="NAME", help="Store the ProfileResult in this variable.")
+    @argument(
+        "-i", "--interval", type=float, default=DEFAULT_INTERVAL_S, metavar="SECONDS",
+        help="Sampling interval of the timeline (default 0.01 s).",
+    )
+    @argument("--trace", action="store_true",
+              help="Also trace Python allocations with tracemalloc (slower).")
+    @argument("--top", type=int, default=10, metavar="N",
+              help="Lines to list for growth and allocations (default 10).")
+    @argument("--no-plot", action="store_true", help="Show the table without the timeline.")
+    @argument("--json", metavar="PATH", help="Also write the result as JSON to this file.")
+    @cell_magic
+    def memprofile(self, line: str, cell: str) -> None:
+        """Profile the memory of a cell: exact peak, timeline, and the lines that grew it.
+
+        The cell runs as usual (output, tracebacks, history). Afterwards a timeline of the
+        process's RSS is shown with the exact peak (the kernel's high-water mark, on Linux)
+        and the lines that were running while memory grew, then a summary table. If the cell
+        raises, the profile is shown and the exception surfaces as without the magic.
+
+        Examples::
+
+            %%memprofile -o prof
+            frame = pd.read_csv("big.csv")
+
+            %%memprofile --trace --top 5
+            rows = [{"id": i} for i in range(1_000_000)]
+        """
+        args = parse(self.memprofile, line)
+        check_identifier(args.output, "-o/--output")
+        try:
+            validate_interval(args.interval)
+        except ValueError as error:
+            raise UsageError(f"-i/--interval: {error}") from None
+        if args.top < 1:
+            raise UsageError(f"--top must be at least 1, got {args.top}")
+        json_path = Path(args.json).expanduser() if args.json else None
+        if json_path is not None and not json_path.parent.is_dir():
+            raise UsageError(f"--json: directory {json_path.parent} does not exist")
+
+        shell = self.shell
+        assert shell is not None  # a registered magic always has its shell
+        label = f"cell [{shell.execution_count}]"
+        with Profiler(label, interval_s=args.interval, trace=args.trace, top_n=args.top) as prof:
+            outcome, traceback_lines = run_cell_capturing_error(shell, cell)
+        result: ProfileResult = prof.result
+        cell_error = outcome.error_before_exec or outcome.error_in_exec
+        if cell_error is not None:
+            result = dataclasses.replace(result, error=type(cell_error).__name__)
+
+        if args.output:
+            shell.user_ns[args.output] = result
+        if json_path is not None:
+            json_path.write_text(result.to_json())
+        self._display(result, plot=not args.no_plot)
+        raise_cell_error(outcome, traceback_lines)
+
+    def _display(self, result: ProfileResult, plot: bool) -> None:
+        if plot and rich_output(self.shell):
+            from meno_jupyter.display.figures import figure_bundle, profile_figure
+
+            show(figure_bundle(profile_figure(result), "memory timeline"), raw=True)
+        show(result)

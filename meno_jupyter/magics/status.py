@@ -1,0 +1,51 @@
+"""``%memstatus``: process memory, the effective limit, and the largest variables."""
+
+from __future__ import annotations
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from meno_jupyter.core.status import memory_status
+from meno_jupyter.magics._common import (
+    check_identifier,
+    output_cache_objects,
+    parse,
+    show,
+    user_variables,
+)
+
+
+@magics_class
+class StatusMagics(Magics):
+    """Holds ``%memstatus``."""
+
+    @magic_arguments()
+    @argument("-o", "--output", metavar="NAME", help="Store the MemoryStatus in this variable.")
+    @argument("--top", type=int, default=10, metavar="N",
+              help="How many of the largest variables to list (default 10, 0 for none).")
+    @line_magic
+    def memstatus(self, line: str) -> None:
+        """Show the kernel's memory now: RSS, children, the effective limit and pressure.
+
+        The limit is the tighter of the machine's memory and a container's cgroup limit
+        (JupyterHub, Kubernetes, Docker): the kernel is killed there. Also lists the largest
+        variables by deep size and what IPython's output cache (``Out``, ``_``) holds.
+
+        Examples::
+
+            %memstatus
+            %memstatus --top 20 -o status
+        """
+        args = parse(self.memstatus, line)
+        check_identifier(args.output, "-o/--output")
+        if args.top < 0:
+            raise UsageError(f"--top must be 0 or more, got {args.top}")
+        status = memory_status(
+            user_variables(self.shell),
+            top=args.top,
+            output_cache=output_cache_objects(self.shell),
+        )
+        if args.output and self.shell is not None:
+            self.shell.user_ns[args.output] = status
+        show(status)

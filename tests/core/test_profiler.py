@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+
+import numpy as np
+import pytest
+
+from meno_jupyter.core.memory import MIB
+from meno_jupyter.core.profiler import Profiler, ProfileResult, profile_call
+
+LINUX = sys.platform.startswith("linux")
+
+
+def spike_then_keep() -> np.ndarray:
+    spike = np.ones(64 * MIB // 8)
+    del spike
+    return np.ones(100 * MIB // 8)
+
+
+@pytest.mark.skipif(not LINUX, reason="exact peak needs /proc/self/clear_refs")
+def test_exact_peak_and_delta() -> None:
+    with Profiler(interval_s=0.5) as prof:  # far too slow to sample the spike
+        kept = spike_then_keep()
+    result = prof.result
+    assert result.exact_peak
+    assert 99 * MIB <= result.delta <= 102 * MIB
+    assert 99 * MIB <= result.peak_increase <= 102 * MIB
+    assert result.peak_rss == result.start_rss + result.peak_increase
+    del kept
+
+
+@pytest.mark.skipif(not LINUX, reason="exact peak needs /proc/self/clear_refs")
+def test_spike_alone_is_reported_exactly() -> None:
+    with Profiler(interval_s=0.5) as prof:
+        spike = np.ones(64 * MIB // 8)
+        del spike
+    assert 63.5 * MIB <= prof.result.peak_increase <= 65 * MIB
+    assert abs(prof.result.delta) < 2 * MIB
+
+
+def test_sampled_peak_when_exact_is_off() -> None:
+    with Profiler(exact=False, interval_s=0.002) as prof:
+        kept = np.ones(80 * MIB // 8)
+        for _ in range(20):
+            kept += 1  # keep the block alive long enough to be sampled
+    assert not prof.result.exact_peak
+    assert prof.result.peak_increase >= 75 * MIB
+    del kept
+
+
+def test_result_fields_timeline_and_json() -> None:
+    with Profiler("demo", interval_s=0.005) as prof:
+        kept = spike_then_keep()
+    result = prof.result
+    timeline = result.timeline
+    assert list(timeline.columns) == ["t_s", "rss_bytes"]
+    assert len(timeline) >= 2
+    assert timeline["t_s"].is_monotonic_increasing
+    data = json.loads(result.to_json())
+    assert data["label"] == "demo"
+    assert data["peak_increase"] == result.peak_increase
+    assert data["delta"] == result.delta
+    assert len(data["timeline"]["t_s"]) == len(timeline)
+    assert result.gpu_peak_bytes is None  # torch is not imported here
+    assert result.limit_bytes and result.limit_source
+    bundle = result._repr_mimebundle_()
+    assert "peak increase" in bundle["text/plain"]
+    assert "<table" in bundle["text/html"]
+    del kept
+
+
+def test_growth_lines_name_the_allocating_line() -> None:
+    with Profiler(interval_s=0.002, growth_threshold_bytes=2 * MIB) as prof:
+        blocks = []
+        for _ in range(25):
+            blocks.append(np.ones(4 * MIB // 8)); np.sqrt(blocks[-1])  # noqa: E702
+    labels = [g.line.source for g in prof.result.growth_lines]
+    assert any("blocks.append" in label for label in labels), labels
+    del blocks
+
+
+def allocate_python_objects() -> list[dict[str, int]]:
+    return [{"i": i} for i in range(200_000)]
+
+
+def test_trace_reports_the_python_allocation_line() -> None:
+    with Profiler(trace=True, top_n=5) as prof:
+        rows = allocate_python_objects()
+    result = prof.result
+    assert result.top_lines
+    top = result.top_lines[0]
+    assert "range(200_000)" in top.line.source
+    assert top.retained_bytes >= 200_000 * 64  # a dict is at least 64 bytes
+    assert result.traced_peak_bytes is not None and result.traced_peak_bytes >= top.retained_bytes
+    del rows
+
+
+def test_an_exception_in_the_block_still_gives_a_result() -> None:
+    prof = Profiler()
+    with pytest.raises(KeyError), prof:
+        raise KeyError("boom")
+    assert prof.result.error == "KeyError"
+    assert not prof.running
+
+
+def test_a_profiler_measures_one_block() -> None:
+    prof = Profiler()
+    with prof:
+        pass
+    with pytest.raises(RuntimeError), prof:
+        pass
+
+
+def test_result_before_the_end_is_an_error() -> None:
+    with Profiler() as prof, pytest.raises(RuntimeError, match="not finished"):
+        _ = prof.result
+
+
+def test_top_n_is_checked() -> None:
+    with pytest.raises(ValueError):
+        Profiler(top_n=0)
+
+
+def _child_work(mib: int) -> None:
+    block = np.ones(mib * MIB // 8)
+    block += 1
+
+
+@pytest.mark.skipif(not LINUX, reason="children's peak needs fork and getrusage")
+def test_children_peak_counts_a_short_lived_forked_worker() -> None:
+    context = multiprocessing.get_context("fork")
+    with Profiler() as prof:
+        worker = context.Process(target=_child_work, args=(150,))
+        worker.start()
+        worker.join()
+    assert worker.exitcode == 0
+    assert prof.result.children_peak_rss >= 140 * MIB
+
+
+def test_profile_call_returns_value_and_result() -> None:
+    value, result = profile_call(np.ones, 1000)
+    assert value.shape == (1000,)
+    assert isinstance(result, ProfileResult)

@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+
+from meno_jupyter.core.memory import MIB
+from meno_jupyter.core.profiler import ProfileResult
+from tests.magics.helpers import shown
+
+LINUX = sys.platform.startswith("linux")
+
+SPIKE_THEN_KEEP = """
+import numpy as np
+spike = np.ones(64 * 2**20 // 8)
+del spike
+kept = np.ones(100 * 2**20 // 8)
+"""
+
+
+def run(shell: Any, cell: str) -> tuple[Any, Any]:
+    with capture_output() as captured:
+        result = shell.run_cell(cell)
+    return result, captured
+
+
+@pytest.mark.skipif(not LINUX, reason="exact peak needs /proc/self/clear_refs")
+def test_profile_is_stored_and_exact(shell: Any) -> None:
+    result, captured = run(shell, "%%memprofile -o prof\n" + SPIKE_THEN_KEEP)
+    assert result.success
+    prof = shell.user_ns["prof"]
+    assert isinstance(prof, ProfileResult)
+    assert prof.exact_peak
+    assert 99 * MIB <= prof.peak_increase <= 102 * MIB
+    assert 99 * MIB <= prof.delta <= 102 * MIB
+    assert "kept" in shell.user_ns  # the cell ran in the user namespace
+    assert "peak increase" in shown(captured)
+
+
+def test_terminal_gets_text_only(shell: Any) -> None:
+    shell.display_formatter.active_types = ["text/plain"]
+    _, captured = run(shell, "%%memprofile\nx = [0] * 1000")
+    assert not any("application/vnd.plotly.v1+json" in out.data for out in captured.outputs)
+    assert "memory profile" in shown(captured)
+
+
+def test_notebook_gets_the_plotly_timeline_and_a_table(rich_shell: Any) -> None:
+    _, captured = run(rich_shell, "%%memprofile\n" + SPIKE_THEN_KEEP)
+    kinds = [set(out.data) for out in captured.outputs]
+    figure = next(out.data for out in captured.outputs
+                  if "application/vnd.plotly.v1+json" in out.data)
+    assert figure["application/vnd.plotly.v1+json"]["data"][0]["name"] == "RSS"
+    assert any("text/html" in kind and "<table" in out.data["text/html"]
+               for kind, out in zip(kinds, captured.outputs, strict=True))
+
+
+def test_no_plot_leaves_out_the_figure(rich_shell: Any) -> None:
+    _, captured = run(rich_shell, "%%memprofile --no-plot\nx = 1")
+    assert not any("application/vnd.plotly.v1+json" in out.data for out in captured.outputs)
+
+
+def test_last_expression_is_displayed_as_usual(shell: Any) -> None:
+    _, captured = run(shell, "%%memprofile --no-plot\n6 * 7")
+    assert "42" in shown(captured)
+
+
+def test_a_failing_cell_shows_the_profile_then_fails_as_without_the_magic(shell: Any) -> None:
+    result, captured = run(shell, "%%memprofile -o prof\nx = 1\n1 / 0\n")
+    assert not result.success
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    assert shown(captured).count("Traceback (most recent call last)") == 1
+    assert "memory profile" in shown(captured)
+    # The same traceback as without the magic: the cell's own line, no frames of ours.
+    assert "----> 2 1 / 0" in shown(captured)
+    assert "memprofile" not in shown(captured).split("Traceback")[1]
+    assert shell.user_ns["prof"].error == "ZeroDivisionError"
+    assert shell.user_ns["x"] == 1
+
+
+def test_a_syntax_error_fails_as_without_the_magic(shell: Any) -> None:
+    result, captured = run(shell, "%%memprofile\nx = (\n")
+    assert isinstance(result.error_in_exec, SyntaxError)
+    assert shown(captured).count("SyntaxError") >= 1
+
+
+def test_ctrl_c_stops_the_sampler_and_surfaces(shell: Any) -> None:
+    result, _ = run(shell, "%%memprofile -o prof\nraise KeyboardInterrupt\n")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert not [t for t in threading.enumerate() if t.name == "meno-sampler"]
+    assert shell.user_ns["prof"].error == "KeyboardInterrupt"
+
+
+def test_json_export(shell: Any, tmp_path: Path) -> None:
+    target = tmp_path / "profile.json"
+    result, _ = run(shell, f"%%memprofile --json {target}\nblock = bytearray(10**6)")
+    assert result.success
+    data = json.loads(target.read_text())
+    assert {"peak_increase", "delta", "timeline", "exact_peak"} <= set(data)
+
+
+def test_trace_lists_the_cell_line(shell: Any) -> None:
+    result, captured = run(
+        shell, "%%memprofile --trace --top 3 -o prof\nrows = [{'i': i} for i in range(100_000)]"
+    )
+    assert result.success
+    top = shell.user_ns["prof"].top_lines
+    assert top and "range(100_000)" in top[0].line.source
+    assert "tracemalloc" in shown(captured)
+
+
+@pytest.mark.skipif(not LINUX, reason="exact peak needs /proc/self/clear_refs")
+def test_nested_profiles_are_both_right(shell: Any) -> None:
+    # malloc_trim hands freed pages back, so the inner block cannot reuse resident ones.
+    cell = (
+        "%%memprofile -o outer --no-plot\n"
+        "import ctypes, numpy as np\n"
+        "trim = ctypes.CDLL('libc.so.6').malloc_trim\n"
+        "big = np.ones(96 * 2**20 // 8); del big; trim(0)\n"
+        "get_ipython().run_cell_magic('memprofile', '-o inner --no-plot',"
+        " 'small = np.ones(32 * 2**20 // 8); del small')\n"
+    )
+    result, _ = run(shell, cell)
+    assert result.success
+    outer, inner = shell.user_ns["outer"], shell.user_ns["inner"]
+    assert outer.peak_increase >= 95 * MIB
+    assert 31 * MIB <= inner.peak_increase <= 34 * MIB
+
+
+@pytest.mark.skipif(not LINUX, reason="fork")
+def test_a_cell_that_forks_counts_its_children(shell: Any) -> None:
+    cell = (
+        "%%memprofile -o prof --no-plot\n"
+        "import os, time, numpy as np\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    block = np.ones(120 * 2**20 // 8); time.sleep(0.3); os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    result, _ = run(shell, cell)
+    assert result.success
+    assert shell.user_ns["prof"].children_peak_rss >= 110 * MIB
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--bogus", "unrecognized arguments"),
+        ("-i 0", "interval"),
+        ("-i -1", "interval"),
+        ("-i 100000", "interval"),
+        ("-o 1abc", "valid Python variable name"),
+        ("-o class", "valid Python variable name"),
+        ("--top 0", "--top"),
+        ("--json /no/such/dir/x.json", "does not exist"),
+    ],
+)
+def test_bad_arguments_raise_usage_errors(shell: Any, line: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message) as error:
+        shell.run_cell_magic("memprofile", line, "ran = True")
+    assert "ran" not in shell.user_ns  # the cell did not run
+    if message == "unrecognized arguments":
+        assert "--trace" in str(error.value)  # the help text comes with it
+
+
+def test_help_is_generated(shell: Any) -> None:
+    doc = shell.find_cell_magic("memprofile").__doc__
+    for option in ("-o NAME", "--interval SECONDS", "--trace", "--top N", "--no-plot", "--json"):
+        assert option in doc

@@ -1,0 +1,103 @@
+"""The tutorials and the magics, executed by a real Jupyter kernel through nbclient."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from nbformat.v4 import new_code_cell, new_notebook
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+PLOTLY = "application/vnd.plotly.v1+json"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+pytestmark = pytest.mark.kernel
+
+
+def execute(notebook: Any, allow_errors: bool = False) -> Any:
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            allow_errors=allow_errors, resources={"metadata": {"path": "."}})
+    client.execute()
+    return notebook
+
+
+def outputs_of(cell: Any, output_type: str) -> list[Any]:
+    return [out for out in cell.outputs if out.output_type == output_type]
+
+
+def test_there_are_notebooks() -> None:
+    assert NOTEBOOKS, "notebooks/ is empty"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebooks_are_stored_without_outputs(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, path.name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_executes(path: Path) -> None:
+    notebook = execute(nbformat.read(path, as_version=4))
+    errors = [out for cell in notebook.cells if cell.cell_type == "code"
+              for out in outputs_of(cell, "error")]
+    assert not errors
+
+
+def test_quickstart_shows_timelines_exact_peaks_and_status() -> None:
+    path = next(p for p in NOTEBOOKS if p.name == "01_quickstart.ipynb")
+    notebook = execute(nbformat.read(path, as_version=4))
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    profiled = [cell for cell in code if cell.source.startswith("%%memprofile")]
+    assert len(profiled) == 3
+    for cell in profiled:
+        bundles = [out.data for out in outputs_of(cell, "display_data")]
+        assert any(PLOTLY in data for data in bundles), cell.source
+        assert any("peak increase" in data.get("text/html", "") for data in bundles)
+    printed = "".join(out.text for cell in code for out in outputs_of(cell, "stream"))
+    if sys.platform.startswith("linux"):
+        assert "exact: True" in printed
+    status = next(cell for cell in code if cell.source.startswith("%memstatus"))
+    html = "".join(out.data.get("text/html", "") for out in outputs_of(status, "display_data"))
+    assert "effective limit" in html and "sales" in html
+
+
+def magic_notebook(*sources: str) -> Any:
+    return new_notebook(cells=[new_code_cell("%load_ext meno_jupyter"),
+                               *[new_code_cell(s) for s in sources]])
+
+
+def test_in_a_kernel_a_failing_cell_shows_its_profile_then_one_error() -> None:
+    notebook = execute(magic_notebook("%%memprofile -o prof\nx = 1\n1 / 0", "prof.error"),
+                       allow_errors=True)
+    failing = notebook.cells[1]
+    kinds = [out.output_type for out in failing.outputs]
+    assert kinds.count("error") == 1
+    assert kinds.index("display_data") < kinds.index("error")  # profile first, then the error
+    error = outputs_of(failing, "error")[0]
+    assert error.ename == "ZeroDivisionError"
+    assert any("----> 2 1 / 0" in ANSI.sub("", line) for line in error.traceback)
+    assert notebook.cells[2].outputs[0].data["text/plain"] == "'ZeroDivisionError'"
+
+
+def test_in_a_kernel_a_failing_cell_stops_the_notebook_like_any_error() -> None:
+    with pytest.raises(CellExecutionError) as raised:
+        execute(magic_notebook("%%memprofile\nraise ValueError('bad value')", "after = 1"))
+    assert raised.value.ename == "ValueError"
+    assert "bad value" in raised.value.evalue
+
+
+def test_in_a_kernel_bad_arguments_are_usage_errors() -> None:
+    notebook = execute(magic_notebook("%%memprofile --interval 0\nran = 1", "'ran' in dir()"),
+                       allow_errors=True)
+    # IPython reports usage errors on stderr, for its own magics as for ours.
+    stderr = "".join(out.text for out in outputs_of(notebook.cells[1], "stream"))
+    assert "UsageError" in stderr and "interval" in stderr
+    assert notebook.cells[2].outputs[0].data["text/plain"] == "False"
