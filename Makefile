@@ -50,6 +50,7 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/profile_overhead.py
+	$(BIN)/python bench/ledger_overhead.py
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

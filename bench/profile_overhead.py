@@ -1,7 +1,8 @@
 """%%memprofile against the un-profiled cell and the peer tools, side by side in one run.
 
-Each tool runs in its own fresh interpreter with a real IPython shell; every workload is
-run ``--repeat`` times (median reported). Two workloads:
+Each tool runs in its own fresh interpreter with a real IPython shell, where every workload
+runs ``--repeat`` times under the tool, each time paired with an un-profiled run of the same
+cell in the same process (so the wall-time ratio compares like with like). Two workloads:
 
 * ``dicts``: a cell that builds 2 million small dicts (allocation-heavy pure Python: the
   worst case for tracing tools). Its true peak increase is read from the kernel's
@@ -54,9 +55,11 @@ TOOLS: dict[str, dict[str, Any]] = {
                                 "prefix": "%%memit -o -q\n"},
     "memray %%memray_flamegraph": {"setup": ["%load_ext memray"],
                                    "prefix": "%%memray_flamegraph\n"},
-    "ipython-memory-usage": {"setup": ["%load_ext ipython_memory_usage", "%imu_start"],
-                             "prefix": ""},
+    "ipython-memory-usage": {"setup": ["%load_ext ipython_memory_usage"], "prefix": "",
+                             "on": "%imu_start", "off": "%imu_stop"},
 }
+MEMRAY_PEAK = re.compile(r"Peak memory usage: ([\d.]+) (B|KB|MB|GB)")
+MEMRAY_UNITS = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30}
 IMU_LINE = re.compile(r"used (-?[\d.]+) MiB RAM .*peaked (-?[\d.]+) MiB above final usage")
 
 
@@ -83,7 +86,9 @@ def _rss() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _reported(tool: str, shell: Any, result: Any, stdout: str) -> tuple[float | None, float | None]:
+def _reported(  # noqa: PLR0911 - one return per tool
+    tool: str, shell: Any, result: Any, stdout: str
+) -> tuple[float | None, float | None]:
     """Return (peak increase, kept delta) in bytes as the tool reports them."""
     if tool.startswith("meno"):
         prof = shell.user_ns["_meno"]
@@ -92,11 +97,12 @@ def _reported(tool: str, shell: Any, result: Any, stdout: str) -> tuple[float | 
         memit = result.result
         return (max(memit.mem_usage) - memit.baseline) * MIB, None
     if tool.startswith("memray"):
-        from memray import FileReader
-
-        dumps = sorted(Path("memray-results").glob("*/memray.dump"), key=os.path.getmtime)
-        with FileReader(dumps[-1]) as reader:
-            return float(reader.metadata.peak_memory), None
+        # memray deletes its capture after rendering; the flame graph states the peak.
+        pages = sorted(Path("memray-results").glob("*/flamegraph.html"), key=os.path.getmtime)
+        match = MEMRAY_PEAK.search(pages[-1].read_text())
+        if match is None:
+            return None, None
+        return float(match.group(1)) * MEMRAY_UNITS[match.group(2)], None
     if tool == "ipython-memory-usage":
         match = IMU_LINE.search(stdout)
         if match is None:
@@ -106,7 +112,25 @@ def _reported(tool: str, shell: Any, result: Any, stdout: str) -> tuple[float | 
     return None, None
 
 
-def worker(tool: str, repeat: int) -> None:
+def _timed(shell: Any, cell: str) -> tuple[float, Any, str, int]:
+    """Run a cell from a trimmed heap; return (seconds, result, stdout, true peak increase)."""
+    from IPython.utils.capture import capture_output
+
+    with capture_output():
+        shell.run_cell(CLEANUP)
+    _trim()
+    start_rss = _rss()
+    _hwm_reset()
+    with capture_output() as captured:
+        started = time.perf_counter()
+        result = shell.run_cell(cell)
+        elapsed = time.perf_counter() - started
+    if not result.success:
+        raise SystemExit(f"failed: {result.error_in_exec!r}\n{captured.stdout[-2000:]}")
+    return elapsed, result, captured.stdout, _hwm() - start_rss
+
+
+def worker(tool: str, name: str, repeat: int) -> None:
     from IPython.testing.globalipapp import start_ipython
     from IPython.utils.capture import capture_output
 
@@ -119,30 +143,29 @@ def worker(tool: str, repeat: int) -> None:
     with capture_output():
         for line in spec["setup"]:
             shell.run_cell(line)
-        shell.run_cell(WORKLOADS["spike"] + WORKLOADS["dicts"] + CLEANUP)  # warm imports
-    for name, cell in WORKLOADS.items():
-        times: list[float] = []
-        peaks: list[float | None] = []
-        kept: list[float | None] = []
-        truths: list[int] = []
+        shell.run_cell("import numpy as np\n" + CLEANUP)  # warm imports
+    for cell in [WORKLOADS[name]]:
+        row: dict[str, Any] = {"workload": name, "plain": [], "times": [], "peaks": [],
+                               "kept": [], "truths": [], "tool_truths": []}
         for _ in range(repeat):
-            with capture_output():
-                shell.run_cell(CLEANUP)
-            _trim()
-            start_rss = _rss()
-            _hwm_reset()
-            with capture_output() as captured:
-                started = time.perf_counter()
-                result = shell.run_cell(spec["prefix"] + cell)
-                times.append(time.perf_counter() - started)
-            truths.append(_hwm() - start_rss)
-            if not result.success:
-                raise SystemExit(f"{tool} failed on {name}: {result.error_in_exec!r}")
-            peak, delta = _reported(tool, shell, result, captured.stdout)
-            peaks.append(peak)
-            kept.append(delta)
-        print(json.dumps({"workload": name, "times": times, "peaks": peaks, "kept": kept,
-                          "truths": truths}), flush=True)
+            plain_s, _, _, truth = _timed(shell, cell)
+            row["plain"].append(plain_s)
+            row["truths"].append(truth)
+            if tool == "un-profiled":
+                continue
+            if "on" in spec:
+                with capture_output():
+                    shell.run_cell(spec["on"])
+            tool_s, result, stdout, tool_truth = _timed(shell, spec["prefix"] + cell)
+            row["tool_truths"].append(tool_truth)
+            if "off" in spec:
+                with capture_output():
+                    shell.run_cell(spec["off"])
+            peak, delta = _reported(tool, shell, result, stdout)
+            row["times"].append(tool_s)
+            row["peaks"].append(peak)
+            row["kept"].append(delta)
+        print(json.dumps(row), flush=True)
 
 
 def _fmt(value: float | None) -> str:
@@ -153,51 +176,63 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--worker", choices=list(TOOLS))
+    parser.add_argument("--workload", choices=list(WORKLOADS))
     parser.add_argument("--tools", nargs="*", default=list(TOOLS))
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.repeat)
+        worker(args.worker, args.workload, args.repeat)
         return
+    # One fresh process per tool and workload: the heap one run leaves must not shape the next.
     results: dict[str, dict[str, Any]] = {}
     for tool in args.tools:
-        print(f"running {tool} ...", file=sys.stderr, flush=True)
-        out = subprocess.run(
-            [sys.executable, __file__, "--worker", tool, "--repeat", str(args.repeat)],
-            capture_output=True, text=True, check=False,
-        )
-        if out.returncode:
-            print(f"  {tool} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
-            continue
-        rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-        results[tool] = {row["workload"]: row for row in rows}
+        for name in WORKLOADS:
+            print(f"running {tool} on {name} ...", file=sys.stderr, flush=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", tool, "--workload", name,
+                 "--repeat", str(args.repeat)],
+                capture_output=True, text=True, check=False,
+            )
+            if out.returncode:
+                print(f"  {tool} failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+                continue
+            rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+            results.setdefault(tool, {}).update({row["workload"]: row for row in rows})
     base = results.get("un-profiled", {})
     for name in WORKLOADS:
-        base_time = statistics.median(base[name]["times"]) if name in base else None
-        truth = statistics.median(base[name]["truths"]) if name in base else None
+        truth = float(statistics.median(base[name]["truths"])) if name in base else None
         if name == "spike":
             truth = TRUTH_SPIKE_PEAK
         print(f"\n== {name}: true peak increase {_fmt(truth)} MiB"
-              + (", spike above kept 64.0 MiB" if name == "spike" else ""))
-        print(f"{'tool':30} {'peak incr. MiB (median, min..max)':>36} "
-              + ("{:>16} ".format("spike MiB (all)") if name == "spike" else "")
+              + (", spike above kept 64.0 MiB" if name == "spike" else "")
+              + (f"; un-profiled cell {statistics.median(base[name]['plain']):.3f} s"
+                 if name in base else ""))
+        print(f"{'tool':30} {'peak incr. MiB median (min..max)':>34} {'|err| MiB':>9} "
+              + ("{:>24} ".format("spike MiB (every run)") if name == "spike" else "")
               + f"{'wall s':>8} {'x un-profiled':>13}")
         for tool, rows in results.items():
+            if tool == "un-profiled":
+                continue
+            if name not in rows:
+                continue
             row = rows[name]
             peaks = [p for p in row["peaks"] if p is not None]
+            # Error against the true peak increase of the very same run (kernel high-water mark).
+            errors = [abs(p - t) for p, t in zip(row["peaks"], row["tool_truths"], strict=True)
+                      if p is not None]
+            error_text = f"{statistics.median(errors) / MIB:9.1f}" if errors else f"{'n/a':>9}"
             wall = statistics.median(row["times"])
-            ratio = f"{wall / base_time:13.3f}" if base_time else f"{'n/a':>13}"
+            ratio = wall / statistics.median(row["plain"])
+            peak_text = "not reported"
             if peaks:
                 peak_text = (f"{_fmt(statistics.median(peaks))} "
                              f"({_fmt(min(peaks)).strip()}..{_fmt(max(peaks)).strip()})")
-            else:
-                peak_text = "not reported" if tool != "un-profiled" else "-"
             spike_text = ""
             if name == "spike":
                 spikes = [p - k for p, k in zip(row["peaks"], row["kept"], strict=True)
                           if p is not None and k is not None]
-                spike_text = "{:>16} ".format(
-                    ",".join(f"{s / MIB:.1f}" for s in spikes) if spikes else "n/a")
-            print(f"{tool:30} {peak_text:>36} {spike_text}{wall:8.3f} {ratio}")
+                spike_text = "{:>24} ".format(
+                    ",".join(f"{s / MIB:.0f}" for s in spikes) if spikes else "n/a")
+            print(f"{tool:30} {peak_text:>34} {error_text} {spike_text}{wall:8.3f} {ratio:13.3f}")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,13 @@ scripts::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meno_jupyter._version import __version__
+from meno_jupyter.core.cleanup import ReleaseReport, trim_allocator
 from meno_jupyter.core.errors import MenoWarning
+from meno_jupyter.core.leaks import LeakReport, find_leaks
+from meno_jupyter.core.ledger import CellRecord, Ledger
 from meno_jupyter.core.memory import (
     MemoryLimit,
     effective_limit,
@@ -27,24 +30,34 @@ from meno_jupyter.core.namespace import VariableSize, deep_sizeof, largest_varia
 from meno_jupyter.core.profiler import Profiler, ProfileResult, profile_call
 from meno_jupyter.core.status import MemoryStatus, memory_status
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
+    "CellRecord",
+    "LeakReport",
+    "Ledger",
     "MemoryLimit",
     "MemoryStatus",
     "MenoWarning",
     "ProfileResult",
     "Profiler",
+    "ReleaseReport",
     "VariableSize",
     "__version__",
     "deep_sizeof",
     "effective_limit",
+    "find_leaks",
     "format_bytes",
     "largest_variables",
+    "ledger",
     "load_ipython_extension",
     "memory_status",
     "pressure_level",
     "profile_call",
     "read_children_rss",
     "read_rss",
+    "trim_allocator",
     "unload_ipython_extension",
 ]
 
@@ -57,4 +70,20 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """Nothing to undo: the magics hold no threads between cells."""
+    """Stop recording cells (``%unload_ext meno_jupyter``)."""
+    from meno_jupyter.magics import unregister
+
+    unregister(ipython)
+
+
+def ledger() -> pd.DataFrame:
+    """Return this session's cell ledger as a DataFrame (empty before ``%memwatch on``).
+
+    Examples
+    --------
+    >>> list(ledger().columns)[:3]
+    ['execution_count', 'source_head', 'started_at']
+    """
+    from meno_jupyter.core.ledger import Ledger, current_ledger
+
+    return (current_ledger() or Ledger()).to_frame()

@@ -101,3 +101,43 @@ def test_in_a_kernel_bad_arguments_are_usage_errors() -> None:
     stderr = "".join(out.text for out in outputs_of(notebook.cells[1], "stream"))
     assert "UsageError" in stderr and "interval" in stderr
     assert notebook.cells[2].outputs[0].data["text/plain"] == "False"
+
+
+def test_session_notebook_frees_the_cached_frame_and_finds_the_leak() -> None:
+    path = next(p for p in NOTEBOOKS if p.name == "02_session_memory.ipynb")
+    notebook = execute(nbformat.read(path, as_version=4))
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+    def html_of(source: str) -> str:
+        cell = next(c for c in code if c.source.split("\n")[0] == source)
+        return "".join(o.data.get("text/html", "") for o in outputs_of(cell, "display_data"))
+
+    assert "%memclean" in html_of("%memstatus --top 5")  # the output cache advice
+    assert "Out[" in html_of("%memclean")
+    assert "LEAK" in html_of("%%memleak -n 6")
+    ledger_html = html_of("%memwatch")
+    assert "memory ledger" in ledger_html
+    # The ledger numbers cells as the notebook does.
+    csv_cell = next(c for c in code if c.source.startswith("sales = pd.read_csv"))
+    assert f"<td style=\"padding:2px 8px;border-bottom:1px solid #ddd;text-align:left\">" \
+           f"{csv_cell.execution_count}</td>" in ledger_html
+
+
+def test_in_a_kernel_the_ledger_file_sits_beside_the_connection_file() -> None:
+    notebook = execute(magic_notebook(
+        "%memwatch on",
+        "import numpy as np",
+        "block = np.ones(16 * 2**20 // 8)",
+        "from ipykernel.connect import get_connection_file\n"
+        "from meno_jupyter.core.ledger import ledger_path_for, read_ledger_file\n"
+        "path = ledger_path_for(get_connection_file())\n"
+        "data = read_ledger_file(path)\n"
+        "print(path.parent == __import__('pathlib').Path(get_connection_file()).parent)\n"
+        "print([round(c['delta'] / 2**20) for c in data['cells']])\n"
+        "print(data['pid'] == __import__('os').getpid())",
+    ))
+    printed = "".join(out.text for out in outputs_of(notebook.cells[4], "stream")).split("\n")
+    assert printed[0] == "True"
+    deltas = eval(printed[1])  # a printed list of ints
+    assert 15 <= deltas[-1] <= 18  # the 16 MiB block of the cell before
+    assert printed[2] == "True"

@@ -17,6 +17,7 @@ import linecache
 import os
 import sys
 import sysconfig
+import time
 import tracemalloc
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -130,72 +131,136 @@ class TracedLine:
         return asdict(self)
 
 
-def _by_line(snapshot: tracemalloc.Snapshot) -> dict[tuple[str, int], tuple[int, int]]:
-    stats = snapshot.statistics("lineno")
-    result: dict[tuple[str, int], tuple[int, int]] = {}
-    for stat in stats:
-        frame = stat.traceback[0]
-        if is_user_file(frame.filename):
-            result[(frame.filename, frame.lineno)] = (stat.size, stat.count)
-    return result
+TRACE_FRAMES = 16
+_Key = tuple[str, int]
+
+
+def _user_key(frames: tuple[tuple[str, int], ...]) -> _Key | None:
+    """Return the innermost user frame of a raw traceback (most recent frame first)."""
+    for filename, lineno in frames:
+        if filename.startswith(_PACKAGE_DIR + os.sep):
+            return None  # meno-jupyter's own bookkeeping
+        if is_user_file(filename):
+            return (filename, lineno)
+    return None
+
+
+def _by_line(snapshot: tracemalloc.Snapshot) -> dict[_Key, tuple[int, int]]:
+    """Group a snapshot's sizes by the innermost *user* frame of each allocation.
+
+    ``np.ones`` or ``pd.read_csv`` allocate inside library code; the line to blame is the
+    user's line that called them, so traces are kept :data:`TRACE_FRAMES` deep. Allocations
+    made by meno-jupyter itself (reached before any user frame) are left out.
+
+    tracemalloc's own grouping builds objects for every trace (seconds for a million); the
+    raw traces share one tuple per distinct traceback, so each is resolved once here.
+    """
+    raw = getattr(snapshot.traces, "_traces", None)
+    if raw is None:  # another implementation: the public, slower path
+        raw = [(t.domain, t.size, tuple((f.filename, f.lineno) for f in reversed(t.traceback)))
+               for t in snapshot.traces]
+    resolved: dict[int, _Key | None] = {}
+    sizes: dict[_Key, list[int]] = {}
+    for trace in raw:
+        frames = trace[2]
+        marker = id(frames)
+        if marker in resolved:
+            key = resolved[marker]
+        else:
+            key = resolved[marker] = _user_key(frames)
+        if key is None:
+            continue
+        entry = sizes.get(key)
+        if entry is None:
+            sizes[key] = [trace[1], 1]
+        else:
+            entry[0] += trace[1]
+            entry[1] += 1
+    return {key: (size, count) for key, (size, count) in sizes.items()}
 
 
 class TraceSession:
     """Tracemalloc over one block: per user line, the size at the traced peak and at the end.
 
-    The tracer's own peak is tracked cheaply (:func:`tracemalloc.get_traced_memory`); a
-    snapshot is taken only when traced memory has doubled since the last one, so a block
-    costs a handful of snapshots at most.
+    The tracer's own peak is tracked cheaply (:func:`tracemalloc.get_traced_memory`). A
+    snapshot copies every live trace into Python objects, so snapshots at new highs are
+    taken only while few blocks are traced (``max_snapshot_tracer_bytes`` of tracemalloc's
+    own memory) and while they have cost under a tenth of the block's time; past that, the
+    per-line peak is the end snapshot's figure.
     """
 
-    def __init__(self, min_snapshot_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self, min_snapshot_bytes: int = 1 << 20, max_snapshot_tracer_bytes: int = 16 << 20
+    ) -> None:
         self._min_snapshot_bytes = min_snapshot_bytes
+        self._max_snapshot_tracer_bytes = max_snapshot_tracer_bytes
         self._started_here = False
-        self._start: dict[tuple[str, int], tuple[int, int]] = {}
-        self._peak_snapshot: dict[tuple[str, int], tuple[int, int]] = {}
+        # Raw snapshots: grouping them while tracing would trace the grouping itself.
+        self._start: tracemalloc.Snapshot | None = None
+        self._peak_snapshot: tracemalloc.Snapshot | None = None
         self._peak_traced = 0
         self._next_snapshot_at = 0
+        self._t0 = 0.0
+        self._snapshot_s = 0.0
+        self.tracer_bytes = 0
+        self.snapshots_skipped = False
 
     def start(self) -> None:
         """Start tracing (if not already) and record the starting allocations."""
         if not tracemalloc.is_tracing():
-            tracemalloc.start(1)
+            tracemalloc.start(TRACE_FRAMES)
             self._started_here = True
         else:
-            self._start = _by_line(tracemalloc.take_snapshot())
+            self._start = tracemalloc.take_snapshot()
         tracemalloc.reset_peak()
         current, _ = tracemalloc.get_traced_memory()
         self._next_snapshot_at = current + self._min_snapshot_bytes
+        self._t0 = time.perf_counter()
 
     def tick(self) -> None:
         """Take a snapshot if traced memory reached a new high (runs on the sampler thread)."""
         if not tracemalloc.is_tracing():
             return
         current, _ = tracemalloc.get_traced_memory()
-        if current >= self._next_snapshot_at and current > self._peak_traced:
-            self._peak_snapshot = _by_line(tracemalloc.take_snapshot())
-            self._peak_traced = current
-            self._next_snapshot_at = max(2 * current, current + self._min_snapshot_bytes)
+        if current < self._next_snapshot_at or current <= self._peak_traced:
+            return
+        tracer = tracemalloc.get_tracemalloc_memory()
+        self.tracer_bytes = max(self.tracer_bytes, tracer)
+        elapsed = time.perf_counter() - self._t0
+        if tracer > self._max_snapshot_tracer_bytes or self._snapshot_s > 0.1 * elapsed:
+            self.snapshots_skipped = True
+            return
+        started = time.perf_counter()
+        self._peak_snapshot = tracemalloc.take_snapshot()
+        self._snapshot_s += time.perf_counter() - started
+        self._peak_traced = current
+        self._next_snapshot_at = max(2 * current, current + self._min_snapshot_bytes)
 
     def stop(self, top_n: int) -> tuple[list[TracedLine], int]:
         """Stop tracing; return the top ``top_n`` user lines and the tracer's peak in bytes."""
         if not tracemalloc.is_tracing():
             return [], 0
         _, traced_peak = tracemalloc.get_traced_memory()
-        end = _by_line(tracemalloc.take_snapshot())
+        self.tracer_bytes = max(self.tracer_bytes, tracemalloc.get_tracemalloc_memory())
+        end_snapshot = tracemalloc.take_snapshot()
         if self._started_here:
             tracemalloc.stop()
-        keys = set(end) | set(self._peak_snapshot)
+        end = _by_line(end_snapshot)
+        del end_snapshot
+        start = _by_line(self._start) if self._start is not None else {}
+        peak = _by_line(self._peak_snapshot) if self._peak_snapshot is not None else {}
+        self._start = self._peak_snapshot = None
+        keys = set(end) | set(peak)
         lines: list[TracedLine] = []
         for key in keys:
             end_size, end_count = end.get(key, (0, 0))
-            start_size, start_count = self._start.get(key, (0, 0))
+            start_size, start_count = start.get(key, (0, 0))
             retained = max(0, end_size - start_size)
-            peak = max(self._peak_snapshot.get(key, (0, 0))[0] - start_size, retained)
-            if peak <= 0:
+            at_peak = max(peak.get(key, (0, 0))[0] - start_size, retained)
+            if at_peak <= 0:
                 continue
             lines.append(
-                TracedLine(code_line(*key), peak, retained, max(0, end_count - start_count))
+                TracedLine(code_line(*key), at_peak, retained, max(0, end_count - start_count))
             )
         lines.sort(key=lambda item: (item.peak_bytes, item.retained_bytes), reverse=True)
         return lines[:top_n], int(traced_peak)

@@ -443,3 +443,34 @@ def format_bytes(n_bytes: float | None, signed: bool = False) -> str:
             return f"{sign}{size:.0f} {unit}" if unit == "B" else f"{sign}{size:.1f} {unit}"
         size /= 1024
     return f"{sign}{size:.1f} TiB"  # pragma: no cover - loop always returns
+
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """Parse a size such as ``"512"``, ``"10MB"`` or ``"1.5 GiB"`` into bytes.
+
+    Examples
+    --------
+    >>> parse_size("10MiB"), parse_size("1.5 kb")
+    (10485760, 1500)
+    """
+    cleaned = text.strip().lower().replace(" ", "").replace("_", "")
+    number = cleaned.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = cleaned[len(number):]
+    if unit not in _SIZE_UNITS or not number:
+        raise ValueError(f"not a size: {text!r} (try 512, 10MB or 1.5GiB)")
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (try 512, 10MB or 1.5GiB)") from None
+    if not value >= 0:  # negative or NaN
+        raise ValueError(f"a size must be 0 or more, got {text!r}")
+    return int(value * _SIZE_UNITS[unit])

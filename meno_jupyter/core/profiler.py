@@ -57,6 +57,8 @@ class ProfileResult:
     growth_lines: tuple[GrowthLine, ...] = ()
     top_lines: tuple[TracedLine, ...] = ()
     traced_peak_bytes: int | None = None
+    tracer_bytes: int | None = None
+    trace_note: str | None = None
     children_peak_rss: int = 0
     gpu_peak_bytes: int | None = None
     limit_bytes: int | None = None
@@ -99,6 +101,8 @@ class ProfileResult:
             "children_peak_rss": self.children_peak_rss,
             "gpu_peak_bytes": self.gpu_peak_bytes,
             "traced_peak_bytes": self.traced_peak_bytes,
+            "tracer_bytes": self.tracer_bytes,
+            "trace_note": self.trace_note,
             "limit_bytes": self.limit_bytes,
             "limit_source": self.limit_source,
             "error": self.error,
@@ -116,7 +120,7 @@ class ProfileResult:
 
     def summary_rows(self) -> list[tuple[str, str]]:
         """Return (name, value) rows for a summary table."""
-        peak_note = "exact (kernel high-water mark)" if self.exact_peak else "sampled"
+        peak_note = "exact: kernel high-water mark" if self.exact_peak else "sampled"
         rows = [
             ("peak increase", format_bytes(self.peak_increase, signed=True)),
             ("delta (kept)", format_bytes(self.delta, signed=True)),
@@ -130,6 +134,9 @@ class ProfileResult:
             rows.append(("GPU peak allocated", format_bytes(self.gpu_peak_bytes)))
         if self.traced_peak_bytes is not None:
             rows.append(("Python allocations peak", format_bytes(self.traced_peak_bytes)))
+        if self.tracer_bytes:
+            rows.append(("tracemalloc's own memory", f"{format_bytes(self.tracer_bytes)} "
+                         "(counted in RSS; not there without --trace)"))
         if self.limit_bytes:
             share = self.peak_rss / self.limit_bytes
             rows.append(
@@ -268,8 +275,17 @@ class Profiler:
             gpu_peak = GPU_PEAK_WATCH.close(self._gpu_token)
         top_lines: list[TracedLine] = []
         traced_peak: int | None = None
+        tracer_bytes: int | None = None
+        trace_note: str | None = None
         if self._trace_session is not None:
             top_lines, traced_peak = self._trace_session.stop(self.top_n)
+            tracer_bytes = self._trace_session.tracer_bytes
+            if self._trace_session.snapshots_skipped:
+                trace_note = (
+                    "Too many live allocations to snapshot cheaply: 'at peak' sizes are lower "
+                    "bounds, from the last affordable snapshot. The RSS growth lines cover "
+                    "the rest."
+                )
         exact = hwm_peak is not None
         peak = max(state.max_rss, self._start_rss, end_rss, hwm_peak or 0)
         children_peak = state.children_max_rss
@@ -297,6 +313,8 @@ class Profiler:
             growth_lines=tuple(self._sampler.growth_lines(self.top_n)),
             top_lines=tuple(top_lines),
             traced_peak_bytes=traced_peak,
+            tracer_bytes=tracer_bytes,
+            trace_note=trace_note,
             children_peak_rss=children_peak,
             gpu_peak_bytes=gpu_peak,
             limit_bytes=limit.limit_bytes,

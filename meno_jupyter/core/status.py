@@ -19,7 +19,7 @@ from meno_jupyter.core.memory import (
 )
 from meno_jupyter.core.namespace import VariableSize, held_bytes, largest_variables
 
-OUTPUT_CACHE_ADVICE_BYTES = 100 * 1024 * 1024
+OUTPUT_CACHE_ADVICE_BYTES = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def memory_status(
         if cache_bytes >= OUTPUT_CACHE_ADVICE_BYTES:
             advice.append(
                 f"IPython's output cache holds {format_bytes(cache_bytes)}: objects you "
-                "deleted stay alive while an Out[N] shows them. Free it with `%reset -f out`."
+                "deleted stay alive while an Out[N] shows them. Free it with `%memclean`."
             )
     if level != "low":
         advice.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from meno_jupyter.core.memory import MIB, format_bytes
@@ -10,11 +11,98 @@ from meno_jupyter.core.memory import MIB, format_bytes
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
+    from meno_jupyter.core.ledger import Ledger
     from meno_jupyter.core.profiler import ProfileResult
 
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 _LINE_COLOUR = "#1565c0"
 _PEAK_COLOUR = "#c62828"
+_GROWTH_COLOUR = "#ef6c00"
+# A light template inlined: plotly's named templates need plotly to expand them.
+_TEMPLATE = {"layout": {"paper_bgcolor": "white", "plot_bgcolor": "white",
+                        "xaxis": {"gridcolor": "#ebebeb", "zeroline": False},
+                        "yaxis": {"gridcolor": "#ebebeb", "zeroline": False}}}
+PLOTLY_CDN = "https://cdn.plot.ly/plotly-2.35.2.min.js"
+
+
+MAX_POINTS = 2_000
+
+
+def decimate(times: list[float], values: list[float], max_points: int = MAX_POINTS
+             ) -> tuple[list[float], list[float]]:
+    """Thin a series to at most ``max_points``, keeping the largest value of each bucket."""
+    if len(times) <= max_points:
+        return times, values
+    step = len(times) / max_points
+    out_t: list[float] = []
+    out_v: list[float] = []
+    for i in range(max_points):
+        lo, hi = int(i * step), max(int((i + 1) * step), int(i * step) + 1)
+        best = max(range(lo, min(hi, len(values))), key=values.__getitem__)
+        out_t.append(times[best])
+        out_v.append(values[best])
+    return out_t, out_v
+
+
+def _hline(y: float, colour: str, dash: str, text: str, position: str) -> tuple[dict[str, Any],
+                                                                                dict[str, Any]]:
+    shape = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y,
+             "line": {"color": colour, "dash": dash, "width": 1}}
+    annotation = {"xref": "paper", "x": 1 if position == "right" else 0, "y": y,
+                  "xanchor": "right" if position == "right" else "left", "yanchor": "bottom",
+                  "text": text, "showarrow": False, "font": {"size": 11, "color": colour}}
+    return shape, annotation
+
+
+def profile_figure_spec(result: ProfileResult, height: int = 320) -> dict[str, Any]:
+    """Return the RSS timeline of a profile as a plotly figure spec (plain JSON-able dict).
+
+    Built without plotly, so showing it costs microseconds; :func:`profile_figure` turns it
+    into a ``plotly.graph_objects.Figure``.
+    """
+    times, rss_mib = decimate(list(result.timeline_t_s),
+                              [v / MIB for v in result.timeline_rss_bytes])
+    peak_label = "exact peak" if result.exact_peak else "sampled peak"
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for shape, note in (
+        _hline(result.start_rss / MIB, "#757575", "dot",
+               f"start {format_bytes(result.start_rss)}", "right"),
+        _hline(result.peak_rss / MIB, _PEAK_COLOUR, "dash",
+               f"{peak_label} {format_bytes(result.peak_rss)} "
+               f"({format_bytes(result.peak_increase, signed=True)})", "left"),
+    ):
+        shapes.append(shape)
+        annotations.append(note)
+    for growth in result.growth_lines[:5]:
+        shapes.append({"type": "line", "yref": "paper", "y0": 0, "y1": 1,
+                       "x0": growth.first_t_s, "x1": growth.first_t_s,
+                       "line": {"color": _GROWTH_COLOUR, "width": 1, "dash": "dot"}})
+        annotations.append({
+            "x": growth.first_t_s, "y": 1.0, "yref": "paper", "showarrow": False,
+            "textangle": -90, "xanchor": "right", "yanchor": "top",
+            "font": {"size": 10, "color": _GROWTH_COLOUR},
+            "text": f"{format_bytes(growth.growth_bytes, signed=True)} {growth.line.label[:50]}",
+        })
+    data = [
+        {"type": "scatter", "x": times, "y": rss_mib, "mode": "lines", "name": "RSS",
+         "line": {"color": _LINE_COLOUR, "width": 2}, "fill": "tozeroy",
+         "fillcolor": "rgba(21,101,192,0.08)",
+         "hovertemplate": "%{x:.3f} s<br>%{y:.1f} MiB<extra></extra>"},
+        {"type": "scatter", "x": [result.peak_t_s], "y": [max(rss_mib, default=0.0)],
+         "mode": "markers", "name": "highest sample",
+         "marker": {"color": _PEAK_COLOUR, "size": 8},
+         "hovertemplate": "highest sample %{y:.1f} MiB at %{x:.3f} s<extra></extra>"},
+    ]
+    title = "memory profile" + (f" — {result.label}" if result.label else "")
+    layout = {
+        "title": {"text": title, "font": {"size": 14}}, "height": height,
+        "margin": {"l": 60, "r": 20, "t": 40, "b": 40},
+        "xaxis": {"title": {"text": "seconds"}}, "yaxis": {"title": {"text": "RSS (MiB)"}},
+        "showlegend": False, "template": _TEMPLATE, "shapes": shapes,
+        "annotations": annotations,
+    }
+    return {"data": data, "layout": layout}
 
 
 def profile_figure(result: ProfileResult, height: int = 320) -> Figure:
@@ -30,61 +118,69 @@ def profile_figure(result: ProfileResult, height: int = 320) -> Figure:
     """
     import plotly.graph_objects as go
 
-    times = list(result.timeline_t_s)
-    rss_mib = [v / MIB for v in result.timeline_rss_bytes]
+    return go.Figure(profile_figure_spec(result, height))
+
+
+def ledger_figure(ledger: Ledger, height: int = 320) -> Figure:
+    """Return RSS across the session: each cell's start, peak and end; the largest marked.
+
+    Examples
+    --------
+    >>> from meno_jupyter.core.ledger import CellRecord, Ledger
+    >>> ledger = Ledger()
+    >>> ledger.add(CellRecord(1, "x = 1", 0.0, 0.5, 100, 120, 200, True, 0))
+    >>> len(ledger_figure(ledger).data)
+    2
+    """
+    import plotly.graph_objects as go
+
+    records = list(ledger)
+    origin = records[0].started_at if records else 0.0
+    line_x: list[float | None] = []
+    line_y: list[float | None] = []
+    for record in records:
+        start = record.started_at - origin
+        line_x += [start, start + record.duration_s]
+        line_y += [record.start_rss / MIB, record.end_rss / MIB]
+    biggest = {id(r) for r in ledger.largest(3) if r.peak_increase > 0}
     fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=times, y=rss_mib, mode="lines", name="RSS",
-            line={"color": _LINE_COLOUR, "width": 2}, fill="tozeroy",
-            fillcolor="rgba(21,101,192,0.08)",
-            hovertemplate="%{x:.3f} s<br>%{y:.1f} MiB<extra></extra>",
-        )
-    )
-    fig.add_hline(
-        y=result.start_rss / MIB, line={"dash": "dot", "color": "#757575", "width": 1},
-        annotation_text=f"start {format_bytes(result.start_rss)}",
-        annotation_position="bottom right",
-    )
-    peak_label = "exact peak" if result.exact_peak else "sampled peak"
-    fig.add_hline(
-        y=result.peak_rss / MIB, line={"dash": "dash", "color": _PEAK_COLOUR, "width": 1},
-        annotation_text=(f"{peak_label} {format_bytes(result.peak_rss)} "
-                         f"({format_bytes(result.peak_increase, signed=True)})"),
-        annotation_position="top left",
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=[result.peak_t_s], y=[max(rss_mib, default=0.0)], mode="markers",
-            name="highest sample", marker={"color": _PEAK_COLOUR, "size": 8},
-            hovertemplate="highest sample %{y:.1f} MiB at %{x:.3f} s<extra></extra>",
-        )
-    )
-    for growth in result.growth_lines[:5]:
-        fig.add_vline(x=growth.first_t_s, line={"color": "#ef6c00", "width": 1, "dash": "dot"})
-        fig.add_annotation(
-            x=growth.first_t_s, y=1.0, yref="paper", showarrow=False, textangle=-90,
-            xanchor="right", yanchor="top", font={"size": 10, "color": "#ef6c00"},
-            text=f"{format_bytes(growth.growth_bytes, signed=True)} {growth.line.label[:50]}",
-        )
-    title = "memory profile" + (f" — {result.label}" if result.label else "")
+    fig.add_trace(go.Scatter(
+        x=line_x, y=line_y, mode="lines", name="RSS", line={"color": _LINE_COLOUR, "width": 1},
+        hoverinfo="skip",
+    ))
+    fig.add_trace(go.Scatter(
+        x=[r.started_at - origin + r.duration_s / 2 for r in records],
+        y=[r.peak_rss / MIB for r in records],
+        mode="markers", name="cell peak",
+        marker={"size": [12 if id(r) in biggest else 7 for r in records],
+                "color": [_PEAK_COLOUR if id(r) in biggest else _LINE_COLOUR for r in records]},
+        text=[f"In [{r.execution_count}] {r.source_head}<br>peak "
+              f"{format_bytes(r.peak_increase, signed=True)}, kept "
+              f"{format_bytes(r.delta, signed=True)}" for r in records],
+        hovertemplate="%{text}<extra></extra>",
+    ))
     fig.update_layout(
-        title={"text": title, "font": {"size": 14}},
+        title={"text": f"memory across the session ({len(records)} cells)", "font": {"size": 14}},
         height=height, margin={"l": 60, "r": 20, "t": 40, "b": 40},
-        xaxis_title="seconds", yaxis_title="RSS (MiB)", showlegend=False,
-        template="plotly_white",
+        xaxis_title="seconds since the first recorded cell", yaxis_title="RSS (MiB)",
+        showlegend=False, template="plotly_white",
     )
     return fig
 
 
-def figure_bundle(fig: Figure, text: str) -> dict[str, Any]:
+def figure_bundle(figure: Figure | dict[str, Any], text: str) -> dict[str, Any]:
     """Return a display bundle: plotly's own mimetype, HTML for exports, text for terminals.
 
     JupyterLab, Notebook 7 and VS Code draw the plotly mimetype offline (plotly ships the
     renderer); exported HTML loads plotly.js from its CDN.
     """
-    return {
-        PLOTLY_MIMETYPE: json.loads(fig.to_json()),
-        "text/html": fig.to_html(full_html=False, include_plotlyjs="cdn"),
-        "text/plain": text,
-    }
+    spec = figure if isinstance(figure, dict) else json.loads(figure.to_json())
+    payload = json.dumps(spec)
+    div_id = f"meno-{uuid.uuid4().hex}"
+    html_text = (
+        f'<div id="{div_id}" class="jp-Meno-figure"></div>'
+        f'<script src="{PLOTLY_CDN}"></script>'
+        f"<script>(function(){{var s={payload};"
+        f'if(window.Plotly){{Plotly.newPlot("{div_id}",s.data,s.layout);}}}})();</script>'
+    )
+    return {PLOTLY_MIMETYPE: spec, "text/html": html_text, "text/plain": text}

@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 from meno_jupyter.core.memory import format_bytes
 
 if TYPE_CHECKING:
+    from meno_jupyter.core.cleanup import ReleaseReport
+    from meno_jupyter.core.leaks import LeakReport
+    from meno_jupyter.core.ledger import Ledger
     from meno_jupyter.core.profiler import ProfileResult
     from meno_jupyter.core.status import MemoryStatus
 
@@ -113,6 +116,8 @@ def profile_text(result: ProfileResult) -> str:
                         for t in result.top_lines]
         lines.append("Top Python allocations (tracemalloc):")
         lines.append(text_table(("at peak", "retained", "line"), traced))
+        if result.trace_note:
+            lines.append(result.trace_note)
     return "\n".join(lines)
 
 
@@ -130,6 +135,8 @@ def profile_html(result: ProfileResult) -> str:
                          t.line.label) for t in result.top_lines]
         parts.append(html_table(("at peak", "retained", "blocks", "line"), traced,
                                 "Top Python allocations (tracemalloc)"))
+        if result.trace_note:
+            parts.append(f"<p><em>{html.escape(result.trace_note)}</em></p>")
     parts.append("</div>")
     return "".join(parts)
 
@@ -159,5 +166,99 @@ def status_html(status: MemoryStatus) -> str:
                 for v in status.largest]
         parts.append(html_table(("name", "type", "size", "note"), rows, "Largest variables"))
     parts.extend(f"<p>{html.escape(line)}</p>" for line in status.advice)
+    parts.append("</div>")
+    return "".join(parts)
+
+
+_LEDGER_HEADERS = ("cell", "source", "delta", "peak increase", "duration")
+_HIGHLIGHT = "background:rgba(198,40,40,0.12);font-weight:bold"
+
+
+def ledger_text(ledger: Ledger, top: int = 20) -> str:
+    """Render the newest cells of a ledger for terminals."""
+    if not len(ledger):
+        return "memory ledger: no cells recorded yet (turn it on with %memwatch on)"
+    lines = [f"memory ledger: {len(ledger)} cells (newest {min(top, len(ledger))} shown)",
+             text_table(_LEDGER_HEADERS, ledger.summary_rows(top))]
+    biggest = ledger.largest(3)
+    lines.append("largest peaks: " + ", ".join(
+        f"[{r.execution_count}] {format_bytes(r.peak_increase, signed=True)}" for r in biggest))
+    return "\n".join(lines)
+
+
+def ledger_html(ledger: Ledger, top: int = 20) -> str:
+    """Render the newest cells of a ledger as HTML, the three largest peaks highlighted."""
+    if not len(ledger):
+        return ("<p>memory ledger: no cells recorded yet "
+                "(turn it on with <code>%memwatch on</code>)</p>")
+    records = list(ledger)[-top:]
+    biggest = {id(r) for r in ledger.largest(3)}
+    styles = [_HIGHLIGHT if id(r) in biggest else "" for r in records]
+    caption = f"memory ledger: {len(ledger)} cells (newest {len(records)} shown)"
+    return html_table(_LEDGER_HEADERS, ledger.summary_rows(top), caption,
+                      css_class="jp-Meno-table jp-Meno-ledger", row_styles=styles)
+
+
+def _release_rows(report: ReleaseReport) -> list[tuple[str, str, str]]:
+    return [(r.kind, r.detail, format_bytes(r.size_bytes)) for r in report.released]
+
+
+def release_text(report: ReleaseReport) -> str:
+    """Render a clean-up report for terminals."""
+    title = "memclean (dry run)" if report.dry_run else "memclean"
+    lines = [title, text_table(("figure", "value"), report.summary_rows())]
+    if report.released:
+        verb = "would drop" if report.dry_run else "dropped"
+        lines.append(f"{verb}:")
+        lines.append(text_table(("kind", "what", "held"), _release_rows(report)))
+    else:
+        lines.append("nothing to drop")
+    lines.extend(report.notes)
+    return "\n".join(lines)
+
+
+def release_html(report: ReleaseReport) -> str:
+    """Render a clean-up report as HTML."""
+    title = "memclean (dry run)" if report.dry_run else "memclean"
+    parts = ['<div class="jp-Meno-clean">', html_table((), report.summary_rows(), title)]
+    if report.released:
+        verb = "would drop" if report.dry_run else "dropped"
+        parts.append(html_table(("kind", "what", "held"), _release_rows(report), verb))
+    parts.extend(f"<p>{html.escape(note)}</p>" for note in report.notes)
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _leak_sections(report: LeakReport) -> list[tuple[str, tuple[str, ...], Rows]]:
+    sections: list[tuple[str, tuple[str, ...], Rows]] = []
+    if report.growing_types:
+        sections.append(("Object types growing every run", ("type", "per run", "first → last"),
+                         [(t.type_name, f"+{t.per_run:g}", f"{t.first_count} → {t.last_count}")
+                          for t in report.growing_types]))
+    if report.growing_lines:
+        sections.append(("Lines retaining more every run (tracemalloc)", ("per run", "line"),
+                         [(format_bytes(g.per_run_bytes, signed=True), g.line.label)
+                          for g in report.growing_lines]))
+    return sections
+
+
+def leak_text(report: LeakReport) -> str:
+    """Render a leak report for terminals."""
+    lines = ["memleak", text_table(("figure", "value"), report.summary_rows())]
+    for title, headers, rows in _leak_sections(report):
+        lines.append(f"{title}:")
+        lines.append(text_table(headers, rows))
+    lines.extend(f"- {reason}" for reason in report.reasons)
+    return "\n".join(lines)
+
+
+def leak_html(report: LeakReport) -> str:
+    """Render a leak report as HTML, the verdict coloured."""
+    colour = PRESSURE_COLOURS["high" if report.leaking else "low"]
+    parts = [f'<div class="jp-Meno-leak" style="border-left:4px solid {colour};padding-left:6px">',
+             html_table((), report.summary_rows(), "memleak")]
+    for title, headers, rows in _leak_sections(report):
+        parts.append(html_table(headers, rows, title))
+    parts.extend(f"<p>{html.escape(reason)}</p>" for reason in report.reasons)
     parts.append("</div>")
     return "".join(parts)

@@ -7,7 +7,17 @@ from typing import Any
 
 def register(shell: Any) -> None:
     """Register every meno-jupyter magic on ``shell``."""
+    from meno_jupyter.magics.clean import CleanMagics
+    from meno_jupyter.magics.leak import LeakMagics
     from meno_jupyter.magics.profile import ProfileMagics
     from meno_jupyter.magics.status import StatusMagics
+    from meno_jupyter.magics.watch import WatchMagics
 
-    shell.register_magics(ProfileMagics, StatusMagics)
+    shell.register_magics(ProfileMagics, StatusMagics, WatchMagics, CleanMagics, LeakMagics)
+
+
+def unregister(shell: Any) -> None:
+    """Stop the ledger's hooks (the magics themselves stay defined)."""
+    watch = shell.magics_manager.registry.get("WatchMagics")
+    if watch is not None:
+        watch.stop()

@@ -115,7 +115,7 @@ class ProfileMagics(Magics):
 
     def _display(self, result: ProfileResult, plot: bool) -> None:
         if plot and rich_output(self.shell):
-            from meno_jupyter.display.figures import figure_bundle, profile_figure
+            from meno_jupyter.display.figures import figure_bundle, profile_figure_spec
 
-            show(figure_bundle(profile_figure(result), "memory timeline"), raw=True)
+            show(figure_bundle(profile_figure_spec(result), "memory timeline"), raw=True)
         show(result)

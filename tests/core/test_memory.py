@@ -5,7 +5,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 
@@ -23,13 +22,9 @@ from meno_jupyter.core.memory import (
     read_hwm,
     read_rss,
 )
+from tests.memhelp import keep, spike
 
 LINUX = sys.platform.startswith("linux")
-
-
-def spike(mib: int) -> None:
-    block = np.ones(mib * MIB // 8)  # np.ones writes every page, so RSS really grows
-    del block
 
 
 def test_read_rss_agrees_with_psutil() -> None:
@@ -40,9 +35,9 @@ def test_read_rss_agrees_with_psutil() -> None:
 
 def test_read_rss_sees_an_allocation() -> None:
     before = read_rss()
-    block = np.ones(50 * MIB // 8)
-    assert read_rss() - before >= 45 * MIB
-    del block
+    block = keep(50)
+    assert read_rss() - before >= 49 * MIB
+    block.close()
 
 
 @pytest.mark.skipif(not LINUX, reason="the kernel high-water mark is Linux's")

@@ -1,22 +1,24 @@
 from __future__ import annotations
 
 import json
+import mmap
 import multiprocessing
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from meno_jupyter.core.memory import MIB
 from meno_jupyter.core.profiler import Profiler, ProfileResult, profile_call
+from tests.memhelp import keep, spike
 
 LINUX = sys.platform.startswith("linux")
 
 
-def spike_then_keep() -> np.ndarray:
-    spike = np.ones(64 * MIB // 8)
-    del spike
-    return np.ones(100 * MIB // 8)
+def spike_then_keep() -> mmap.mmap:
+    spike(64)
+    return keep(100)
 
 
 @pytest.mark.skipif(not LINUX, reason="exact peak needs /proc/self/clear_refs")
@@ -28,26 +30,24 @@ def test_exact_peak_and_delta() -> None:
     assert 99 * MIB <= result.delta <= 102 * MIB
     assert 99 * MIB <= result.peak_increase <= 102 * MIB
     assert result.peak_rss == result.start_rss + result.peak_increase
-    del kept
+    kept.close()
 
 
 @pytest.mark.skipif(not LINUX, reason="exact peak needs /proc/self/clear_refs")
 def test_spike_alone_is_reported_exactly() -> None:
     with Profiler(interval_s=0.5) as prof:
-        spike = np.ones(64 * MIB // 8)
-        del spike
+        spike(64)
     assert 63.5 * MIB <= prof.result.peak_increase <= 65 * MIB
     assert abs(prof.result.delta) < 2 * MIB
 
 
 def test_sampled_peak_when_exact_is_off() -> None:
     with Profiler(exact=False, interval_s=0.002) as prof:
-        kept = np.ones(80 * MIB // 8)
-        for _ in range(20):
-            kept += 1  # keep the block alive long enough to be sampled
+        kept = keep(80)
+        time.sleep(0.05)  # long enough to be sampled
     assert not prof.result.exact_peak
     assert prof.result.peak_increase >= 75 * MIB
-    del kept
+    kept.close()
 
 
 def test_result_fields_timeline_and_json() -> None:
@@ -68,7 +68,7 @@ def test_result_fields_timeline_and_json() -> None:
     bundle = result._repr_mimebundle_()
     assert "peak increase" in bundle["text/plain"]
     assert "<table" in bundle["text/html"]
-    del kept
+    kept.close()
 
 
 def test_growth_lines_name_the_allocating_line() -> None:
@@ -143,3 +143,17 @@ def test_profile_call_returns_value_and_result() -> None:
     value, result = profile_call(np.ones, 1000)
     assert value.shape == (1000,)
     assert isinstance(result, ProfileResult)
+
+
+def test_trace_snapshots_stop_when_too_many_allocations_are_live() -> None:
+    prof = Profiler(trace=True)
+    assert prof._trace_session is not None
+    prof._trace_session._max_snapshot_tracer_bytes = 0  # any snapshot is too dear
+    with prof:
+        rows = allocate_python_objects()
+    result = prof.result
+    assert result.trace_note is not None and "lower bounds" in result.trace_note
+    assert result.tracer_bytes and result.tracer_bytes > 0
+    assert "lower bounds" in str(result)
+    assert result.top_lines and "range(200_000)" in result.top_lines[0].line.source
+    del rows

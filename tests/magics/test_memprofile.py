@@ -17,10 +17,9 @@ from tests.magics.helpers import shown
 LINUX = sys.platform.startswith("linux")
 
 SPIKE_THEN_KEEP = """
-import numpy as np
-spike = np.ones(64 * 2**20 // 8)
-del spike
-kept = np.ones(100 * 2**20 // 8)
+from tests.memhelp import keep, spike
+spike(64)
+kept = keep(100)
 """
 
 
@@ -116,14 +115,11 @@ def test_trace_lists_the_cell_line(shell: Any) -> None:
 
 @pytest.mark.skipif(not LINUX, reason="exact peak needs /proc/self/clear_refs")
 def test_nested_profiles_are_both_right(shell: Any) -> None:
-    # malloc_trim hands freed pages back, so the inner block cannot reuse resident ones.
     cell = (
         "%%memprofile -o outer --no-plot\n"
-        "import ctypes, numpy as np\n"
-        "trim = ctypes.CDLL('libc.so.6').malloc_trim\n"
-        "big = np.ones(96 * 2**20 // 8); del big; trim(0)\n"
-        "get_ipython().run_cell_magic('memprofile', '-o inner --no-plot',"
-        " 'small = np.ones(32 * 2**20 // 8); del small')\n"
+        "from tests.memhelp import spike\n"
+        "spike(96)\n"
+        "get_ipython().run_cell_magic('memprofile', '-o inner --no-plot', 'spike(32)')\n"
     )
     result, _ = run(shell, cell)
     assert result.success

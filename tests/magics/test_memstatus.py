@@ -35,7 +35,7 @@ def test_output_cache_holding_a_deleted_frame_is_reported(shell: Any) -> None:
         shell.run_line_magic("memstatus", "-o status")
     status = shell.user_ns["status"]
     assert status.output_cache_bytes >= 150 * MIB
-    assert "%reset -f out" in shown(captured)
+    assert "%memclean" in shown(captured)
 
 
 def test_html_rendering_has_the_pressure_badge(rich_shell: Any) -> None:

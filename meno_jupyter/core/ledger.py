@@ -1,0 +1,349 @@
+"""The session ledger: one record per executed cell, bounded, and its on-disk schema.
+
+A kernel writes its ledger atomically to a small JSON file beside its connection file (see
+:func:`ledger_path_for`), so that the Jupyter server can show it without asking a kernel that
+may be busy. The file's shape is defined here, once, for both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from meno_jupyter.core.memory import (
+    PEAK_WATCH,
+    finished_children_max_rss,
+    format_bytes,
+    read_children_rss,
+    read_rss,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+LEDGER_SCHEMA_VERSION = 1
+DEFAULT_MAX_CELLS = 10_000
+DEFAULT_FILE_MAX_CELLS = 1_000
+SOURCE_HEAD_CHARS = 80
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    """The memory of one executed cell. Sizes in bytes, times in seconds.
+
+    Attributes
+    ----------
+    execution_count : int or None
+        The cell's ``In [N]`` number.
+    source_head : str
+        The first non-empty line of the cell's source, shortened.
+    started_at : float
+        Unix time at which the cell started.
+    exact_peak : bool
+        Whether ``peak_rss`` is the kernel's high-water mark (else the larger of start/end).
+    """
+
+    execution_count: int | None
+    source_head: str
+    started_at: float
+    duration_s: float
+    start_rss: int
+    end_rss: int
+    peak_rss: int
+    exact_peak: bool
+    children_peak_rss: int
+    error: str | None = None
+
+    @property
+    def peak_increase(self) -> int:
+        """Peak RSS minus RSS at the start."""
+        return self.peak_rss - self.start_rss
+
+    @property
+    def delta(self) -> int:
+        """RSS at the end minus RSS at the start."""
+        return self.end_rss - self.start_rss
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the stored fields and the derived ``peak_increase`` and ``delta``."""
+        data = asdict(self)
+        data["peak_increase"] = self.peak_increase
+        data["delta"] = self.delta
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellRecord:
+        """Build a record from :meth:`to_dict` output (derived fields are ignored)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+RECORD_FIELDS = (*(f.name for f in fields(CellRecord)), "peak_increase", "delta")
+
+
+def source_head(source: str) -> str:
+    r"""Return the first meaningful line of a cell, shortened.
+
+    Examples
+    --------
+    >>> source_head("\n# load\nframe = read()\n")
+    '# load'
+    """
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped:
+            return stripped if len(stripped) <= SOURCE_HEAD_CHARS else (
+                stripped[: SOURCE_HEAD_CHARS - 1] + "…")
+    return ""
+
+
+def ledger_path_for(connection_file: str | os.PathLike[str]) -> Path:
+    """Return where a kernel's ledger lives, named after its connection file.
+
+    Examples
+    --------
+    >>> ledger_path_for("/run/jupyter/kernel-abc.json").name
+    'meno-ledger-kernel-abc.json'
+    """
+    path = Path(connection_file)
+    return path.with_name(f"meno-ledger-{path.stem}.json")
+
+
+def write_json_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def read_ledger_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a ledger file; raise ValueError if it is not one this version understands."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or data.get("schema") != LEDGER_SCHEMA_VERSION:
+        raise ValueError(f"{path} is not a meno-jupyter ledger (schema {LEDGER_SCHEMA_VERSION})")
+    return data
+
+
+class Ledger:
+    """Cell records of a session: the last ``max_cells`` in memory, optionally in a file.
+
+    Parameters
+    ----------
+    max_cells : int
+        Records kept in memory (older ones are dropped).
+    path : Path, optional
+        A JSON file rewritten atomically after every cell.
+    file_max_cells : int
+        Records kept in the file (the newest).
+
+    Examples
+    --------
+    >>> ledger = Ledger(max_cells=2)
+    >>> for n in range(3):
+    ...     ledger.add(CellRecord(n, "x", 0.0, 0.1, 100, 120, 150, True, 0))
+    >>> [r.execution_count for r in ledger]
+    [1, 2]
+    """
+
+    def __init__(
+        self,
+        max_cells: int = DEFAULT_MAX_CELLS,
+        path: Path | None = None,
+        file_max_cells: int = DEFAULT_FILE_MAX_CELLS,
+        pid: int | None = None,
+    ) -> None:
+        if max_cells < 1 or file_max_cells < 1:
+            raise ValueError("max_cells and file_max_cells must be at least 1")
+        self.path = path
+        self.pid = os.getpid() if pid is None else pid
+        self._records: deque[CellRecord] = deque(maxlen=max_cells)
+        # Each record is serialised once; the file is the join of the newest ones.
+        self._serialised: deque[str] = deque(maxlen=file_max_cells)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[CellRecord]:
+        return iter(list(self._records))
+
+    @property
+    def max_cells(self) -> int:
+        """How many records are kept."""
+        return self._records.maxlen or 0
+
+    def add(self, record: CellRecord) -> None:
+        """Append a record and, with a path, rewrite the file."""
+        with self._lock:
+            self._records.append(record)
+            self._serialised.append(json.dumps(record.to_dict()))
+            if self.path is not None:
+                write_json_atomic(self.path, self._file_text())
+
+    def clear(self) -> None:
+        """Forget every record (the file is rewritten empty)."""
+        with self._lock:
+            self._records.clear()
+            self._serialised.clear()
+            if self.path is not None:
+                write_json_atomic(self.path, self._file_text())
+
+    def _file_text(self) -> str:
+        header = json.dumps({"schema": LEDGER_SCHEMA_VERSION, "pid": self.pid,
+                             "updated_at": time.time()})
+        return f'{header[:-1]}, "cells": [{", ".join(self._serialised)}]}}'
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """Return every record as a dict."""
+        return [record.to_dict() for record in self]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Return the records as a DataFrame, one row per cell."""
+        import pandas as pd
+
+        frame: pd.DataFrame = pd.DataFrame(self.to_dicts(), columns=list(RECORD_FIELDS))
+        return frame
+
+    def to_json(self, path: str | os.PathLike[str]) -> None:
+        """Export the records as JSON (the file schema)."""
+        with self._lock:
+            text = self._file_text() if len(self._serialised) == len(self._records) else None
+        if text is None:
+            header = {"schema": LEDGER_SCHEMA_VERSION, "pid": self.pid, "updated_at": time.time()}
+            text = json.dumps({**header, "cells": self.to_dicts()})
+        write_json_atomic(Path(path), text)
+
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        """Export the records as CSV."""
+        self.to_frame().to_csv(path, index=False)
+
+    def largest(self, n: int = 3) -> list[CellRecord]:
+        """Return the ``n`` cells with the largest peak increase."""
+        return sorted(self, key=lambda r: r.peak_increase, reverse=True)[:n]
+
+    def summary_rows(self, top: int = 20) -> list[tuple[str, str, str, str, str]]:
+        """Return table rows (cell, source head, delta, peak increase, duration), newest last."""
+        rows = []
+        for record in list(self._records)[-top:]:
+            rows.append((
+                "" if record.execution_count is None else str(record.execution_count),
+                record.source_head,
+                format_bytes(record.delta, signed=True),
+                format_bytes(record.peak_increase, signed=True),
+                f"{record.duration_s:.2f} s",
+            ))
+        return rows
+
+    def __str__(self) -> str:
+        from meno_jupyter.display.tables import ledger_text
+
+        return ledger_text(self)
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **kwargs: Any
+    ) -> dict[str, str]:
+        from meno_jupyter.display.tables import ledger_html, ledger_text, mimebundle
+
+        return mimebundle(lambda: ledger_text(self), lambda: ledger_html(self), include, exclude)
+
+
+class CellRecorder:
+    """Measure one cell at a time for a ledger: exact peak, RSS, children, duration.
+
+    Costs a few tens of microseconds a cell: two reads of ``/proc``, one high-water-mark
+    reset, no thread.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._token: int | None = None
+        self._open = False
+        self._count: int | None = None
+        self._head = ""
+        self._started_at = 0.0
+        self._t0 = 0.0
+        self._start_rss = 0
+        self._start_children_max = 0
+
+    @property
+    def measuring(self) -> bool:
+        """Whether a cell is being measured now."""
+        return self._open
+
+    def begin(self, execution_count: int | None, source: str) -> None:
+        """Start measuring a cell (a cell already open is closed first, unrecorded)."""
+        if self._open:
+            PEAK_WATCH.close(self._token)
+        self._open = True
+        self._count = execution_count
+        self._head = source_head(source)
+        self._started_at = time.time()
+        self._start_children_max = finished_children_max_rss()
+        self._token = PEAK_WATCH.open()
+        self._start_rss = read_rss()
+        self._t0 = time.perf_counter()
+
+    def cancel(self) -> None:
+        """Stop measuring the open cell without recording it."""
+        if self._open:
+            PEAK_WATCH.close(self._token)
+            self._open = False
+
+    def end(
+        self, error: str | None = None, execution_count: int | None = None
+    ) -> CellRecord | None:
+        """Finish the open cell, add its record to the ledger and return it.
+
+        ``execution_count``, when given, replaces the number passed to :meth:`begin`.
+        """
+        if not self._open:
+            return None
+        duration = time.perf_counter() - self._t0
+        end_rss = read_rss()
+        peak = PEAK_WATCH.close(self._token)
+        self._open = False
+        children = read_children_rss()
+        finished_max = finished_children_max_rss()
+        if finished_max > self._start_children_max:
+            children = max(children, finished_max)
+        record = CellRecord(
+            execution_count=self._count if execution_count is None else execution_count,
+            source_head=self._head,
+            started_at=self._started_at,
+            duration_s=duration,
+            start_rss=self._start_rss,
+            end_rss=end_rss,
+            peak_rss=max(peak or 0, self._start_rss, end_rss),
+            exact_peak=peak is not None,
+            children_peak_rss=children,
+            error=error,
+        )
+        self.ledger.add(record)
+        return record
+
+
+_current: Ledger | None = None
+
+
+def current_ledger() -> Ledger | None:
+    """Return the ledger this process is recording into, if any."""
+    return _current
+
+
+def set_current_ledger(ledger: Ledger | None) -> None:
+    """Make ``ledger`` the one :func:`current_ledger` returns."""
+    global _current
+    _current = ledger

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from meno_jupyter.core.leaks import find_leaks, fit_trend
+
+KEPT: list[Any] = []
+
+
+def leaky() -> None:
+    KEPT.append(np.ones(100_000))  # 800 kB kept per run
+
+
+def churning() -> None:
+    spike = np.ones(2_000_000)
+    del spike
+    rows = [{"i": i} for i in range(20_000)]
+    del rows
+
+
+def test_fit_trend() -> None:
+    fit = fit_trend([0.0, 10.0, 20.0, 30.0, 40.0])
+    assert fit.slope_bytes == pytest.approx(10.0)
+    assert fit.r_squared == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        fit_trend([1.0, 2.0])
+
+
+@pytest.mark.parametrize("attempt", range(3))  # every run, not most runs
+def test_a_leak_is_flagged_with_its_line(attempt: int) -> None:
+    KEPT.clear()
+    report = find_leaks(leaky, repeat=8)
+    assert report.leaking
+    assert 700_000 <= report.growth_per_run_bytes <= 900_000
+    assert report.growing_lines and "KEPT.append" in report.growing_lines[0].line.source
+    KEPT.clear()
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_allocator_churn_is_not_a_leak(attempt: int) -> None:
+    report = find_leaks(churning, repeat=8)
+    assert not report.leaking, report.reasons
+
+
+def test_python_object_growth_is_named_by_type() -> None:
+    registry: dict[int, list[int]] = {}
+
+    def grow() -> None:
+        registry[len(registry)] = list(range(50))
+
+    report = find_leaks(grow, repeat=6, trace=False)
+    assert report.leaking
+    assert "list" in {t.type_name for t in report.growing_types}
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        find_leaks(churning, repeat=2)
+    with pytest.raises(ValueError):
+        find_leaks(churning, warmup=-1)
