@@ -14,7 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from meno_jupyter._version import __version__
+from meno_jupyter.core.batching import adaptive_batch_size
+from meno_jupyter.core.caches import BoundedCache, CompressedCache, WeakValueCache
 from meno_jupyter.core.cleanup import ReleaseReport, trim_allocator
+from meno_jupyter.core.decorators import profile_block, profile_memory, release_memory
 from meno_jupyter.core.errors import MenoWarning
 from meno_jupyter.core.leaks import LeakReport, find_leaks
 from meno_jupyter.core.ledger import CellRecord, Ledger
@@ -26,6 +29,7 @@ from meno_jupyter.core.memory import (
     read_children_rss,
     read_rss,
 )
+from meno_jupyter.core.monitor import MemoryMonitor, MemorySnapshot, shrink_caches
 from meno_jupyter.core.namespace import VariableSize, deep_sizeof, largest_variables
 from meno_jupyter.core.profiler import Profiler, ProfileResult, profile_call
 from meno_jupyter.core.status import MemoryStatus, memory_status
@@ -34,17 +38,23 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "BoundedCache",
     "CellRecord",
+    "CompressedCache",
     "LeakReport",
     "Ledger",
     "MemoryLimit",
+    "MemoryMonitor",
+    "MemorySnapshot",
     "MemoryStatus",
     "MenoWarning",
     "ProfileResult",
     "Profiler",
     "ReleaseReport",
     "VariableSize",
+    "WeakValueCache",
     "__version__",
+    "adaptive_batch_size",
     "deep_sizeof",
     "effective_limit",
     "find_leaks",
@@ -54,9 +64,13 @@ __all__ = [
     "load_ipython_extension",
     "memory_status",
     "pressure_level",
+    "profile_block",
     "profile_call",
+    "profile_memory",
     "read_children_rss",
     "read_rss",
+    "release_memory",
+    "shrink_caches",
     "trim_allocator",
     "unload_ipython_extension",
 ]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from meno_jupyter.core.memory import (
     PEAK_WATCH,
+    RssChange,
     finished_children_max_rss,
     format_bytes,
     read_children_rss,
@@ -36,7 +37,7 @@ SOURCE_HEAD_CHARS = 80
 
 
 @dataclass(frozen=True)
-class CellRecord:
+class CellRecord(RssChange):
     """The memory of one executed cell. Sizes in bytes, times in seconds.
 
     Attributes
@@ -61,16 +62,6 @@ class CellRecord:
     exact_peak: bool
     children_peak_rss: int
     error: str | None = None
-
-    @property
-    def peak_increase(self) -> int:
-        """Peak RSS minus RSS at the start."""
-        return self.peak_rss - self.start_rss
-
-    @property
-    def delta(self) -> int:
-        """RSS at the end minus RSS at the start."""
-        return self.end_rss - self.start_rss
 
     def to_dict(self) -> dict[str, Any]:
         """Return the stored fields and the derived ``peak_increase`` and ``delta``."""

@@ -282,6 +282,24 @@ class PeakWatch:
 PEAK_WATCH = PeakWatch()
 
 
+class RssChange:
+    """Mixin for results with ``start_rss``, ``end_rss`` and ``peak_rss`` (bytes)."""
+
+    start_rss: int
+    end_rss: int
+    peak_rss: int
+
+    @property
+    def peak_increase(self) -> int:
+        """Peak RSS minus RSS at the start, in bytes: what the code needed on top."""
+        return self.peak_rss - self.start_rss
+
+    @property
+    def delta(self) -> int:
+        """RSS at the end minus RSS at the start, in bytes: what the code left behind."""
+        return self.end_rss - self.start_rss
+
+
 # --------------------------------------------------------------------------- limit, pressure
 
 

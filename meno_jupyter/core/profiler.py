@@ -13,6 +13,7 @@ from meno_jupyter.core.gpu import GPU_PEAK_WATCH, read_cuda_peak
 from meno_jupyter.core.memory import (
     MIB,
     PEAK_WATCH,
+    RssChange,
     effective_limit,
     finished_children_max_rss,
     format_bytes,
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, eq=False)
-class ProfileResult:
+class ProfileResult(RssChange):
     """The memory of one profiled block. Sizes are bytes, absolute unless named a change.
 
     Attributes
@@ -64,16 +65,6 @@ class ProfileResult:
     limit_bytes: int | None = None
     limit_source: str | None = None
     error: str | None = None
-
-    @property
-    def peak_increase(self) -> int:
-        """Peak RSS minus RSS at the start, in bytes."""
-        return self.peak_rss - self.start_rss
-
-    @property
-    def delta(self) -> int:
-        """RSS at the end minus RSS at the start, in bytes."""
-        return self.end_rss - self.start_rss
 
     @property
     def timeline(self) -> pd.DataFrame:
@@ -181,6 +172,9 @@ class Profiler:
         Use the kernel's high-water mark where available (Linux).
     children : bool
         Sample the RSS of child processes.
+    timeline : bool
+        Run the sampler thread (timeline, growth lines). Without it a block costs tens of
+        microseconds and still has the exact peak where the kernel provides it.
 
     Examples
     --------
@@ -203,6 +197,7 @@ class Profiler:
         exact: bool = True,
         children: bool = True,
         capacity: int = DEFAULT_CAPACITY,
+        timeline: bool = True,
     ) -> None:
         if top_n < 1:
             raise ValueError(f"top_n must be at least 1, got {top_n}")
@@ -219,6 +214,7 @@ class Profiler:
             children_every=10 if children else 0,
             tick_hook=self._trace_session.tick if self._trace_session else None,
         )
+        self.timeline = timeline
         self._result: ProfileResult | None = None
         self._peak_token: int | None = None
         self._gpu_token: int | None = None
@@ -254,7 +250,8 @@ class Profiler:
         self._peak_token = PEAK_WATCH.open() if self.exact else None
         self._start_rss = read_rss()
         self._t0 = time.perf_counter()
-        self._sampler.start()
+        if self.timeline:
+            self._sampler.start()
         return self
 
     def __exit__(
