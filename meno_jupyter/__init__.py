@@ -17,6 +17,12 @@ from meno_jupyter._version import __version__
 from meno_jupyter.core.batching import adaptive_batch_size
 from meno_jupyter.core.caches import BoundedCache, CompressedCache, WeakValueCache
 from meno_jupyter.core.cleanup import ReleaseReport, trim_allocator
+from meno_jupyter.core.dataframe import (
+    ArrayOptimizeResult,
+    OptimizeResult,
+    optimize_array,
+    optimize_dataframe,
+)
 from meno_jupyter.core.decorators import profile_block, profile_memory, release_memory
 from meno_jupyter.core.errors import MenoWarning
 from meno_jupyter.core.leaks import LeakReport, find_leaks
@@ -38,6 +44,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "ArrayOptimizeResult",
     "BoundedCache",
     "CellRecord",
     "CompressedCache",
@@ -48,6 +55,7 @@ __all__ = [
     "MemorySnapshot",
     "MemoryStatus",
     "MenoWarning",
+    "OptimizeResult",
     "ProfileResult",
     "Profiler",
     "ReleaseReport",
@@ -63,6 +71,8 @@ __all__ = [
     "ledger",
     "load_ipython_extension",
     "memory_status",
+    "optimize_array",
+    "optimize_dataframe",
     "pressure_level",
     "profile_block",
     "profile_call",

@@ -10,6 +10,7 @@ from meno_jupyter.core.memory import format_bytes
 
 if TYPE_CHECKING:
     from meno_jupyter.core.cleanup import ReleaseReport
+    from meno_jupyter.core.dataframe import OptimizeResult
     from meno_jupyter.core.leaks import LeakReport
     from meno_jupyter.core.ledger import Ledger
     from meno_jupyter.core.profiler import ProfileResult
@@ -262,3 +263,36 @@ def leak_html(report: LeakReport) -> str:
     parts.extend(f"<p>{html.escape(reason)}</p>" for reason in report.reasons)
     parts.append("</div>")
     return "".join(parts)
+
+
+_OPTIMIZE_HEADERS = ("column", "before", "after", "bytes before", "bytes after", "note")
+_HAZARD_STYLE = "background:rgba(239,108,0,0.12)"
+
+
+def _optimize_rows(result: OptimizeResult) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for c in result.changes:
+        note = c.hazard or c.reason
+        if c.max_error is not None:
+            note = f"{note}; max relative error {c.max_error:.2g}"
+        rows.append((c.column, c.dtype_before, c.dtype_after, format_bytes(c.bytes_before),
+                     format_bytes(c.bytes_after), note))
+    return rows
+
+
+def optimize_text(result: OptimizeResult) -> str:
+    """Render an optimization report for terminals."""
+    return "\n".join(["optimize_df", text_table(("figure", "value"), result.summary_rows()),
+                      text_table(_OPTIMIZE_HEADERS, _optimize_rows(result))])
+
+
+def optimize_html(result: OptimizeResult) -> str:
+    """Render an optimization report as HTML, columns with hazards highlighted."""
+    styles = [_HAZARD_STYLE if c.hazard else "" for c in result.changes]
+    return "".join([
+        '<div class="jp-Meno-optimize">',
+        html_table((), result.summary_rows(), "optimize_df"),
+        html_table(_OPTIMIZE_HEADERS, _optimize_rows(result), "per column (hazards shaded)",
+                   row_styles=styles),
+        "</div>",
+    ])

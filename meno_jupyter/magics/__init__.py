@@ -9,11 +9,13 @@ def register(shell: Any) -> None:
     """Register every meno-jupyter magic on ``shell``."""
     from meno_jupyter.magics.clean import CleanMagics
     from meno_jupyter.magics.leak import LeakMagics
+    from meno_jupyter.magics.optimize import OptimizeMagics
     from meno_jupyter.magics.profile import ProfileMagics
     from meno_jupyter.magics.status import StatusMagics
     from meno_jupyter.magics.watch import WatchMagics
 
-    shell.register_magics(ProfileMagics, StatusMagics, WatchMagics, CleanMagics, LeakMagics)
+    shell.register_magics(ProfileMagics, StatusMagics, WatchMagics, CleanMagics, LeakMagics,
+                          OptimizeMagics)
 
 
 def unregister(shell: Any) -> None:

@@ -1,0 +1,557 @@
+"""Lossless DataFrame and array shrinking: the smallest dtypes that keep every value.
+
+For each column a candidate dtype is proposed (smallest integer type for the range, integral
+floats to integers, float64 to float32, text to category or Arrow strings, boolean-like text
+to bool, date strings to datetime64, a dominant value to sparse), and then *verified*: the
+change is undone and compared with the original — values, dtype, the sign of zeros and the
+kind of each missing marker. Only changes that pass are applied, so every result is exact
+unless ``aggressive`` asks for lossy float narrowing within ``rtol``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from meno_jupyter.core.memory import format_bytes
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_CATEGORICAL_MAX_RATIO = 0.5
+DEFAULT_RTOL = 1e-6
+SPARSE_MIN_SHARE = 0.9
+_INT_CANDIDATES = [np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32,
+                                         np.int32, np.uint64, np.int64)]
+_MAX_EXACT_FLOAT_INT = 2**53
+
+Restore = Callable[["pd.Series"], "pd.Series"]
+
+
+@dataclass(frozen=True)
+class ColumnChange:
+    """What happened to one column.
+
+    Attributes
+    ----------
+    exact : bool
+        Every value and missing marker round-trips (False only with ``aggressive``).
+    reason : str
+        Why this dtype, or why the column was left alone.
+    hazard : str
+        What behaves differently with the new dtype ("" when nothing does).
+    max_error : float or None
+        The largest relative error of a lossy float narrowing.
+    """
+
+    column: str
+    dtype_before: str
+    dtype_after: str
+    bytes_before: int
+    bytes_after: int
+    distinct_bytes_before: int
+    exact: bool
+    reason: str
+    hazard: str = ""
+    max_error: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a plain dict."""
+        return asdict(self)
+
+
+def _memory(series: pd.Series) -> int:
+    return int(series.memory_usage(deep=True, index=False))
+
+
+def _distinct_memory(series: pd.Series) -> int:
+    """Bytes counting each distinct Python object once (pandas counts it once per row)."""
+    if not _is_object(series):
+        return _memory(series)
+    objects = {id(value): value for value in series.to_numpy()}
+    return 8 * len(series) + sum(sys.getsizeof(value) for value in objects.values())
+
+
+def _is_object(series: pd.Series) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_object_dtype(series.dtype))
+
+
+def _missing_kind(series: pd.Series) -> str | None:
+    """Return the kind of missing marker of an object column: none, nan, na, or mixed."""
+    values = series[series.isna()].to_numpy()
+    if not len(values):
+        return None
+    import pandas as pd
+
+    kinds = {("none" if v is None else "na" if v is pd.NA else "nan") for v in values}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def _fill_missing(series: pd.Series, kind: str | None) -> pd.Series:
+    if kind is None:
+        return series
+    import pandas as pd
+
+    marker = {"none": None, "nan": np.nan, "na": pd.NA}[kind]
+    out = series.astype(object)
+    out[series.isna()] = marker
+    return out
+
+
+def identical(a: pd.Series, b: pd.Series) -> bool:
+    """Whether two Series hold the same values, dtype, zero signs and missing-marker kinds."""
+    if a.dtype != b.dtype or len(a) != len(b) or not a.index.equals(b.index):
+        return False
+    if not a.equals(b):
+        return False
+    if a.dtype.kind == "f":
+        return bool(np.array_equal(np.signbit(a.to_numpy()), np.signbit(b.to_numpy())))
+    if _is_object(a):
+        mask = a.isna().to_numpy()
+        if mask.any():
+            kinds_a = [type(v) for v in a.to_numpy()[mask]]
+            kinds_b = [type(v) for v in b.to_numpy()[mask]]
+            return kinds_a == kinds_b
+    return True
+
+
+def _smallest_int(low: int, high: int) -> np.dtype[Any] | None:
+    for dtype in _INT_CANDIDATES:
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return dtype
+    return None
+
+
+def _int_hazard(dtype: np.dtype[Any]) -> str:
+    info = np.iinfo(dtype)
+    if dtype.kind == "u":
+        return f"{dtype.name} wraps on arithmetic: 0 - 1 gives {info.max}"
+    if dtype.itemsize < 8:
+        return f"{dtype.name} wraps on arithmetic past {info.max} (e.g. int8 100 + 120 = -16)"
+    return ""
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+@dataclass
+class _Candidate:
+    series: pd.Series
+    restore: Restore
+    reason: str
+    hazard: str = ""
+    exact: bool = True
+    max_error: float | None = None
+
+
+def _astype_back(dtype: Any) -> Restore:
+    return lambda s: s.astype(dtype)
+
+
+def _integer_candidates(series: pd.Series) -> list[_Candidate]:
+    import pandas as pd
+
+    nullable = isinstance(series.dtype, pd.api.extensions.ExtensionDtype)
+    values = series.dropna()
+    if not len(values):
+        return []
+    target = _smallest_int(int(values.min()), int(values.max()))
+    if target is None or target.itemsize >= cast(Any, series.dtype).itemsize:
+        return []
+    new_dtype: Any = pd.api.types.pandas_dtype(target.name.capitalize().replace("Ui", "UI")) \
+        if nullable else target
+    return [_Candidate(series.astype(new_dtype), _astype_back(series.dtype),
+                       f"integers in [{values.min()}, {values.max()}]", _int_hazard(target))]
+
+
+def _float_candidates(series: pd.Series, aggressive: bool, rtol: float) -> list[_Candidate]:
+
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    missing = np.isnan(values)
+    present = values[~missing]
+    candidates: list[_Candidate] = []
+    if len(present) and np.isfinite(present).all() and \
+            not (np.signbit(present) & (present == 0)).any() and \
+            np.all(present == np.round(present)) and np.abs(present).max() <= _MAX_EXACT_FLOAT_INT:
+        target = _smallest_int(int(present.min()), int(present.max()))
+        if target is not None:
+            if missing.any():
+                name = target.name.capitalize().replace("Ui", "UI")
+                candidates.append(_Candidate(
+                    series.astype(name), _astype_back(series.dtype),
+                    "integral floats with NaN", "NaN becomes <NA> (nullable integers)"))
+            else:
+                candidates.append(_Candidate(
+                    series.astype(target), _astype_back(series.dtype), "integral floats",
+                    _int_hazard(target)))
+    if series.dtype == np.float64:
+        with np.errstate(over="ignore"):  # an overflow to inf fails the check below
+            narrowed = values.astype(np.float32)
+        if np.array_equal(narrowed.astype(np.float64), values, equal_nan=True):
+            candidates.append(_Candidate(series.astype(np.float32), _astype_back(np.float64),
+                                         "float64 values all exact in float32",
+                                         "float32 arithmetic rounds to ~7 digits"))
+        elif aggressive:
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                finite = np.isfinite(values)
+                error = np.abs(narrowed[finite].astype(np.float64) - values[finite])
+                scale = np.maximum(np.abs(values[finite]), np.finfo(np.float64).tiny)
+                worst = float(np.max(error / scale)) if finite.any() else 0.0
+            if worst <= rtol and np.array_equal(np.isinf(narrowed), np.isinf(values)):
+                candidates.append(_Candidate(
+                    series.astype(np.float32), _astype_back(np.float64),
+                    f"float32 within rtol {rtol:g}", "values rounded to float32", exact=False,
+                    max_error=worst))
+    return candidates
+
+
+def _text_candidates(series: pd.Series, categorical_max_ratio: float) -> list[_Candidate]:
+    import pandas as pd
+
+    kind = pd.api.types.infer_dtype(series, skipna=True)
+    missing_kind = _missing_kind(series) if _is_object(series) else None
+    if missing_kind == "mixed":
+        return []
+    original = series.dtype
+
+    def back_to_text(s: pd.Series) -> pd.Series:
+        out = _fill_missing(s.astype(object), missing_kind) if _is_object(series) else s
+        return out.astype(original)
+
+    candidates: list[_Candidate] = []
+    if kind == "boolean":
+        if series.isna().any():
+            candidates.append(_Candidate(series.astype("boolean"), back_to_text,
+                                         "True/False values", "missing becomes <NA>"))
+        else:
+            candidates.append(_Candidate(series.astype(bool), back_to_text, "True/False values"))
+        return candidates
+    if kind != "string":
+        return []
+    present = series.dropna()
+    if not len(present):
+        return []
+    datetime = _datetime_candidate(series, present, back_to_text, missing_kind)
+    if datetime is not None:
+        candidates.append(datetime)
+    ratio = present.nunique() / len(series)
+    if ratio <= categorical_max_ratio:
+        candidates.append(_Candidate(
+            series.astype("category"),
+            lambda s: back_to_text(s.astype(object)),
+            f"{present.nunique()} distinct values in {len(series)} rows",
+            "unordered category: `<` and values outside the categories raise"))
+    try:
+        import pyarrow as pa
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        return candidates
+    arrow = series.astype(pd.ArrowDtype(pa.string()))
+    candidates.append(_Candidate(arrow, lambda s: back_to_text(s.astype(object)),
+                                 "Arrow strings (one buffer, no Python objects)",
+                                 "Arrow-backed: a few pandas string methods are slower"))
+    return candidates
+
+
+def _datetime_candidate(
+    series: pd.Series, present: pd.Series, back_to_text: Restore, missing_kind: str | None
+) -> _Candidate | None:
+    import pandas as pd
+    from pandas.tseries.api import guess_datetime_format
+
+    first = str(present.iloc[0])
+    if not any(ch.isdigit() for ch in first) or len(first) < 6:
+        return None
+    fmt = guess_datetime_format(first)
+    if fmt is None:
+        return None
+    parsed = pd.to_datetime(series, format=fmt, errors="coerce")
+    if int(parsed.notna().sum()) != len(present):
+        return None
+    if not (parsed[present.index].dt.strftime(fmt) == present.astype(str)).all():
+        return None
+
+    def restore(s: pd.Series) -> pd.Series:
+        text = s.dt.strftime(fmt).astype(object)
+        text[s.isna()] = np.nan
+        return back_to_text(text)
+
+    return _Candidate(parsed, restore, f"dates formatted {fmt!r}",
+                      f"datetime64; undo() formats back with {fmt!r}")
+
+
+def _sparse_candidate(series: pd.Series) -> _Candidate | None:
+    import pandas as pd
+
+    # SparseDtype takes numpy dtypes only (not pandas' nullable ones).
+    if not isinstance(series.dtype, np.dtype) or series.dtype.kind not in "iufb" \
+            or len(series) < 100:
+        return None
+    counts = series.value_counts(dropna=False)
+    if not len(counts) or counts.iloc[0] / len(series) < SPARSE_MIN_SHARE:
+        return None
+    fill = counts.index[0]
+    sparse = series.astype(pd.SparseDtype(series.dtype, fill_value=fill))
+    original = series.dtype
+    return _Candidate(sparse, lambda s: cast(Any, s).sparse.to_dense().astype(original),
+                      f"{counts.iloc[0] / len(series):.0%} of rows are {fill!r}",
+                      "sparse: some operations turn it dense again")
+
+
+def _plan(
+    series: pd.Series, aggressive: bool, rtol: float, categorical_max_ratio: float
+) -> tuple[_Candidate | None, str]:
+    import pandas as pd
+
+    dtype = series.dtype
+    candidates: list[_Candidate] = []
+    if isinstance(dtype, (pd.CategoricalDtype, pd.SparseDtype)):
+        return None, "already categorical or sparse"
+    if pd.api.types.is_bool_dtype(dtype):
+        sparse = _sparse_candidate(series)
+        return (sparse, "") if sparse else (None, "bool is already one byte")
+    if pd.api.types.is_integer_dtype(dtype):
+        candidates = _integer_candidates(series)
+    elif pd.api.types.is_float_dtype(dtype):
+        candidates = _float_candidates(series, aggressive, rtol)
+    elif _is_object(series) or pd.api.types.is_string_dtype(dtype):
+        candidates = _text_candidates(series, categorical_max_ratio)
+        if not candidates:
+            return None, "mixed types or missing markers: left as is"
+    else:
+        return None, f"{dtype} cannot be shrunk exactly"
+    base = min(candidates, key=lambda c: _memory(c.series)) if candidates else None
+    sparse = _sparse_candidate(base.series if base is not None else series)
+    if sparse is not None:
+        inner = base.restore if base is not None else (lambda s: s)
+        outer = sparse.restore
+        candidates.append(_Candidate(sparse.series, lambda s: inner(outer(s)), sparse.reason,
+                                     sparse.hazard, base.exact if base else True,
+                                     base.max_error if base else None))
+    if not candidates:
+        return None, "already the smallest exact type"
+    return min(candidates, key=lambda c: _memory(c.series)), ""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class OptimizeResult:
+    """The optimized frame, a per-column report, and a way back.
+
+    Attributes
+    ----------
+    frame : DataFrame
+        The optimized frame.
+    report : DataFrame
+        One row per column: dtypes and bytes before/after, exact, reason, hazard, max_error.
+    bytes_before, bytes_after : int
+        pandas' ``memory_usage(deep=True)`` totals (index included); the figures quoted.
+    distinct_bytes_before : int
+        The same, counting each distinct Python object once (pandas' deep count charges a
+        shared string once per row, which overstates text savings).
+    """
+
+    frame: pd.DataFrame
+    changes: list[ColumnChange]
+    bytes_before: int
+    bytes_after: int
+    distinct_bytes_before: int
+    _restores: dict[Any, Restore] = field(repr=False, default_factory=dict)
+    _original_columns: Any = field(repr=False, default=None)
+
+    @property
+    def report(self) -> pd.DataFrame:
+        """One row per column."""
+        import pandas as pd
+
+        frame: pd.DataFrame = pd.DataFrame([c.to_dict() for c in self.changes])
+        return frame
+
+    @property
+    def saved_bytes(self) -> int:
+        """``bytes_before - bytes_after``."""
+        return self.bytes_before - self.bytes_after
+
+    @property
+    def reduction(self) -> float:
+        """Share of memory saved (0 to 1)."""
+        return self.saved_bytes / self.bytes_before if self.bytes_before else 0.0
+
+    @property
+    def exact(self) -> bool:
+        """Whether every change kept every value."""
+        return all(c.exact for c in self.changes)
+
+    def undo(self) -> pd.DataFrame:
+        """Return a frame with the original dtypes and values."""
+        restored: pd.DataFrame = self.frame.copy(deep=False)
+        for column, restore in self._restores.items():
+            restored[column] = restore(self.frame[column])
+        return restored
+
+    def summary_rows(self) -> list[tuple[str, str]]:
+        """Return (name, value) rows for a summary table."""
+        changed = sum(1 for c in self.changes if c.dtype_before != c.dtype_after)
+        return [
+            ("memory before", f"{format_bytes(self.bytes_before)} (pandas deep count; "
+                              f"{format_bytes(self.distinct_bytes_before)} counting each "
+                              "distinct object once)"),
+            ("memory after", format_bytes(self.bytes_after)),
+            ("saved", f"{format_bytes(self.saved_bytes)} ({self.reduction:.1%})"),
+            ("columns changed", f"{changed} of {len(self.changes)}"),
+            ("exact", "yes, every value kept" if self.exact else "NO (aggressive)"),
+        ]
+
+    def __str__(self) -> str:
+        from meno_jupyter.display.tables import optimize_text
+
+        return optimize_text(self)
+
+    def _repr_mimebundle_(
+        self, include: Any = None, exclude: Any = None, **kwargs: Any
+    ) -> dict[str, str]:
+        from meno_jupyter.display.tables import mimebundle, optimize_html, optimize_text
+
+        return mimebundle(lambda: optimize_text(self), lambda: optimize_html(self),
+                          include, exclude)
+
+
+def optimize_dataframe(
+    df: pd.DataFrame,
+    *,
+    aggressive: bool = False,
+    rtol: float | None = None,
+    categorical_max_ratio: float = DEFAULT_CATEGORICAL_MAX_RATIO,
+    inplace: bool = False,
+) -> OptimizeResult:
+    """Shrink a DataFrame's columns to the smallest dtypes that keep every value.
+
+    Parameters
+    ----------
+    df : DataFrame
+        The frame to optimize.
+    aggressive : bool
+        Also allow lossy float64 → float32 within ``rtol`` (reported per column).
+    rtol : float, optional
+        Relative tolerance for ``aggressive`` (default 1e-6).
+    categorical_max_ratio : float
+        Text becomes a category only when distinct values / rows is at most this.
+    inplace : bool
+        Replace the columns of ``df`` itself instead of building a new frame.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"n": [1, 2, 3] * 1000, "x": [0.5, 1.5, 2.0] * 1000,
+    ...                       "s": ["a", "b", "a"] * 1000})
+    >>> result = optimize_dataframe(frame)
+    >>> [str(t) for t in result.frame.dtypes]
+    ['uint8', 'float32', 'category']
+    >>> result.undo().equals(frame)
+    True
+    """
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"optimize_dataframe needs a pandas DataFrame, got {type(df).__name__}")
+    if rtol is not None and not aggressive:
+        raise ValueError("rtol only applies with aggressive=True")
+    tolerance = DEFAULT_RTOL if rtol is None else rtol
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"rtol must be in [0, 1), got {tolerance}")
+    if not 0 <= categorical_max_ratio <= 1:
+        raise ValueError("categorical_max_ratio must be in [0, 1]")
+    if not df.columns.is_unique:
+        raise ValueError("columns must be unique to optimize them one by one")
+    target = df if inplace else df.copy(deep=False)
+    bytes_before = int(df.memory_usage(deep=True).sum())
+    index_bytes = int(df.index.memory_usage(deep=True))
+    distinct_before = index_bytes
+    changes: list[ColumnChange] = []
+    restores: dict[Any, Restore] = {}
+    for column in df.columns:
+        series = df[column]
+        before = _memory(series)
+        distinct = _distinct_memory(series)
+        distinct_before += distinct
+        candidate, why_not = _plan(series, aggressive, tolerance, categorical_max_ratio)
+        if candidate is not None and _memory(candidate.series) < before:
+            back = candidate.restore(candidate.series)
+            if candidate.exact and not identical(back, series):
+                candidate, why_not = None, "the candidate would not round-trip: left as is"
+        elif candidate is not None:
+            candidate, why_not = None, "no smaller exact type"
+        if candidate is None:
+            changes.append(ColumnChange(str(column), str(series.dtype), str(series.dtype),
+                                        before, before, distinct, True, why_not))
+            continue
+        target[column] = candidate.series
+        restores[column] = candidate.restore
+        changes.append(ColumnChange(
+            str(column), str(series.dtype), str(candidate.series.dtype), before,
+            _memory(candidate.series), distinct, candidate.exact, candidate.reason,
+            candidate.hazard, candidate.max_error))
+    return OptimizeResult(
+        frame=target, changes=changes, bytes_before=bytes_before,
+        bytes_after=int(target.memory_usage(deep=True).sum()),
+        distinct_bytes_before=distinct_before, _restores=restores,
+    )
+
+
+@dataclass(frozen=True)
+class ArrayOptimizeResult:
+    """An optimized numpy array and what changed."""
+
+    array: np.ndarray
+    dtype_before: str
+    dtype_after: str
+    bytes_before: int
+    bytes_after: int
+    exact: bool
+    reason: str
+    max_error: float | None = None
+
+    def undo(self) -> np.ndarray:
+        """Return the array in its original dtype."""
+        return self.array.astype(self.dtype_before)
+
+
+def optimize_array(
+    array: np.ndarray, *, aggressive: bool = False, rtol: float = DEFAULT_RTOL
+) -> ArrayOptimizeResult:
+    """Shrink a numeric numpy array to the smallest dtype that keeps every value.
+
+    Examples
+    --------
+    >>> optimize_array(np.array([1.0, 2.0, 300.0])).dtype_after
+    'uint16'
+    """
+    import pandas as pd
+
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"optimize_array needs a numpy array, got {type(array).__name__}")
+    if array.dtype.kind not in "iuf" or array.size == 0:
+        return ArrayOptimizeResult(array, array.dtype.name, array.dtype.name, array.nbytes,
+                                   array.nbytes, True, "not a numeric array, or empty")
+    series = pd.Series(array.ravel())
+    candidates = (_integer_candidates(series) if array.dtype.kind in "iu"
+                  else _float_candidates(series, aggressive, rtol))
+    candidates = [c for c in candidates if isinstance(c.series.dtype, np.dtype)]
+    if not candidates:
+        return ArrayOptimizeResult(array, array.dtype.name, array.dtype.name, array.nbytes,
+                                   array.nbytes, True, "already the smallest exact type")
+    best = min(candidates, key=lambda c: cast(np.dtype[Any], c.series.dtype).itemsize)
+    new = best.series.to_numpy().reshape(array.shape)
+    if best.exact and not np.array_equal(new.astype(array.dtype), array, equal_nan=True):
+        return ArrayOptimizeResult(array, array.dtype.name, array.dtype.name, array.nbytes,
+                                   array.nbytes, True, "would not round-trip: left as is")
+    return ArrayOptimizeResult(new, array.dtype.name, new.dtype.name, array.nbytes, new.nbytes,
+                               best.exact, best.reason, best.max_error)

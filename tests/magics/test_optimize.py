@@ -1,0 +1,84 @@
+"""%optimize_df in a real IPython shell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.utils.capture import capture_output
+
+from tests.magics.helpers import shown
+
+FRAME = ("import pandas as pd, numpy as np\n"
+         "sales = pd.DataFrame({'store': np.arange(3000) % 40, "
+         "'city': np.array(['Lyon', 'Nice'] * 1500, dtype=object), "
+         "'amount': np.arange(3000) * 0.5})\n"
+         "alias = sales")
+
+
+def test_rebinds_the_name_and_reports(shell: Any) -> None:
+    shell.run_cell(FRAME)
+    with capture_output() as captured:
+        shell.run_line_magic("optimize_df", "sales -o result")
+    sales = shell.user_ns["sales"]
+    assert str(sales.store.dtype) == "uint8" and str(sales.city.dtype) == "category"
+    assert shell.user_ns["alias"]["store"].dtype == "int64"  # a new frame, not the old one
+    result = shell.user_ns["result"]
+    assert result.exact and result.saved_bytes > 0
+    assert "saved" in shown(captured) and "wraps" in shown(captured)
+    assert result.undo().equals(shell.user_ns["alias"])
+
+
+def test_dry_run_changes_nothing(shell: Any) -> None:
+    shell.run_cell(FRAME)
+    before = shell.user_ns["sales"]
+    with capture_output() as captured:
+        shell.run_line_magic("optimize_df", "sales --dry-run")
+    assert shell.user_ns["sales"] is before and before["store"].dtype == "int64"
+    assert "dry run" in shown(captured)
+
+
+def test_inplace_is_seen_through_every_reference(shell: Any) -> None:
+    shell.run_cell(FRAME)
+    shell.run_line_magic("optimize_df", "sales --inplace")
+    assert shell.user_ns["alias"] is shell.user_ns["sales"]
+    assert str(shell.user_ns["alias"]["store"].dtype) == "uint8"
+
+
+def test_all_frames(shell: Any) -> None:
+    shell.run_cell(FRAME + "\nother = pd.DataFrame({'n': [1, 2] * 100})\nnot_a_frame = [1]")
+    with capture_output():
+        shell.run_line_magic("optimize_df", "--all -o results")
+    assert set(shell.user_ns["results"]) == {"sales", "alias", "other"}
+    assert str(shell.user_ns["other"]["n"].dtype) == "uint8"
+
+
+def test_html_report_shades_hazards(rich_shell: Any) -> None:
+    rich_shell.run_cell(FRAME)
+    with capture_output() as captured:
+        rich_shell.run_line_magic("optimize_df", "sales")
+    html = next(o.data["text/html"] for o in captured.outputs if "text/html" in o.data)
+    assert "jp-Meno-optimize" in html and "rgba(239,108,0" in html
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("missing_frame", "no such variable"),
+    ("sales not_a_frame", "not DataFrames: not_a_frame"),
+    ("", "name the DataFrames"),
+    ("sales --all", "not both"),
+    ("sales --rtol 0.1", "needs --aggressive"),
+    ("sales -o 1x", "variable name"),
+])
+def test_bad_input_changes_nothing(shell: Any, line: str, message: str) -> None:
+    shell.run_cell(FRAME + "\nnot_a_frame = [1, 2]")
+    before = shell.user_ns["sales"]
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("optimize_df", line)
+    assert shell.user_ns["sales"] is before and before["store"].dtype == "int64"
+
+
+def test_help(shell: Any) -> None:
+    doc = shell.find_line_magic("optimize_df").__doc__
+    for option in ("--all", "--aggressive", "--rtol X", "--dry-run", "--inplace", "-o NAME"):
+        assert option in doc
