@@ -27,6 +27,7 @@ from meno_jupyter.core.decorators import profile_block, profile_memory, release_
 from meno_jupyter.core.errors import MenoWarning
 from meno_jupyter.core.leaks import LeakReport, find_leaks
 from meno_jupyter.core.ledger import CellRecord, Ledger
+from meno_jupyter.core.loader import iter_optimized, read_optimized
 from meno_jupyter.core.memory import (
     MemoryLimit,
     effective_limit,
@@ -67,6 +68,7 @@ __all__ = [
     "effective_limit",
     "find_leaks",
     "format_bytes",
+    "iter_optimized",
     "largest_variables",
     "ledger",
     "load_ipython_extension",
@@ -78,6 +80,7 @@ __all__ = [
     "profile_call",
     "profile_memory",
     "read_children_rss",
+    "read_optimized",
     "read_rss",
     "release_memory",
     "shrink_caches",

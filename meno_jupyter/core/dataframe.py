@@ -220,9 +220,12 @@ def _text_candidates(series: pd.Series, categorical_max_ratio: float) -> list[_C
     if missing_kind == "mixed":
         return []
     original = series.dtype
+    was_object = _is_object(series)
 
+    # Restores capture dtypes and flags only, never the column: a result must not keep
+    # the original data alive.
     def back_to_text(s: pd.Series) -> pd.Series:
-        out = _fill_missing(s.astype(object), missing_kind) if _is_object(series) else s
+        out = _fill_missing(s.astype(object), missing_kind) if was_object else s
         return out.astype(original)
 
     candidates: list[_Candidate] = []
@@ -238,15 +241,18 @@ def _text_candidates(series: pd.Series, categorical_max_ratio: float) -> list[_C
     present = series.dropna()
     if not len(present):
         return []
-    datetime = _datetime_candidate(series, present, back_to_text, missing_kind)
-    if datetime is not None:
-        candidates.append(datetime)
-    ratio = present.nunique() / len(series)
+    distinct_count = present.nunique()
+    # A category costs at most 4 bytes a row plus its distinct values; datetime64 costs 8.
+    if distinct_count / len(series) > categorical_max_ratio or distinct_count > len(series) / 8:
+        datetime = _datetime_candidate(series, present, back_to_text, missing_kind)
+        if datetime is not None:
+            candidates.append(datetime)
+    ratio = distinct_count / len(series)
     if ratio <= categorical_max_ratio:
         candidates.append(_Candidate(
             series.astype("category"),
             lambda s: back_to_text(s.astype(object)),
-            f"{present.nunique()} distinct values in {len(series)} rows",
+            f"{distinct_count} distinct values in {len(series)} rows",
             "unordered category: `<` and values outside the categories raise"))
     try:
         import pyarrow as pa
@@ -271,11 +277,14 @@ def _datetime_candidate(
     fmt = guess_datetime_format(first)
     if fmt is None:
         return None
+    # Check the distinct strings only: date columns repeat a lot, and formatting is slow.
+    distinct = pd.Series(present.astype(str).unique())
+    parsed_distinct = pd.to_datetime(distinct, format=fmt, errors="coerce")
+    if parsed_distinct.isna().any():
+        return None
+    if not (parsed_distinct.dt.strftime(fmt) == distinct).all():
+        return None
     parsed = pd.to_datetime(series, format=fmt, errors="coerce")
-    if int(parsed.notna().sum()) != len(present):
-        return None
-    if not (parsed[present.index].dt.strftime(fmt) == present.astype(str)).all():
-        return None
 
     def restore(s: pd.Series) -> pd.Series:
         text = s.dt.strftime(fmt).astype(object)
@@ -396,6 +405,12 @@ class OptimizeResult:
         for column, restore in self._restores.items():
             restored[column] = restore(self.frame[column])
         return restored
+
+    def undo_column(self, column: Any) -> pd.Series:
+        """Return one column with its original dtype and values."""
+        restore = self._restores.get(column)
+        series: pd.Series = self.frame[column]
+        return restore(series) if restore is not None else series
 
     def summary_rows(self) -> list[tuple[str, str]]:
         """Return (name, value) rows for a summary table."""

@@ -209,3 +209,18 @@ def test_real_data_shrinks_exactly(name: str) -> None:
     assert result.bytes_after < result.bytes_before
     if name == "flights":
         assert result.reduction > 0.75  # 59.8 MiB -> 11.2 MiB measured
+
+
+def test_a_result_does_not_keep_the_original_data_alive() -> None:
+    import gc
+    import weakref
+
+    frame = pd.DataFrame({"city": np.array(["Lyon", "Nice"] * 5000, dtype=object),
+                          "n": np.arange(10_000), "d": [f"2020-01-{1 + i % 28:02d}"
+                                                         for i in range(10_000)]})
+    columns = [weakref.ref(frame[c].array) for c in frame.columns]
+    result = optimize_dataframe(frame)
+    del frame
+    gc.collect()
+    assert all(ref() is None for ref in columns)  # only the optimized data is held
+    assert result.undo()["city"].iloc[1] == "Nice"

@@ -33,9 +33,12 @@ def test_fit_trend() -> None:
 def test_a_leak_is_flagged_with_its_line(attempt: int) -> None:
     KEPT.clear()
     report = find_leaks(leaky, repeat=8)
-    assert report.leaking
-    assert 700_000 <= report.growth_per_run_bytes <= 900_000
-    assert report.growing_lines and "KEPT.append" in report.growing_lines[0].line.source
+    assert report.leaking, report
+    # RSS is the coarse figure (a step of tracemalloc's own tables can join in): ~800 kB a run.
+    assert 500_000 <= report.growth_per_run_bytes <= 2_000_000, report
+    line = report.growing_lines[0]
+    assert "KEPT.append" in line.line.source, report
+    assert 790_000 <= line.per_run_bytes <= 810_000, report  # the traced line is exact
     KEPT.clear()
 
 
