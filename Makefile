@@ -10,7 +10,11 @@ INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 NOTEBOOK := notebooks/01_quickstart.ipynb
 
-.PHONY: lab demo test lint typecheck pytest bench clean
+# The optimizer and loader also run under pandas 2.x (the main venv has pandas 3).
+PANDAS2_VENV := .venv-pandas2
+PANDAS2_TESTS := tests/core/test_dataframe.py tests/core/test_loader.py tests/magics/test_optimize.py
+
+.PHONY: lab demo test lint typecheck pytest pytest-pandas2 bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +30,13 @@ $(VENV)/.installed-lab: pyproject.toml constraints.txt | $(BIN)/python
 
 $(VENV)/.installed-bench: pyproject.toml constraints.txt | $(BIN)/python
 	$(INSTALL) -e '.[bench,test]'
+	touch $@
+
+$(PANDAS2_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(PANDAS2_VENV)
+	$(PANDAS2_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PANDAS2_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c constraints.txt -e '.[test]' 'pandas>=2.2,<3' 'pandas-stubs<3'
 	touch $@
 
 lab: $(VENV)/.installed-lab
@@ -46,11 +57,15 @@ typecheck: $(VENV)/.installed-test
 pytest: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+pytest-pandas2: $(PANDAS2_VENV)/.installed
+	$(PANDAS2_VENV)/bin/python -c "import pandas; print('pandas', pandas.__version__)"
+	$(PANDAS2_VENV)/bin/python -m pytest -p no:cacheprovider $(PANDAS2_TESTS)
+
+test: lint typecheck pytest pytest-pandas2
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/profile_overhead.py
 	$(BIN)/python bench/ledger_overhead.py
 
 clean:
-	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(PANDAS2_VENV) build .mypy_cache .ruff_cache .pytest_cache

@@ -68,12 +68,16 @@ def _memory(series: pd.Series) -> int:
     return int(series.memory_usage(deep=True, index=False))
 
 
-def _distinct_memory(series: pd.Series) -> int:
+def _distinct_memory(series: pd.Series, deep_bytes: int) -> int:
     """Bytes counting each distinct Python object once (pandas counts it once per row)."""
-    if not _is_object(series):
-        return _memory(series)
-    objects = {id(value): value for value in series.to_numpy()}
-    return 8 * len(series) + sum(sys.getsizeof(value) for value in objects.values())
+    if not _is_object(series) or not len(series):
+        return deep_bytes
+    values = series.to_numpy()
+    ids = np.fromiter(map(id, values), dtype=np.int64, count=len(values))
+    _, first = np.unique(ids, return_index=True)
+    if len(first) == len(values):  # no object shared between rows: pandas' count is right
+        return deep_bytes
+    return 8 * len(values) + sum(sys.getsizeof(values[i]) for i in first)
 
 
 def _is_object(series: pd.Series) -> bool:
@@ -487,15 +491,16 @@ def optimize_dataframe(
     if not df.columns.is_unique:
         raise ValueError("columns must be unique to optimize them one by one")
     target = df if inplace else df.copy(deep=False)
-    bytes_before = int(df.memory_usage(deep=True).sum())
     index_bytes = int(df.index.memory_usage(deep=True))
+    bytes_before = index_bytes  # columns added below: each deep count is done once
     distinct_before = index_bytes
     changes: list[ColumnChange] = []
     restores: dict[Any, Restore] = {}
     for column in df.columns:
         series = df[column]
         before = _memory(series)
-        distinct = _distinct_memory(series)
+        bytes_before += before
+        distinct = _distinct_memory(series, before)
         distinct_before += distinct
         candidate, why_not = _plan(series, aggressive, tolerance, categorical_max_ratio)
         if candidate is not None and _memory(candidate.series) < before:

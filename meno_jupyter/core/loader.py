@@ -254,6 +254,27 @@ def _common_dtype(dtypes: list[Any]) -> Any | None:
     return widest
 
 
+def _is_text(dtype: Any) -> bool:
+    import pandas as pd
+
+    return isinstance(dtype, pd.CategoricalDtype) or bool(pd.api.types.is_string_dtype(dtype))
+
+
+def _text_dtype(columns: list[pd.Series]) -> Any:
+    """Return a category of the chunks' values when they are few, else Arrow strings."""
+    import pandas as pd
+    import pyarrow as pa
+
+    values: set[Any] = set()
+    rows = 0
+    for series in columns:
+        rows += len(series)
+        values.update(series.dropna().unique().tolist())
+    if len(values) <= 0.5 * max(rows, 1):
+        return pd.CategoricalDtype(pd.Index(sorted(values, key=str)))
+    return pd.ArrowDtype(pa.string())
+
+
 def _unify(chunks: list[Any]) -> pd.DataFrame:
     """Concatenate optimized chunks, widening each column to a dtype all chunks fit exactly."""
     import pandas as pd
@@ -272,6 +293,8 @@ def _unify(chunks: list[Any]) -> pd.DataFrame:
                 else pd.BooleanDtype()
         if not typed:
             continue
+        if all(_is_text(d) for d in typed):  # decided once, on the whole column
+            target = _text_dtype([frame[column] for frame in frames])
         if target is None:  # kinds disagree: back to each chunk's original text, as Arrow
             text = pd.ArrowDtype(pa.string())
             for i, result in enumerate(chunks):
@@ -284,8 +307,10 @@ def _unify(chunks: list[Any]) -> pd.DataFrame:
                 series = frame[column]
                 if isinstance(series.dtype, pd.SparseDtype):
                     series = series.sparse.to_dense()
-                if not series.notna().any():
-                    series = pd.Series([None] * len(series), index=series.index, dtype=object)
+                if not series.notna().any() or (
+                        isinstance(target, pd.CategoricalDtype) and
+                        not isinstance(series.dtype, pd.CategoricalDtype)):
+                    series = series.astype(object).where(series.notna(), None)
                 frame[column] = series.astype(target)
     combined: pd.DataFrame = pd.concat(frames, ignore_index=True)
     return combined
