@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from meno_jupyter.core.memory import format_bytes, read_rss
+from meno_jupyter.core.rendering import RendersAsTable
 
 
 @lru_cache(maxsize=1)
@@ -60,7 +61,7 @@ class Released:
 
 
 @dataclass(frozen=True)
-class ReleaseReport:
+class ReleaseReport(RendersAsTable):
     """What a clean-up dropped and how RSS moved.
 
     Attributes
@@ -70,6 +71,8 @@ class ReleaseReport:
     freed_bytes : int
         ``rss_before - rss_after`` (0 in a dry run).
     """
+
+    _render_as = "release"
 
     rss_before: int
     rss_after: int
@@ -106,18 +109,6 @@ class ReleaseReport:
             "unreachable_collected": self.unreachable_collected,
         }
 
-    def __str__(self) -> str:
-        from meno_jupyter.display.tables import release_text
-
-        return release_text(self)
-
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None, **kwargs: Any
-    ) -> dict[str, str]:
-        from meno_jupyter.display.tables import mimebundle, release_html, release_text
-
-        return mimebundle(lambda: release_text(self), lambda: release_html(self),
-                          include, exclude)
 
 
 def finish_release(

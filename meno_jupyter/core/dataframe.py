@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from meno_jupyter.core.memory import format_bytes
+from meno_jupyter.core.rendering import RendersAsTable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -356,7 +357,7 @@ def _plan(
 
 
 @dataclass
-class OptimizeResult:
+class OptimizeResult(RendersAsTable):
     """The optimized frame, a per-column report, and a way back.
 
     Attributes
@@ -371,6 +372,8 @@ class OptimizeResult:
         The same, counting each distinct Python object once (pandas' deep count charges a
         shared string once per row, which overstates text savings).
     """
+
+    _render_as = "optimize"
 
     frame: pd.DataFrame
     changes: list[ColumnChange]
@@ -429,18 +432,6 @@ class OptimizeResult:
             ("exact", "yes, every value kept" if self.exact else "NO (aggressive)"),
         ]
 
-    def __str__(self) -> str:
-        from meno_jupyter.display.tables import optimize_text
-
-        return optimize_text(self)
-
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None, **kwargs: Any
-    ) -> dict[str, str]:
-        from meno_jupyter.display.tables import mimebundle, optimize_html, optimize_text
-
-        return mimebundle(lambda: optimize_text(self), lambda: optimize_html(self),
-                          include, exclude)
 
 
 def optimize_dataframe(

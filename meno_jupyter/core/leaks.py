@@ -25,6 +25,7 @@ from typing import Any
 from meno_jupyter.core.attribution import TRACE_FRAMES, CodeLine, _by_line, code_line
 from meno_jupyter.core.cleanup import trim_allocator
 from meno_jupyter.core.memory import format_bytes, read_rss
+from meno_jupyter.core.rendering import RendersAsTable
 
 DEFAULT_RSS_FLOOR_BYTES = 256 * 1024
 STEADY_SHARE = 0.8
@@ -84,7 +85,7 @@ def fit_trend(values: Sequence[float]) -> TrendFit:
 
 
 @dataclass(frozen=True)
-class LeakReport:
+class LeakReport(RendersAsTable):
     """What grew across repeated runs, and the verdict.
 
     Attributes
@@ -96,6 +97,8 @@ class LeakReport:
     trend : TrendFit
         RSS growth per run with its standard error and R².
     """
+
+    _render_as = "leak"
 
     repeat: int
     leaking: bool
@@ -135,17 +138,6 @@ class LeakReport:
             "reasons": list(self.reasons),
         }
 
-    def __str__(self) -> str:
-        from meno_jupyter.display.tables import leak_text
-
-        return leak_text(self)
-
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None, **kwargs: Any
-    ) -> dict[str, str]:
-        from meno_jupyter.display.tables import leak_html, leak_text, mimebundle
-
-        return mimebundle(lambda: leak_text(self), lambda: leak_html(self), include, exclude)
 
 
 def _type_counts() -> Counter[str]:

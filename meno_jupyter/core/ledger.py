@@ -26,6 +26,7 @@ from meno_jupyter.core.memory import (
     read_children_rss,
     read_rss,
 )
+from meno_jupyter.core.rendering import RendersAsTable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -128,7 +129,7 @@ def read_ledger_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-class Ledger:
+class Ledger(RendersAsTable):
     """Cell records of a session: the last ``max_cells`` in memory, optionally in a file.
 
     Parameters
@@ -148,6 +149,8 @@ class Ledger:
     >>> [r.execution_count for r in ledger]
     [1, 2]
     """
+
+    _render_as = "ledger"
 
     def __init__(
         self,
@@ -238,17 +241,6 @@ class Ledger:
             ))
         return rows
 
-    def __str__(self) -> str:
-        from meno_jupyter.display.tables import ledger_text
-
-        return ledger_text(self)
-
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None, **kwargs: Any
-    ) -> dict[str, str]:
-        from meno_jupyter.display.tables import ledger_html, ledger_text, mimebundle
-
-        return mimebundle(lambda: ledger_text(self), lambda: ledger_html(self), include, exclude)
 
 
 class CellRecorder:

@@ -20,6 +20,7 @@ from meno_jupyter.core.memory import (
     read_children_rss,
     read_rss,
 )
+from meno_jupyter.core.rendering import RendersAsTable
 from meno_jupyter.core.sampler import DEFAULT_CAPACITY, DEFAULT_INTERVAL_S, Sampler
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, eq=False)
-class ProfileResult(RssChange):
+class ProfileResult(RssChange, RendersAsTable):
     """The memory of one profiled block. Sizes are bytes, absolute unless named a change.
 
     Attributes
@@ -44,6 +45,8 @@ class ProfileResult(RssChange):
     top_lines : list of TracedLine
         Tracemalloc's top lines (only with ``trace=True``).
     """
+
+    _render_as = "profile"
 
     label: str | None
     start_rss: int
@@ -138,19 +141,6 @@ class ProfileResult(RssChange):
             rows.append(("cell raised", self.error))
         return rows
 
-    def __str__(self) -> str:
-        from meno_jupyter.display.tables import profile_text
-
-        return profile_text(self)
-
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None, **kwargs: Any
-    ) -> dict[str, str]:
-        from meno_jupyter.display.tables import mimebundle, profile_html, profile_text
-
-        return mimebundle(
-            lambda: profile_text(self), lambda: profile_html(self), include, exclude
-        )
 
 
 class Profiler:

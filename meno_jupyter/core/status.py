@@ -18,12 +18,13 @@ from meno_jupyter.core.memory import (
     read_rss,
 )
 from meno_jupyter.core.namespace import VariableSize, held_bytes, largest_variables
+from meno_jupyter.core.rendering import RendersAsTable
 
 OUTPUT_CACHE_ADVICE_BYTES = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True)
-class MemoryStatus:
+class MemoryStatus(RendersAsTable):
     """The process's memory now, against its effective limit.
 
     Attributes
@@ -34,6 +35,8 @@ class MemoryStatus:
     advice : list of str
         What to do about it, when there is something to do.
     """
+
+    _render_as = "status"
 
     rss_bytes: int
     children_rss_bytes: int
@@ -82,19 +85,6 @@ class MemoryStatus:
             "advice": list(self.advice),
         }
 
-    def __str__(self) -> str:
-        from meno_jupyter.display.tables import status_text
-
-        return status_text(self)
-
-    def _repr_mimebundle_(
-        self, include: Any = None, exclude: Any = None, **kwargs: Any
-    ) -> dict[str, str]:
-        from meno_jupyter.display.tables import mimebundle, status_html, status_text
-
-        return mimebundle(
-            lambda: status_text(self), lambda: status_html(self), include, exclude
-        )
 
 
 def memory_status(
