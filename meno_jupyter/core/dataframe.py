@@ -134,6 +134,15 @@ def _smallest_int(low: int, high: int) -> np.dtype[Any] | None:
     return None
 
 
+def nullable_dtype(dtype: np.dtype[Any]) -> Any:
+    """Return pandas' nullable counterpart of a numpy int, uint or bool dtype (uint8 → UInt8)."""
+    import pandas as pd
+
+    if dtype.kind == "b":
+        return pd.BooleanDtype()
+    return pd.api.types.pandas_dtype(dtype.name.capitalize().replace("Ui", "UI"))
+
+
 def _int_hazard(dtype: np.dtype[Any]) -> str:
     info = np.iinfo(dtype)
     if dtype.kind == "u":
@@ -170,8 +179,7 @@ def _integer_candidates(series: pd.Series) -> list[_Candidate]:
     target = _smallest_int(int(values.min()), int(values.max()))
     if target is None or target.itemsize >= cast(Any, series.dtype).itemsize:
         return []
-    new_dtype: Any = pd.api.types.pandas_dtype(target.name.capitalize().replace("Ui", "UI")) \
-        if nullable else target
+    new_dtype: Any = nullable_dtype(target) if nullable else target
     return [_Candidate(series.astype(new_dtype), _astype_back(series.dtype),
                        f"integers in [{values.min()}, {values.max()}]", _int_hazard(target))]
 
@@ -188,9 +196,8 @@ def _float_candidates(series: pd.Series, aggressive: bool, rtol: float) -> list[
         target = _smallest_int(int(present.min()), int(present.max()))
         if target is not None:
             if missing.any():
-                name = target.name.capitalize().replace("Ui", "UI")
                 candidates.append(_Candidate(
-                    series.astype(name), _astype_back(series.dtype),
+                    series.astype(nullable_dtype(target)), _astype_back(series.dtype),
                     "integral floats with NaN", "NaN becomes <NA> (nullable integers)"))
             else:
                 candidates.append(_Candidate(

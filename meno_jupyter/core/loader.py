@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from meno_jupyter.core.dataframe import optimize_dataframe
+from meno_jupyter.core.dataframe import nullable_dtype, optimize_dataframe
 from meno_jupyter.core.memory import format_bytes
 
 if TYPE_CHECKING:
@@ -221,16 +221,14 @@ def _raw_chunks(path: Path, fmt: str, chunksize: int, columns: list[str] | None,
 
 
 def _common_dtype(dtypes: list[Any]) -> Any | None:
-    """Return the dtype every chunk widens to exactly, or None when kinds disagree."""
+    """Return the dtype every chunk widens to exactly, or None when kinds disagree.
+
+    Text columns never come here: :func:`_text_dtype` decides them on the whole column.
+    """
     import pandas as pd
 
-    if all(str(d) == str(dtypes[0]) for d in dtypes) and \
-            not isinstance(dtypes[0], pd.CategoricalDtype):
+    if all(str(d) == str(dtypes[0]) for d in dtypes):
         return dtypes[0]
-    if all(isinstance(d, pd.CategoricalDtype) for d in dtypes):
-        categories = pd.Index(sorted(set().union(*(set(d.categories) for d in dtypes)),
-                                     key=str))
-        return pd.CategoricalDtype(categories)
     numeric = []
     nullable = False
     for given in dtypes:
@@ -249,8 +247,7 @@ def _common_dtype(dtypes: list[Any]) -> Any | None:
     if widest.kind == "f" and any(d.kind in "iu" and d.itemsize >= 4 for d in numeric):
         widest = np.dtype(np.float64)  # int32/int64 are not all exact in float32
     if nullable and widest.kind in "iub":
-        name = "boolean" if widest.kind == "b" else widest.name.capitalize().replace("Ui", "UI")
-        return pd.api.types.pandas_dtype(name)
+        return nullable_dtype(widest)
     return widest
 
 
@@ -285,16 +282,16 @@ def _unify(chunks: list[Any]) -> pd.DataFrame:
         # A chunk where the column is all missing has no type of its own: it takes the
         # others' (made nullable), instead of forcing the column back to text.
         typed = [frame[column].dtype for frame in frames if frame[column].notna().any()]
-        empty = len(typed) < len(frames)
-        target = _common_dtype(typed) if typed else None
-        if target is not None and empty and isinstance(target, np.dtype) and \
-                target.kind in "iub":
-            target = _common_dtype([*typed, pd.Int8Dtype()]) if target.kind != "b" \
-                else pd.BooleanDtype()
         if not typed:
             continue
         if all(_is_text(d) for d in typed):  # decided once, on the whole column
             target = _text_dtype([frame[column] for frame in frames])
+        else:
+            target = _common_dtype(typed)
+            if target is not None and len(typed) < len(frames) and \
+                    isinstance(target, np.dtype) and target.kind in "iub":
+                target = _common_dtype([*typed, pd.Int8Dtype()]) if target.kind != "b" \
+                    else pd.BooleanDtype()
         if target is None:  # kinds disagree: back to each chunk's original text, as Arrow
             text = pd.ArrowDtype(pa.string())
             for i, result in enumerate(chunks):

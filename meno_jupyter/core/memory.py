@@ -52,15 +52,22 @@ class _StatmReader:
 
     def rss(self) -> int:
         """Return the resident set size in bytes."""
+        return self._read(1, "rss")
+
+    def vms(self) -> int:
+        """Return the virtual memory size in bytes."""
+        return self._read(0, "vms")
+
+    def _read(self, field: int, psutil_name: str) -> int:
         if self._fd is not None:
             # pread does not move a shared offset, so threads may share the descriptor.
             fields = os.pread(self._fd, 128, 0).split()
-            return int(fields[1]) * PAGE_SIZE
+            return int(fields[field]) * PAGE_SIZE
         if self._process is None:
             import psutil
 
             self._process = psutil.Process(self._pid)
-        return int(self._process.memory_info().rss)
+        return int(getattr(self._process.memory_info(), psutil_name))
 
     def close(self) -> None:
         if self._fd is not None:
@@ -80,6 +87,11 @@ def read_rss() -> int:
     True
     """
     return _self_reader.rss()
+
+
+def read_vms() -> int:
+    """Return this process's virtual memory size in bytes."""
+    return _self_reader.vms()
 
 
 def read_uss_pss() -> tuple[int, int | None]:

@@ -22,6 +22,7 @@ from meno_jupyter.core.memory import (
     format_bytes,
     pressure_level,
     read_rss,
+    read_vms,
 )
 
 logger = logging.getLogger("meno_jupyter")
@@ -55,18 +56,6 @@ class MemorySnapshot:
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a plain dict."""
         return asdict(self)
-
-
-def _read_vms() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as handle:
-            import os
-
-            return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        import psutil
-
-        return int(psutil.Process().memory_info().vms)
 
 
 @dataclass(frozen=True)
@@ -207,7 +196,7 @@ class MemoryMonitor:
         rss = self._reader()
         limit = self._limit_reader()
         return MemorySnapshot(
-            timestamp=time.time(), label=label, rss_bytes=rss, vms_bytes=_read_vms(),
+            timestamp=time.time(), label=label, rss_bytes=rss, vms_bytes=read_vms(),
             percent=100.0 * rss / limit.limit_bytes, available_bytes=limit.available_bytes,
             limit_bytes=limit.limit_bytes, limit_source=limit.source,
             pressure=pressure_level(rss, limit.limit_bytes, self.thresholds),

@@ -225,10 +225,6 @@ class Profiler:
         """Whether the block is being measured now."""
         return self._entered and self._result is None
 
-    def current_rss(self) -> int:
-        """RSS now, for live displays while the block runs."""
-        return read_rss()
-
     def __enter__(self) -> Profiler:
         if self._entered:
             raise RuntimeError("a Profiler measures one block; create a new one")
