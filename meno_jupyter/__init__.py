@@ -44,6 +44,8 @@ from meno_jupyter.core.status import MemoryStatus, memory_status
 if TYPE_CHECKING:
     import pandas as pd
 
+    from meno_jupyter.widgets.dashboard import MemoryDashboard
+
 __all__ = [
     "ArrayOptimizeResult",
     "BoundedCache",
@@ -51,6 +53,7 @@ __all__ = [
     "CompressedCache",
     "LeakReport",
     "Ledger",
+    "MemoryDashboard",
     "MemoryLimit",
     "MemoryMonitor",
     "MemorySnapshot",
@@ -89,6 +92,14 @@ __all__ = [
 ]
 
 
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "meno_jupyter.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "@meno/jupyter"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """Register the magics: ``%load_ext meno_jupyter``."""
     from meno_jupyter.magics import register
@@ -114,3 +125,12 @@ def ledger() -> pd.DataFrame:
     from meno_jupyter.core.ledger import Ledger, current_ledger
 
     return (current_ledger() or Ledger()).to_frame()
+
+
+def __getattr__(name: str) -> Any:
+    # The dashboard imports ipywidgets: only when asked for.
+    if name == "MemoryDashboard":
+        from meno_jupyter.widgets.dashboard import MemoryDashboard
+
+        return MemoryDashboard
+    raise AttributeError(f"module 'meno_jupyter' has no attribute {name!r}")

@@ -141,3 +141,17 @@ def test_in_a_kernel_the_ledger_file_sits_beside_the_connection_file() -> None:
     deltas = eval(printed[1])  # a printed list of ints
     assert 15 <= deltas[-1] <= 18  # the 16 MiB block of the cell before
     assert printed[2] == "True"
+
+
+def test_dashboard_notebook_runs_headless_and_closes_its_dashboards() -> None:
+    path = next(p for p in NOTEBOOKS if p.name == "05_dashboard.ipynb")
+    notebook = execute(nbformat.read(path, as_version=4))
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    widgets = [out for cell in code for out in outputs_of(cell, "display_data")
+               if "application/vnd.jupyter.widget-view+json" in out.data]
+    assert len(widgets) == 2
+    text = "\n".join(out.get("text", "") for cell in code for out in outputs_of(cell, "stream"))
+    assert "smaller, every value kept" in text
+    assert "deleted blocks" in text or any(
+        "deleted blocks" in str(out.get("data", {})) for cell in code for out in cell.outputs)
+    assert "closed 2 dashboard(s)" in text

@@ -11,7 +11,8 @@ from meno_jupyter.core.memory import MIB, format_bytes
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
-    from meno_jupyter.core.ledger import Ledger
+    from meno_jupyter.core.ledger import CellRecord, Ledger
+    from meno_jupyter.core.live import LiveSample
     from meno_jupyter.core.profiler import ProfileResult
 
 PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
@@ -184,3 +185,105 @@ def figure_bundle(figure: Figure | dict[str, Any], text: str) -> dict[str, Any]:
         f'if(window.Plotly){{Plotly.newPlot("{div_id}",s.data,s.layout);}}}})();</script>'
     )
     return {PLOTLY_MIMETYPE: spec, "text/html": html_text, "text/plain": text}
+
+
+PRESSURE_COLOURS = {"low": "#2e7d32", "medium": "#ef6c00", "high": "#c62828"}
+_BAND_COLOURS = {"medium": "rgba(239,108,0,0.08)", "high": "rgba(198,40,40,0.10)"}
+
+
+def _live_y_top(rss_mib: list[float], limit_mib: float) -> tuple[float, bool]:
+    """Return the y axis top and whether the limit is in view (it is when it is near)."""
+    top = max(rss_mib, default=1.0) * 1.25
+    if limit_mib <= top * 2:
+        return max(top, limit_mib * 1.05), True
+    return top, False
+
+
+def live_timeline_spec(
+    times: list[float],
+    rss_bytes: list[int],
+    sample: LiveSample,
+    records: list[CellRecord],
+    *,
+    thresholds: tuple[float, float],
+    height: int = 280,
+) -> dict[str, Any]:
+    """Return the live RSS timeline as a plotly spec: x in seconds before ``sample``.
+
+    The line takes the pressure colour; the limit line and the medium/high bands show
+    when the limit is near enough to matter; each recorded cell gets a marker at its peak.
+
+    Examples
+    --------
+    >>> from meno_jupyter.core.live import LiveFeed
+    >>> sample = LiveFeed().sample()
+    >>> spec = live_timeline_spec([sample.timestamp], [sample.rss_bytes], sample, [],
+    ...                           thresholds=(0.7, 0.9))
+    >>> [trace["name"] for trace in spec["data"]]
+    ['RSS', 'cells']
+    """
+    now = sample.timestamp
+    x, y = decimate([t - now for t in times], [v / MIB for v in rss_bytes])
+    limit_mib = sample.limit.limit_bytes / MIB
+    top, limit_in_view = _live_y_top(y + [r.peak_rss / MIB for r in records], limit_mib)
+    left = min(x, default=-60.0)
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    if limit_in_view:
+        for level, share in zip(("medium", "high"), thresholds, strict=True):
+            shapes.append({"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "layer": "below",
+                           "y0": share * limit_mib, "y1": limit_mib, "line": {"width": 0},
+                           "fillcolor": _BAND_COLOURS[level]})
+        shape, note = _hline(limit_mib, _PEAK_COLOUR, "dash",
+                             f"limit {format_bytes(sample.limit.limit_bytes)} "
+                             f"({sample.limit.source})", "left")
+        shapes.append(shape)
+        annotations.append(note)
+    shown_records = [r for r in records if r.started_at - now >= left]
+    colour = PRESSURE_COLOURS[sample.pressure]
+    data = [
+        {"type": "scatter", "x": x, "y": y, "mode": "lines", "name": "RSS",
+         "line": {"color": colour, "width": 2}, "fill": "tozeroy",
+         "hovertemplate": "%{x:.1f} s<br>%{y:.1f} MiB<extra></extra>"},
+        {"type": "scatter", "name": "cells", "mode": "markers",
+         "x": [r.started_at - now for r in shown_records],
+         "y": [r.peak_rss / MIB for r in shown_records],
+         "marker": {"color": "#6a1b9a", "size": 8, "symbol": "diamond"},
+         "text": [f"In [{r.execution_count}] {r.source_head}<br>peak "
+                  f"{format_bytes(r.peak_increase, signed=True)}, kept "
+                  f"{format_bytes(r.delta, signed=True)}" for r in shown_records],
+         "hovertemplate": "%{text}<extra></extra>"},
+    ]
+    layout = {
+        "height": height, "margin": {"l": 60, "r": 20, "t": 10, "b": 40},
+        "xaxis": {"title": {"text": "seconds (0 = now)"}, "range": [left, 0]},
+        "yaxis": {"title": {"text": "RSS (MiB)"}, "range": [0, top]},
+        "showlegend": False, "template": _TEMPLATE, "shapes": shapes,
+        "annotations": annotations, "uirevision": "meno-live",
+    }
+    return {"data": data, "layout": layout}
+
+
+def svg_timeline(times: list[float], rss_bytes: list[int], colour: str,
+                 width: int = 640, height: int = 160) -> str:
+    """Return a small inline SVG line of RSS over time, for front ends without plotly widgets.
+
+    Examples
+    --------
+    >>> svg_timeline([0.0, 1.0], [10, 20], "#2e7d32").startswith("<svg")
+    True
+    """
+    x, y = decimate(times, [float(v) for v in rss_bytes], max_points=width)
+    if not x:
+        return f'<svg width="{width}" height="{height}"></svg>'
+    x0, x1 = x[0], max(x[-1], x[0] + 1e-9)
+    top = max(y) * 1.25 or 1.0
+    points = " ".join(f"{(t - x0) / (x1 - x0) * (width - 2) + 1:.1f},"
+                      f"{height - 1 - v / top * (height - 2):.1f}"
+                      for t, v in zip(x, y, strict=True))
+    return (f'<svg class="jp-Meno-sparkline" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+            f'<rect width="{width}" height="{height}" fill="white" stroke="#ddd"/>'
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>'
+            f'<text x="4" y="14" font-size="11" fill="#555">max '
+            f'{format_bytes(int(max(y)))}</text></svg>')

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
 def register(shell: Any) -> None:
     """Register every meno-jupyter magic on ``shell``."""
     from meno_jupyter.magics.clean import CleanMagics
+    from meno_jupyter.magics.dash import DashboardMagics
     from meno_jupyter.magics.leak import LeakMagics
     from meno_jupyter.magics.optimize import OptimizeMagics
     from meno_jupyter.magics.profile import ProfileMagics
@@ -15,11 +17,13 @@ def register(shell: Any) -> None:
     from meno_jupyter.magics.watch import WatchMagics
 
     shell.register_magics(ProfileMagics, StatusMagics, WatchMagics, CleanMagics, LeakMagics,
-                          OptimizeMagics)
+                          OptimizeMagics, DashboardMagics)
 
 
 def unregister(shell: Any) -> None:
-    """Stop the ledger's hooks (the magics themselves stay defined)."""
+    """Stop the ledger's hooks and close the dashboards (the magics stay defined)."""
+    if "meno_jupyter.widgets.dashboard" in sys.modules:
+        sys.modules["meno_jupyter.widgets.dashboard"].close_all()
     watch = shell.magics_manager.registry.get("WatchMagics")
     if watch is not None:
         watch.stop()

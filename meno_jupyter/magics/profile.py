@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from meno_jupyter.core.ledger import CellRecord, source_head
 from meno_jupyter.core.profiler import Profiler, ProfileResult
 from meno_jupyter.core.sampler import DEFAULT_INTERVAL_S, validate_interval
 from meno_jupyter.magics._common import check_identifier, parse, rich_output, show
@@ -49,6 +51,19 @@ def raise_cell_error(result: Any, traceback_lines: list[str] | None) -> None:
         # IPython renders an exception that carries _render_traceback_ with those lines.
         error._render_traceback_ = lambda: traceback_lines
     raise error
+
+
+def _add_to_ledger(shell: Any, result: ProfileResult, cell: str, started_at: float) -> None:
+    """Record a profiled cell in the session ledger (``%memwatch`` records it itself)."""
+    watch = shell.magics_manager.registry.get("WatchMagics")
+    if watch is None or watch.watching:
+        return
+    watch.ledger.add(CellRecord(
+        execution_count=shell.execution_count, source_head=source_head(cell),
+        started_at=started_at, duration_s=result.duration_s, start_rss=result.start_rss,
+        end_rss=result.end_rss, peak_rss=result.peak_rss, exact_peak=result.exact_peak,
+        children_peak_rss=result.children_peak_rss, error=result.error,
+    ))
 
 
 @magics_class
@@ -99,6 +114,7 @@ class ProfileMagics(Magics):
         shell = self.shell
         assert shell is not None  # a registered magic always has its shell
         label = f"cell [{shell.execution_count}]"
+        started_at = time.time()
         with Profiler(label, interval_s=args.interval, trace=args.trace, top_n=args.top) as prof:
             outcome, traceback_lines = run_cell_capturing_error(shell, cell)
         result: ProfileResult = prof.result
@@ -106,6 +122,7 @@ class ProfileMagics(Magics):
         if cell_error is not None:
             result = dataclasses.replace(result, error=type(cell_error).__name__)
 
+        _add_to_ledger(shell, result, cell, started_at)
         if args.output:
             shell.user_ns[args.output] = result
         if json_path is not None:

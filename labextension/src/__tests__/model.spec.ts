@@ -1,0 +1,147 @@
+import { FetchError, IKernelEntry, MemoryModel } from '../model';
+
+const LIMIT = {
+  limit_bytes: 1000,
+  available_bytes: 500,
+  source: 'test',
+  system_total_bytes: 2000,
+  system_available_bytes: 1000,
+  thresholds: [0.7, 0.9] as [number, number]
+};
+
+function kernel(id: string, total: number, pressure: 'low' | 'high'): IKernelEntry {
+  return {
+    id,
+    name: 'python3',
+    pid: 1,
+    path: `${id}.ipynb`,
+    execution_state: 'busy',
+    measurable: true,
+    reason: '',
+    rss: total,
+    children: 0,
+    total,
+    percent: total / 10,
+    pressure
+  };
+}
+
+type Reply = unknown | (() => Promise<unknown>);
+
+/** A fetcher answering from a table; a function value is called (to delay or fail). */
+function fetcher(table: Record<string, Reply>) {
+  const asked: string[] = [];
+  const fetch = async (path: string): Promise<unknown> => {
+    asked.push(path);
+    const key = Object.keys(table)
+      .filter(k => path.startsWith(k))
+      .sort((a, b) => b.length - a.length)[0];
+    if (key === undefined) {
+      throw new FetchError('404 Not Found', 404);
+    }
+    const value = table[key];
+    return typeof value === 'function' ? (value as () => Promise<unknown>)() : value;
+  };
+  return { fetch, asked };
+}
+
+describe('MemoryModel', () => {
+  it('says there is no kernel before one is active', async () => {
+    const { fetch } = fetcher({ kernels: { time: 0, kernels: [], limit: LIMIT } });
+    const model = new MemoryModel(fetch);
+    await model.poll();
+    expect(model.availability).toBe('no-kernel');
+    expect(model.reason).toContain('no notebook');
+  });
+
+  it('appends history and asks only for samples after the last one', async () => {
+    const { fetch, asked } = fetcher({
+      kernels: { time: 0, kernels: [kernel('k1', 100, 'low')], limit: LIMIT },
+      'kernels/k1/history': {
+        kernel_id: 'k1', measurable: true, reason: '', times: [1, 2], rss: [10, 20], children: [0, 0]
+      },
+      'kernels/k1/ledger': { kernel_id: 'k1', available: true, reason: '', cells: [] }
+    });
+    const model = new MemoryModel(fetch);
+    model.setActiveKernel('k1');
+    expect(model.availability).toBe('loading');
+    await model.poll();
+    expect(model.availability).toBe('ok');
+    expect(model.rss).toEqual([10, 20]);
+    expect(model.active?.total).toBe(100);
+    await model.poll();
+    expect(asked).toContain('kernels/k1/history?since=2');
+    expect(model.rss).toEqual([10, 20, 10, 20]);
+  });
+
+  it('drops a reply for a kernel that is no longer active', async () => {
+    let release: (value: unknown) => void = () => undefined;
+    const slow = new Promise(resolve => {
+      release = resolve;
+    });
+    const { fetch } = fetcher({
+      kernels: { time: 0, kernels: [kernel('a', 1, 'low'), kernel('b', 2, 'low')], limit: LIMIT },
+      'kernels/a/history': () => slow,
+      'kernels/a/ledger': { kernel_id: 'a', available: true, reason: '', cells: [] },
+      'kernels/b/history': {
+        kernel_id: 'b', measurable: true, reason: '', times: [5], rss: [222], children: [0]
+      },
+      'kernels/b/ledger': { kernel_id: 'b', available: true, reason: '', cells: [] }
+    });
+    const model = new MemoryModel(fetch);
+    model.setActiveKernel('a');
+    const pending = model.poll();
+    await new Promise(resolve => setTimeout(resolve, 0));
+    model.setActiveKernel('b');
+    await model.poll();
+    release({ kernel_id: 'a', measurable: true, reason: '', times: [1], rss: [111], children: [0] });
+    await pending;
+    expect(model.activeKernelId).toBe('b');
+    expect(model.rss).toEqual([222]);
+  });
+
+  it('says why a remote kernel has no figures', async () => {
+    const { fetch } = fetcher({
+      kernels: { time: 0, kernels: [], limit: LIMIT },
+      'kernels/r/history': {
+        kernel_id: 'r', measurable: false, reason: 'not measurable: remote', times: [], rss: [], children: []
+      },
+      'kernels/r/ledger': { kernel_id: 'r', available: false, reason: 'no cells', cells: [] }
+    });
+    const model = new MemoryModel(fetch);
+    model.setActiveKernel('r');
+    await model.poll();
+    expect(model.availability).toBe('not-measurable');
+    expect(model.reason).toBe('not measurable: remote');
+    expect(model.ledgerReason).toBe('no cells');
+  });
+
+  it('says when the server extension is missing', async () => {
+    const { fetch } = fetcher({});
+    const model = new MemoryModel(fetch);
+    model.setActiveKernel('x');
+    await model.poll();
+    expect(model.availability).toBe('no-server-extension');
+    expect(model.reason).toContain('jupyter server extension list');
+  });
+
+  it('reports each crossing into high pressure once', async () => {
+    let level: 'low' | 'high' = 'low';
+    const { fetch } = fetcher({
+      kernels: () =>
+        Promise.resolve({ time: 0, kernels: [kernel('k', level === 'high' ? 950 : 100, level)], limit: LIMIT })
+    });
+    const model = new MemoryModel(fetch);
+    const seen: number[] = [];
+    model.onChange(() => seen.push(model.crossings.length));
+    await model.poll();
+    level = 'high';
+    await model.poll();
+    await model.poll();
+    level = 'low';
+    await model.poll();
+    level = 'high';
+    await model.poll();
+    expect(seen).toEqual([0, 1, 0, 0, 1]);
+  });
+});

@@ -1,0 +1,119 @@
+/**
+ * Pure helpers: byte formatting, pressure levels and colours, crossing detection.
+ * No JupyterLab imports, so jest tests them directly.
+ */
+
+export type Pressure = 'low' | 'medium' | 'high';
+
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+
+/** Format a byte count the way the Python side does: "1.5 GiB", "512 B". */
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined || !Number.isFinite(bytes)) {
+    return '–';
+  }
+  const sign = bytes < 0 ? '-' : '';
+  let value = Math.abs(bytes);
+  let unit = 0;
+  while (value >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const text = unit === 0 ? `${value}` : value.toFixed(1);
+  return `${sign}${text} ${UNITS[unit]}`;
+}
+
+/** Format a signed change: "+12.0 MiB", "-3.0 KiB", "+0 B". */
+export function formatDelta(bytes: number): string {
+  return bytes >= 0 ? `+${formatBytes(bytes)}` : formatBytes(bytes);
+}
+
+/** The pressure level of `total` against `limit` with the (medium, high) shares. */
+export function pressureOf(
+  total: number,
+  limit: number,
+  thresholds: [number, number] = [0.7, 0.85]
+): Pressure {
+  if (limit <= 0) {
+    return 'low';
+  }
+  const share = total / limit;
+  if (share >= thresholds[1]) {
+    return 'high';
+  }
+  return share >= thresholds[0] ? 'medium' : 'low';
+}
+
+/** CSS class for a pressure level. */
+export function pressureClass(level: Pressure | null | undefined): string {
+  return `jp-Meno-pressure-${level ?? 'unknown'}`;
+}
+
+/** The notification text for a kernel that crossed into high pressure. */
+export function highPressureMessage(
+  kernelName: string,
+  percent: number,
+  limitBytes: number
+): string {
+  return `kernel ${kernelName} is at ${Math.round(percent)} % of the ${formatBytes(
+    limitBytes
+  )} limit`;
+}
+
+/**
+ * Remember each kernel's last pressure level; say when one crosses into `high`.
+ * Once per crossing: it must drop below `high` before it is reported again.
+ */
+export class CrossingWatcher {
+  private _levels = new Map<string, Pressure>();
+
+  /** Record `level` for `kernelId`; return true when it has just become high. */
+  update(kernelId: string, level: Pressure | null): boolean {
+    const previous = this._levels.get(kernelId);
+    if (level === null) {
+      return false;
+    }
+    this._levels.set(kernelId, level);
+    return level === 'high' && previous !== 'high';
+  }
+
+  /** Forget kernels that are gone. */
+  retain(kernelIds: Iterable<string>): void {
+    const keep = new Set(kernelIds);
+    for (const id of Array.from(this._levels.keys())) {
+      if (!keep.has(id)) {
+        this._levels.delete(id);
+      }
+    }
+  }
+}
+
+/** The first line of a notebook path's file name, for labels. */
+export function shortPath(path: string): string {
+  const parts = path.split('/');
+  return parts[parts.length - 1] || path;
+}
+
+/**
+ * An SVG path for a series scaled into a `width` x `height` box, or '' when empty.
+ * Times on x (oldest left), values on y (0 at the bottom, `top` at the top).
+ */
+export function linePath(
+  times: number[],
+  values: number[],
+  width: number,
+  height: number,
+  top: number
+): string {
+  if (times.length === 0 || top <= 0) {
+    return '';
+  }
+  const t0 = times[0];
+  const span = Math.max(times[times.length - 1] - t0, 1e-9);
+  const points = times.map((t, i) => {
+    const x = ((t - t0) / span) * width;
+    const y = height - (Math.min(values[i], top) / top) * height;
+    return `${x.toFixed(1)},${y.toFixed(1)}`;
+  });
+  return `M${points.join('L')}`;
+}

@@ -1,0 +1,163 @@
+/**
+ * meno-jupyter for JupyterLab: a "Memory" sidebar panel and a status bar item for the
+ * active notebook's kernel, fed by the server extension (which measures kernels from
+ * outside, so both keep working while a cell is busy).
+ */
+
+import {
+  ILabShell,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { Notification } from '@jupyterlab/apputils';
+import { URLExt } from '@jupyterlab/coreutils';
+import { ICodeCellModel } from '@jupyterlab/cells';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { ServerConnection } from '@jupyterlab/services';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { LabIcon } from '@jupyterlab/ui-components';
+
+import { formatBytes, highPressureMessage, shortPath } from './format';
+import { FetchError, Fetcher, MemoryModel } from './model';
+import { MemoryPanel } from './panel';
+import { MemoryStatusItem } from './status';
+
+const PLUGIN_ID = '@meno/jupyter:plugin';
+const MIN_INTERVAL_MS = 250;
+
+const memoryIcon = new LabIcon({
+  name: 'meno:memory',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><path class="jp-icon3" ' +
+    'fill="#616161" d="M4 6h16v10H4zM2 18h20v2H2zM6 8v6h2V8zm4 0v6h2V8zm4 0v6h2V8z"/></svg>'
+});
+
+function serverFetcher(): Fetcher {
+  const settings = ServerConnection.makeSettings();
+  return async (path: string) => {
+    const url = URLExt.join(settings.baseUrl, 'meno-jupyter', path);
+    const response = await ServerConnection.makeRequest(url, {}, settings);
+    if (!response.ok) {
+      throw new FetchError(`${response.status} ${response.statusText}`, response.status);
+    }
+    return response.json();
+  };
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'Live kernel memory: sidebar panel and status bar item.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  optional: [ILabShell, IStatusBar, ISettingRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    labShell: ILabShell | null,
+    statusBar: IStatusBar | null,
+    settingRegistry: ISettingRegistry | null
+  ) => {
+    const model = new MemoryModel(serverFetcher());
+    let intervalMs = 1000;
+    let notify = true;
+    let timer: number | undefined;
+
+    const scrollToCell = (executionCount: number): boolean => {
+      const notebook = tracker.currentWidget?.content;
+      if (!notebook) {
+        return false;
+      }
+      const index = notebook.widgets.findIndex(
+        cell =>
+          cell.model.type === 'code' &&
+          (cell.model as ICodeCellModel).executionCount === executionCount
+      );
+      if (index < 0) {
+        return false;
+      }
+      notebook.activeCellIndex = index;
+      void notebook.scrollToItem(index, 'center');
+      return true;
+    };
+
+    const panel = new MemoryPanel(model, scrollToCell);
+    panel.title.icon = memoryIcon;
+    panel.title.label = labShell ? '' : 'Memory';
+    app.shell.add(panel, 'right', { rank: 200 });
+
+    if (statusBar) {
+      const item = new MemoryStatusItem(model);
+      item.node.addEventListener('click', () => app.shell.activateById(panel.id));
+      statusBar.registerStatusItem(`${PLUGIN_ID}-status`, {
+        item,
+        align: 'left',
+        rank: 2,
+        isActive: () => true
+      });
+    }
+
+    const follow = (): void => {
+      const kernel = tracker.currentWidget?.sessionContext.session?.kernel;
+      model.setActiveKernel(kernel?.id ?? null);
+    };
+    tracker.currentChanged.connect((_, current) => {
+      follow();
+      current?.sessionContext.kernelChanged.connect(follow);
+    });
+    tracker.forEach(panel => panel.sessionContext.kernelChanged.connect(follow));
+    tracker.widgetAdded.connect((_, added) => {
+      added.sessionContext.kernelChanged.connect(follow);
+      added.sessionContext.ready.then(follow).catch(() => undefined);
+    });
+
+    model.onChange(() => {
+      if (!notify || !model.limit) {
+        return;
+      }
+      for (const kernel of model.crossings) {
+        const name = kernel.path ? shortPath(kernel.path) : kernel.name;
+        Notification.warning(
+          highPressureMessage(name, kernel.percent ?? 0, model.limit.limit_bytes),
+          { autoClose: 10000 }
+        );
+      }
+      model.crossings = [];
+    });
+
+    const tick = async (): Promise<void> => {
+      follow();
+      try {
+        await model.poll();
+      } finally {
+        timer = window.setTimeout(tick, intervalMs);
+      }
+    };
+
+    const applySettings = (settings: ISettingRegistry.ISettings): void => {
+      intervalMs = Math.max(
+        MIN_INTERVAL_MS,
+        settings.get('refreshIntervalMs').composite as number
+      );
+      notify = settings.get('notifyHighPressure').composite as boolean;
+    };
+    if (settingRegistry) {
+      settingRegistry
+        .load(PLUGIN_ID)
+        .then(settings => {
+          applySettings(settings);
+          settings.changed.connect(applySettings);
+        })
+        .catch(reason => console.warn('meno-jupyter: settings not loaded', reason));
+    }
+    void app.restored.then(() => {
+      follow();
+      if (timer === undefined) {
+        void tick();
+      }
+    });
+    console.debug(`meno-jupyter: memory panel ready (${formatBytes(0)})`);
+  }
+};
+
+export default plugin;

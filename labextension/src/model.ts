@@ -1,0 +1,226 @@
+/**
+ * The Memory panel's state, polled from the server extension. No JupyterLab imports:
+ * the fetcher is injected, so jest drives it with canned replies.
+ */
+
+import { CrossingWatcher, Pressure } from './format';
+
+export interface IKernelEntry {
+  id: string;
+  name: string;
+  pid: number | null;
+  path: string;
+  execution_state: string;
+  measurable: boolean;
+  reason: string;
+  rss: number | null;
+  children: number | null;
+  total: number | null;
+  percent: number | null;
+  pressure: Pressure | null;
+}
+
+export interface ILimit {
+  limit_bytes: number;
+  available_bytes: number;
+  source: string;
+  system_total_bytes: number;
+  system_available_bytes: number;
+  thresholds: [number, number];
+}
+
+export interface IKernelsReply {
+  time: number;
+  kernels: IKernelEntry[];
+  limit: ILimit;
+}
+
+export interface IHistoryReply {
+  kernel_id: string;
+  measurable: boolean;
+  reason: string;
+  times: number[];
+  rss: number[];
+  children: number[];
+}
+
+export interface ICell {
+  execution_count: number | null;
+  source_head: string;
+  started_at: number;
+  duration_s: number;
+  peak_increase: number;
+  delta: number;
+  peak_rss: number;
+  error: string | null;
+}
+
+export interface ILedgerReply {
+  kernel_id: string;
+  available: boolean;
+  reason: string;
+  cells: ICell[];
+}
+
+/** Why the panel has no figures to show, or 'ok'. */
+export type Availability =
+  | 'ok'
+  | 'no-kernel'
+  | 'not-measurable'
+  | 'no-server-extension'
+  | 'error'
+  | 'loading';
+
+/** GET a path under /meno-jupyter/; rejects with an Error carrying `status`. */
+export type Fetcher = (path: string) => Promise<unknown>;
+
+export class FetchError extends Error {
+  constructor(
+    message: string,
+    readonly status: number
+  ) {
+    super(message);
+  }
+}
+
+export const MAX_POINTS = 3600;
+
+export class MemoryModel {
+  kernels: IKernelEntry[] = [];
+  limit: ILimit | null = null;
+  activeKernelId: string | null = null;
+  times: number[] = [];
+  rss: number[] = [];
+  children: number[] = [];
+  cells: ICell[] = [];
+  ledgerReason = '';
+  availability: Availability = 'no-kernel';
+  reason = 'no notebook with a kernel is active';
+  updates = 0;
+  /** Kernels that have just crossed into high pressure (filled by each poll). */
+  crossings: IKernelEntry[] = [];
+
+  private _fetch: Fetcher;
+  private _listeners: Array<() => void> = [];
+  private _watcher = new CrossingWatcher();
+  private _generation = 0;
+
+  constructor(fetcher: Fetcher) {
+    this._fetch = fetcher;
+  }
+
+  /** Call `listener` after every change. */
+  onChange(listener: () => void): void {
+    this._listeners.push(listener);
+  }
+
+  /** The entry of the active kernel, if the server knows it. */
+  get active(): IKernelEntry | null {
+    return this.kernels.find(k => k.id === this.activeKernelId) ?? null;
+  }
+
+  /** Switch to another kernel (or none): old figures and in-flight replies are dropped. */
+  setActiveKernel(kernelId: string | null): void {
+    if (kernelId === this.activeKernelId) {
+      return;
+    }
+    this._generation += 1;
+    this.activeKernelId = kernelId;
+    this.times = [];
+    this.rss = [];
+    this.children = [];
+    this.cells = [];
+    this.ledgerReason = '';
+    if (kernelId === null) {
+      this.availability = 'no-kernel';
+      this.reason = 'no notebook with a kernel is active';
+    } else {
+      this.availability = 'loading';
+      this.reason = 'waiting for the first sample';
+    }
+    this._emit();
+  }
+
+  /** Fetch kernels, then the active kernel's new samples and ledger. */
+  async poll(): Promise<void> {
+    const generation = this._generation;
+    const kernelId = this.activeKernelId;
+    let listing: IKernelsReply;
+    try {
+      listing = (await this._fetch('kernels')) as IKernelsReply;
+    } catch (error) {
+      this._fail(error, generation, true);
+      return;
+    }
+    this.kernels = listing.kernels;
+    this.limit = listing.limit;
+    this.crossings = [];
+    for (const kernel of listing.kernels) {
+      if (this._watcher.update(kernel.id, kernel.pressure)) {
+        this.crossings.push(kernel);
+      }
+    }
+    this._watcher.retain(listing.kernels.map(k => k.id));
+    if (kernelId === null) {
+      this._emit();
+      return;
+    }
+    const since = this.times.length ? this.times[this.times.length - 1] : 0;
+    let history: IHistoryReply;
+    let ledger: ILedgerReply;
+    try {
+      [history, ledger] = (await Promise.all([
+        this._fetch(`kernels/${kernelId}/history?since=${since}`),
+        this._fetch(`kernels/${kernelId}/ledger`)
+      ])) as [IHistoryReply, ILedgerReply];
+    } catch (error) {
+      this._fail(error, generation);
+      return;
+    }
+    if (generation !== this._generation || kernelId !== this.activeKernelId) {
+      return; // stale: the active kernel changed while we waited
+    }
+    if (!history.measurable) {
+      this.availability = 'not-measurable';
+      this.reason = history.reason;
+    } else {
+      this.times = this.times.concat(history.times).slice(-MAX_POINTS);
+      this.rss = this.rss.concat(history.rss).slice(-MAX_POINTS);
+      this.children = this.children.concat(history.children).slice(-MAX_POINTS);
+      this.availability = this.times.length ? 'ok' : 'loading';
+      this.reason = this.times.length ? '' : 'waiting for the first sample';
+    }
+    this.cells = ledger.cells;
+    this.ledgerReason = ledger.available ? '' : ledger.reason;
+    this._emit();
+  }
+
+  private _fail(error: unknown, generation: number, listing = false): void {
+    if (generation !== this._generation) {
+      return;
+    }
+    const status = error instanceof FetchError ? error.status : 0;
+    if (status === 404 && listing) {
+      this.availability = 'no-server-extension';
+      this.reason =
+        'the meno-jupyter server extension is not running: pip install meno-jupyter, ' +
+        'check `jupyter server extension list`, then restart JupyterLab';
+    } else if (status === 404) {
+      this.availability = 'no-kernel';
+      this.reason = 'the kernel is gone (shut down or restarting)';
+    } else {
+      this.availability = 'error';
+      this.reason = `the server did not answer: ${
+        error instanceof Error ? error.message : String(error)
+      }`;
+    }
+    this._emit();
+  }
+
+  private _emit(): void {
+    this.updates += 1;
+    for (const listener of this._listeners) {
+      listener();
+    }
+  }
+}

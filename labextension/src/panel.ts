@@ -1,0 +1,198 @@
+/**
+ * The "Memory" sidebar panel: the active kernel's figures, a live chart, its per-cell
+ * ledger (click a row to scroll to the cell) and every running kernel.
+ */
+
+import { Widget } from '@lumino/widgets';
+
+import {
+  formatBytes,
+  formatDelta,
+  linePath,
+  pressureClass,
+  shortPath
+} from './format';
+import { ICell, MemoryModel } from './model';
+
+const CHART_WIDTH = 300;
+const CHART_HEIGHT = 120;
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+export type CellScroller = (executionCount: number) => boolean;
+
+function element<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className: string,
+  text?: string
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  node.className = className;
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+export class MemoryPanel extends Widget {
+  private _model: MemoryModel;
+  private _scroll: CellScroller;
+  private _status = element('div', 'jp-Meno-panel-status');
+  private _figures = element('div', 'jp-Meno-panel-figures');
+  private _chart = document.createElementNS(SVG_NS, 'svg');
+  private _rssLine = document.createElementNS(SVG_NS, 'path');
+  private _childrenLine = document.createElementNS(SVG_NS, 'path');
+  private _limitLine = document.createElementNS(SVG_NS, 'line');
+  private _chartLabel = element('div', 'jp-Meno-chart-label');
+  private _ledger = element('table', 'jp-Meno-ledger');
+  private _ledgerNote = element('div', 'jp-Meno-note');
+  private _kernels = element('table', 'jp-Meno-kernels');
+
+  constructor(model: MemoryModel, scroll: CellScroller) {
+    super();
+    this._model = model;
+    this._scroll = scroll;
+    this.id = 'jp-Meno-memory-panel';
+    this.addClass('jp-Meno-panel');
+    this.title.caption = 'Memory (meno-jupyter)';
+    this._chart.setAttribute('class', 'jp-Meno-chart');
+    this._chart.setAttribute('viewBox', `0 0 ${CHART_WIDTH} ${CHART_HEIGHT}`);
+    this._chart.setAttribute('preserveAspectRatio', 'none');
+    this._rssLine.setAttribute('class', 'jp-Meno-chart-rss');
+    this._childrenLine.setAttribute('class', 'jp-Meno-chart-children');
+    this._limitLine.setAttribute('class', 'jp-Meno-chart-limit');
+    this._chart.append(this._limitLine, this._childrenLine, this._rssLine);
+    const node = this.node;
+    node.append(
+      element('h3', 'jp-Meno-heading', 'Active kernel'),
+      this._status,
+      this._figures,
+      this._chart,
+      this._chartLabel,
+      element('h3', 'jp-Meno-heading', 'Cells'),
+      this._ledgerNote,
+      this._ledger,
+      element('h3', 'jp-Meno-heading', 'All kernels'),
+      this._kernels
+    );
+    model.onChange(() => this.render());
+    this.render();
+  }
+
+  /** Redraw from the model. */
+  render(): void {
+    const model = this._model;
+    const active = model.active;
+    this._status.textContent = model.availability === 'ok' ? '' : model.reason;
+    this._status.dataset.availability = model.availability;
+    this._figures.replaceChildren();
+    if (active && active.measurable && active.rss !== null && model.limit) {
+      const level = active.pressure;
+      const rss = element('div', `jp-Meno-rss ${pressureClass(level)}`, formatBytes(active.rss));
+      rss.title = 'kernel RSS';
+      this._figures.append(
+        rss,
+        element(
+          'div',
+          'jp-Meno-detail',
+          `children ${formatBytes(active.children)} · ${Math.round(
+            active.percent ?? 0
+          )} % of the ${formatBytes(model.limit.limit_bytes)} limit (${
+            model.limit.source
+          }) · pressure ${level ?? '–'}`
+        )
+      );
+    }
+    this._renderChart();
+    this._renderLedger(model.cells);
+    this._renderKernels();
+  }
+
+  private _renderChart(): void {
+    const model = this._model;
+    const limit = model.limit?.limit_bytes ?? 0;
+    const totals = model.rss.map((r, i) => r + (model.children[i] ?? 0));
+    const peak = Math.max(0, ...totals);
+    const limitInView = limit > 0 && limit <= peak * 2.5;
+    const top = limitInView ? limit * 1.05 : Math.max(peak * 1.25, 1);
+    this._rssLine.setAttribute(
+      'd',
+      linePath(model.times, model.rss, CHART_WIDTH, CHART_HEIGHT, top)
+    );
+    this._childrenLine.setAttribute(
+      'd',
+      model.children.some(c => c > 0)
+        ? linePath(model.times, totals, CHART_WIDTH, CHART_HEIGHT, top)
+        : ''
+    );
+    const y = limitInView ? CHART_HEIGHT - (limit / top) * CHART_HEIGHT : -10;
+    this._limitLine.setAttribute('x1', '0');
+    this._limitLine.setAttribute('x2', `${CHART_WIDTH}`);
+    this._limitLine.setAttribute('y1', `${y}`);
+    this._limitLine.setAttribute('y2', `${y}`);
+    const span = model.times.length
+      ? model.times[model.times.length - 1] - model.times[0]
+      : 0;
+    this._chartLabel.textContent = model.times.length
+      ? `last ${Math.round(span)} s · max ${formatBytes(peak)}` +
+        (limitInView ? ' · dashed: limit' : '')
+      : '';
+  }
+
+  private _renderLedger(cells: ICell[]): void {
+    this._ledgerNote.textContent = this._model.ledgerReason;
+    const header = element('tr', '');
+    for (const title of ['cell', 'source', 'peak', 'Δ']) {
+      header.append(element('th', '', title));
+    }
+    const rows = cells
+      .slice(-50)
+      .reverse()
+      .map(cell => {
+        const row = element('tr', 'jp-Meno-ledger-row');
+        const count = cell.execution_count;
+        row.append(
+          element('td', '', count === null ? '?' : `[${count}]`),
+          element('td', 'jp-Meno-source', cell.source_head),
+          element('td', '', formatDelta(cell.peak_increase)),
+          element('td', '', formatDelta(cell.delta))
+        );
+        if (cell.error) {
+          row.classList.add('jp-Meno-ledger-error');
+          row.title = `raised ${cell.error}`;
+        }
+        if (count !== null) {
+          row.dataset.executionCount = `${count}`;
+          row.addEventListener('click', () => {
+            if (!this._scroll(count)) {
+              this._ledgerNote.textContent = `cell [${count}] is not in the open notebook`;
+            }
+          });
+        }
+        return row;
+      });
+    this._ledger.replaceChildren(header, ...rows);
+  }
+
+  private _renderKernels(): void {
+    const model = this._model;
+    const rows = model.kernels.map(kernel => {
+      const row = element('tr', 'jp-Meno-kernel-row');
+      if (kernel.id === model.activeKernelId) {
+        row.classList.add('jp-Meno-active');
+      }
+      const name = kernel.path ? shortPath(kernel.path) : kernel.name || kernel.id.slice(0, 8);
+      const memory = kernel.measurable
+        ? element('td', pressureClass(kernel.pressure), formatBytes(kernel.total))
+        : element('td', 'jp-Meno-note', 'not measurable');
+      if (!kernel.measurable) {
+        memory.title = kernel.reason;
+      }
+      row.title = `${kernel.path || kernel.id} · pid ${kernel.pid ?? '–'} · ${
+        kernel.execution_state
+      }`;
+      row.append(element('td', '', name), memory);
+      return row;
+    });
+    this._kernels.replaceChildren(...rows);
+  }
+}

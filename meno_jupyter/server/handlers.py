@@ -1,0 +1,186 @@
+"""REST endpoints under ``/meno-jupyter/``: every verb requires an authenticated user."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import psutil
+import tornado.web
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+
+from meno_jupyter.core.ledger import ledger_path_for, read_ledger_file
+from meno_jupyter.core.memory import MemoryLimit
+from meno_jupyter.server.sampler import KernelProcess, KernelSampler
+
+KERNEL_ID = r"(?P<kernel_id>[\w-]+)"
+NOT_MEASURABLE = "not measurable"
+
+
+def limit_json(limit: MemoryLimit, thresholds: tuple[float, float]) -> dict[str, Any]:
+    """Return the effective limit and the system's figures as JSON."""
+    memory = psutil.virtual_memory()
+    return {"limit_bytes": limit.limit_bytes, "available_bytes": limit.available_bytes,
+            "source": limit.source, "system_total_bytes": memory.total,
+            "system_available_bytes": memory.available, "thresholds": list(thresholds)}
+
+
+class MenoHandler(APIHandler):
+    """Shared plumbing: the sampler, the kernel manager, JSON out."""
+
+    @property
+    def sampler(self) -> KernelSampler:
+        """The server's kernel sampler."""
+        sampler: KernelSampler = self.settings["meno_jupyter_sampler"]
+        return sampler
+
+    def kernel_or_404(self, kernel_id: str) -> Any:
+        """Return the kernel manager's kernel, or answer 404 with a JSON message."""
+        try:
+            return self.kernel_manager.get_kernel(kernel_id)
+        except (KeyError, tornado.web.HTTPError):  # the server's manager raises a 404 itself
+            raise tornado.web.HTTPError(404, f"no kernel {kernel_id}") from None
+
+    def send(self, data: dict[str, Any]) -> None:
+        """Write ``data`` as JSON, never cached."""
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(data))
+
+
+def locate_kernels(kernel_manager: Any) -> list[KernelProcess]:
+    """Return the running kernels with their local process ids where there is one."""
+    found = []
+    for kernel_id in list(kernel_manager.list_kernel_ids()):
+        try:
+            kernel = kernel_manager.get_kernel(kernel_id)
+        except (KeyError, tornado.web.HTTPError):  # shut down meanwhile
+            continue
+        provisioner = getattr(kernel, "provisioner", None)
+        pid = getattr(provisioner, "pid", None) if provisioner is not None else None
+        if isinstance(pid, int):
+            found.append(KernelProcess(kernel_id, pid))
+        else:
+            found.append(KernelProcess(
+                kernel_id, None, f"{NOT_MEASURABLE}: the kernel has no local process "
+                "(a remote or gateway kernel), so this server cannot read its memory"))
+    return found
+
+
+class KernelsHandler(MenoHandler):
+    """``GET /meno-jupyter/kernels``: every kernel with its memory, hungriest first."""
+
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        """List the kernels."""
+        sampler = self.sampler
+        limit = sampler.limit()
+        paths: dict[str, str] = {}
+        for session in await self.session_manager.list_sessions():
+            kernel = session.get("kernel") or {}
+            if kernel.get("id"):
+                paths[kernel["id"]] = session.get("path", "")
+        kernels = []
+        for located in locate_kernels(self.kernel_manager):
+            kernel = self.kernel_manager.get_kernel(located.kernel_id)
+            entry: dict[str, Any] = {
+                "id": located.kernel_id, "name": getattr(kernel, "kernel_name", ""),
+                "pid": located.pid, "path": paths.get(located.kernel_id, ""),
+                "execution_state": getattr(kernel, "execution_state", "unknown"),
+                "measurable": located.measurable, "reason": located.reason,
+                "rss": None, "children": None, "total": None, "percent": None,
+                "pressure": None,
+            }
+            figures = sampler.latest(located.kernel_id) if located.measurable else None
+            if figures is not None:
+                rss, children = figures
+                total = rss + children
+                entry.update(rss=rss, children=children, total=total,
+                             percent=100.0 * total / limit.limit_bytes,
+                             pressure=sampler.pressure(total, limit))
+            kernels.append(entry)
+        kernels.sort(key=lambda k: k["total"] or -1, reverse=True)
+        self.send({"time": time.time(), "kernels": kernels,
+                   "limit": limit_json(limit, sampler.thresholds)})
+
+
+class HistoryHandler(MenoHandler):
+    """``GET /meno-jupyter/kernels/<id>/history?since=T``: samples after Unix time T."""
+
+    @tornado.web.authenticated
+    def get(self, kernel_id: str) -> None:
+        """One kernel's RSS history."""
+        self.kernel_or_404(kernel_id)
+        since_text = self.get_query_argument("since", None)
+        try:
+            since = float(since_text) if since_text else None
+        except ValueError:
+            raise tornado.web.HTTPError(400, f"since must be a Unix time, got {since_text!r}"
+                                        ) from None
+        sampler = self.sampler
+        if kernel_id in sampler.unmeasurable:
+            self.send({"kernel_id": kernel_id, "measurable": False,
+                       "reason": sampler.unmeasurable[kernel_id], "times": [], "rss": [],
+                       "children": []})
+            return
+        try:
+            history = sampler.history(kernel_id, since)
+        except KeyError:  # started after the last sample
+            history = {"kernel_id": kernel_id, "times": [], "rss": [], "children": [],
+                       "interval_s": sampler.interval_s}
+        self.send({"measurable": True, "reason": "", **history})
+
+
+class LedgerHandler(MenoHandler):
+    """``GET /meno-jupyter/kernels/<id>/ledger``: the cells the kernel side recorded."""
+
+    @tornado.web.authenticated
+    def get(self, kernel_id: str) -> None:
+        """One kernel's per-cell ledger, read from the file the kernel writes."""
+        kernel = self.kernel_or_404(kernel_id)
+        connection_file = getattr(kernel, "connection_file", "")
+        if not connection_file:
+            self.send({"kernel_id": kernel_id, "available": False, "cells": [],
+                       "reason": f"{NOT_MEASURABLE}: the kernel has no local connection file"})
+            return
+        path = ledger_path_for(connection_file)
+        if not path.exists():
+            self.send({"kernel_id": kernel_id, "available": False, "cells": [],
+                       "reason": "no cells recorded yet: run %load_ext meno_jupyter, then "
+                                 "%memwatch on (or profile a cell with %%memprofile)"})
+            return
+        try:
+            data = read_ledger_file(path)
+        except (OSError, ValueError) as error:
+            self.send({"kernel_id": kernel_id, "available": False, "cells": [],
+                       "reason": f"the ledger file could not be read: {error}"})
+            return
+        self.send({"kernel_id": kernel_id, "available": True, "reason": "",
+                   "cells": data.get("cells", []), "updated_at": data.get("updated_at")})
+
+
+class LimitHandler(MenoHandler):
+    """``GET /meno-jupyter/limit``: the effective memory limit and the system's figures."""
+
+    @tornado.web.authenticated
+    def get(self) -> None:
+        """Answer with the limit the kernels share."""
+        sampler = self.sampler
+        self.send({**limit_json(sampler.limit(), sampler.thresholds),
+                   "interval_s": sampler.interval_s, "history_s": sampler.history_s})
+
+
+ROUTES: list[tuple[str, type[MenoHandler]]] = [
+    ("kernels", KernelsHandler),
+    (f"kernels/{KERNEL_ID}/history", HistoryHandler),
+    (f"kernels/{KERNEL_ID}/ledger", LedgerHandler),
+    ("limit", LimitHandler),
+]
+
+
+def handlers(base_url: str) -> list[tuple[str, type[MenoHandler]]]:
+    """Return the URL patterns and their handlers under ``base_url``."""
+    return [(url_path_join(base_url, "meno-jupyter", route), handler)
+            for route, handler in ROUTES]

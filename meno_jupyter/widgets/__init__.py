@@ -1,0 +1,1 @@
+"""ipywidgets front ends (imported only when a dashboard is made)."""

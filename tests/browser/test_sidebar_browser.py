@@ -1,0 +1,114 @@
+"""The Memory sidebar and status bar in a real JupyterLab in Chromium."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import (
+    ARTIFACTS,
+    Lab,
+    cell_is_busy,
+    open_notebook,
+    run_cell,
+    wait_for_prompt,
+)
+
+pytestmark = pytest.mark.browser
+
+PANEL_TAB = ".jp-SideBar .lm-TabBar-tab[data-id='jp-Meno-memory-panel']"
+BUSY_CELL = """\
+import time
+block = bytearray(300 * 2**20)
+for i in range(0, len(block), 4096):
+    block[i] = 1
+time.sleep(20)"""
+
+
+def open_panel(page: Any) -> None:
+    page.click(PANEL_TAB)
+    page.wait_for_selector("#jp-Meno-memory-panel", state="visible")
+
+
+def test_panel_says_why_there_is_no_data_without_a_notebook(lab: Lab, page: Any) -> None:
+    page.goto(f"{lab.base}/lab/workspaces/w{uuid.uuid4().hex[:10]}?reset&token={lab.token}")
+    page.wait_for_selector(PANEL_TAB, timeout=60_000)
+    open_panel(page)
+    status = page.locator(".jp-Meno-panel-status")
+    status.wait_for(timeout=10_000)
+    page.wait_for_function(
+        "() => document.querySelector('.jp-Meno-panel-status').textContent"
+        ".includes('no notebook with a kernel is active')", timeout=10_000)
+    assert page.locator(".jp-Meno-status").inner_text() == "Mem: \u2013"
+
+
+def test_panel_follows_a_busy_kernel_and_scrolls_to_ledger_cells(lab: Lab, page: Any) -> None:
+    filler = [f"# filler cell {i}\npass" for i in range(30)]
+    lab.notebook("side.ipynb", "%load_ext meno_jupyter\n%memwatch on",
+                 "small = bytearray(40 * 2**20)", *filler, BUSY_CELL)
+    busy_index = 2 + len(filler)
+    open_notebook(page, lab, "side.ipynb")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    open_panel(page)
+    rss = page.locator("#jp-Meno-memory-panel .jp-Meno-rss")
+    rss.wait_for(timeout=30_000)
+    status_item = page.locator(".jp-Meno-status")
+    assert status_item.inner_text().startswith("Mem: ")
+    assert " / " in status_item.inner_text()
+    kernels = page.locator("#jp-Meno-memory-panel .jp-Meno-kernel-row")
+    assert "side.ipynb" in kernels.first.inner_text()
+
+    run_cell(page, 0)
+    run_cell(page, 1)
+    run_cell(page, busy_index, wait=False)
+    wait_for_prompt(page, busy_index, "*")
+    figures: list[str] = []
+    paths: list[str] = []
+    statuses: list[str] = []
+    toasts: list[str] = []
+    started = time.monotonic()
+    while cell_is_busy(page, busy_index) and time.monotonic() - started < 40:
+        figures.append(rss.inner_text())
+        paths.append(page.locator(".jp-Meno-chart-rss").get_attribute("d") or "")
+        statuses.append(status_item.inner_text())
+        toasts.append("\n".join(page.locator(".Toastify__toast").all_inner_texts()))
+        if len(figures) == 8:
+            page.screenshot(path=str(ARTIFACTS / "sidebar-busy.png"))
+        time.sleep(1.0)
+    assert len(figures) >= 10, "the busy cell should run about 20 s"
+    path_changes = sum(1 for a, b in itertools.pairwise(paths) if a != b)
+    assert path_changes >= 5, f"chart changed {path_changes} times while busy"
+    assert len(set(figures)) >= 2 and len(set(statuses)) >= 2
+    assert any("MiB" in f or "GiB" in f for f in figures)
+    # 300 MiB more crosses 85 % of the 440 MiB limit: one notification, red figures
+    shown = [t.count("kernel side.ipynb is at") for t in toasts]
+    assert max(shown) == 1, toasts  # shown, and once per crossing
+    assert "of the 440.0 MiB limit" in next(t for t in toasts if "side.ipynb" in t)
+    assert "jp-Meno-pressure-high" in (status_item.get_attribute("class") or "")
+
+    # the ledger rows: the 40 MiB cell is [2]; clicking it scrolls the notebook to it
+    wait_for_prompt(page, busy_index, "[", timeout_ms=60_000)
+    row = page.locator(".jp-Meno-ledger-row[data-execution-count='2']")
+    row.wait_for(timeout=20_000)
+    assert "small = bytearray" in row.inner_text()
+    assert "+40" in row.inner_text() or "+3" in row.inner_text()
+    page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = "
+                  f"{busy_index}; }}")
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(1)
+    page.wait_for_timeout(500)
+    box = cell.bounding_box()
+    assert box is None or box["y"] < 0 or box["y"] > page.viewport_size["height"], box
+    row.click()
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.content.activeCellIndex === 1",
+        timeout=5_000)
+    page.wait_for_timeout(500)
+    assert cell.is_visible()
+    box = cell.bounding_box()
+    viewport = page.viewport_size
+    assert box is not None and 0 <= box["y"] <= viewport["height"]
+    page.screenshot(path=str(ARTIFACTS / "sidebar-ledger.png"))

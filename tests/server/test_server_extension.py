@@ -1,0 +1,151 @@
+"""The server extension through a real Jupyter server (jp_fetch) and real kernels."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+import tornado.httpclient
+
+from meno_jupyter.server.handlers import ROUTES
+from tests.server.conftest import SAMPLE_INTERVAL_S, RunningKernel
+
+pytestmark = pytest.mark.server
+
+MIB = 2**20
+
+
+async def get(jp_fetch: Any, *parts: str, **params: str) -> Any:
+    response = await jp_fetch("meno-jupyter", *parts, params=params or None, method="GET")
+    assert response.code == 200
+    return json.loads(response.body)
+
+
+async def error_of(jp_fetch: Any, *parts: str) -> tuple[int, Any]:
+    with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
+        await jp_fetch("meno-jupyter", *parts, method="GET")
+    return caught.value.code, json.loads(caught.value.response.body)
+
+
+async def test_every_route_refuses_an_unauthenticated_request(
+        jp_serverapp: Any, http_server_client: Any, jp_base_url: str) -> None:
+    assert len(ROUTES) == 4
+    for route, _ in ROUTES:
+        path = route.replace("(?P<kernel_id>[\\w-]+)", "some-kernel")
+        url = f"{jp_base_url}meno-jupyter/{path}"
+        with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
+            await http_server_client.fetch(url, method="GET")
+        assert caught.value.code == 403, (route, caught.value.code)
+        # a wrong token is refused too
+        with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
+            await http_server_client.fetch(url, method="GET",
+                                           headers={"Authorization": "token wrong"})
+        assert caught.value.code == 403, route
+
+
+async def test_unknown_kernel_is_a_json_404(jp_fetch: Any) -> None:
+    for part in ("history", "ledger"):
+        code, body = await error_of(jp_fetch, "kernels", "no-such-kernel", part)
+        assert code == 404
+        assert "no kernel no-such-kernel" in body["message"]
+
+
+async def test_limit_and_system_figures(jp_fetch: Any) -> None:
+    limit = await get(jp_fetch, "limit")
+    assert limit["limit_bytes"] > 0 and limit["system_total_bytes"] >= limit["limit_bytes"] / 2
+    assert limit["source"] and limit["interval_s"] == SAMPLE_INTERVAL_S
+    assert limit["thresholds"] == sorted(limit["thresholds"])
+
+
+async def test_kernels_lists_a_running_kernel_with_its_pid_and_memory(
+        jp_fetch: Any, kernel: RunningKernel) -> None:
+    await asyncio.sleep(3 * SAMPLE_INTERVAL_S)
+    listing = await get(jp_fetch, "kernels")
+    entry = next(k for k in listing["kernels"] if k["id"] == kernel.id)
+    assert entry["pid"] == kernel.manager.provisioner.pid
+    assert entry["measurable"] and entry["rss"] > 20 * MIB
+    assert entry["total"] == entry["rss"] + entry["children"]
+    assert entry["pressure"] in {"low", "medium", "high"}
+    assert listing["limit"]["limit_bytes"] > 0
+
+
+async def test_history_grows_while_the_kernel_is_busy(
+        jp_fetch: Any, kernel: RunningKernel) -> None:
+    start = time.time()
+    await asyncio.sleep(2 * SAMPLE_INTERVAL_S)
+    busy = asyncio.ensure_future(kernel.run(
+        "import time\ntime.sleep(1)\nblock = bytearray(300 * 2**20)\n"
+        "for i in range(0, len(block), 4096):\n    block[i] = 1\ntime.sleep(4)"))
+    lengths: list[int] = []
+    while not busy.done():
+        history = await get(jp_fetch, "kernels", kernel.id, "history", since=str(start))
+        lengths.append(len(history["rss"]))
+        await asyncio.sleep(0.3)
+    await busy
+    history = await get(jp_fetch, "kernels", kernel.id, "history", since=str(start))
+    assert len(lengths) >= 5 and lengths == sorted(lengths) and lengths[-1] > lengths[0]
+    assert max(history["rss"]) - history["rss"][0] >= 250 * MIB
+    later = await get(jp_fetch, "kernels", kernel.id, "history", since=str(time.time() + 60))
+    assert later["times"] == []  # nothing after a time in the future
+
+
+async def test_since_must_be_a_number(jp_fetch: Any, kernel: RunningKernel) -> None:
+    with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
+        await jp_fetch("meno-jupyter", "kernels", kernel.id, "history",
+                       params={"since": "yesterday"}, method="GET")
+    assert caught.value.code == 400
+
+
+async def test_ledger_returns_cells_after_memprofile_and_memwatch(
+        jp_fetch: Any, kernel: RunningKernel) -> None:
+    empty = await get(jp_fetch, "kernels", kernel.id, "ledger")
+    assert not empty["available"] and "%memwatch on" in empty["reason"]
+    await kernel.run("%load_ext meno_jupyter")
+    await kernel.run("%%memprofile --no-plot\nblock = bytearray(50 * 2**20)")
+    profiled = await get(jp_fetch, "kernels", kernel.id, "ledger")
+    assert profiled["available"]
+    assert [c["source_head"] for c in profiled["cells"]] == ["block = bytearray(50 * 2**20)"]
+    assert profiled["cells"][0]["peak_increase"] >= 45 * MIB
+    await kernel.run("%memwatch on")
+    await kernel.run("other = bytearray(20 * 2**20)")
+    watched = await get(jp_fetch, "kernels", kernel.id, "ledger")
+    heads = [c["source_head"] for c in watched["cells"]]
+    assert heads == ["block = bytearray(50 * 2**20)", "other = bytearray(20 * 2**20)"]
+
+
+async def test_a_kernel_without_a_local_process_is_not_measurable(
+        jp_fetch: Any, kernel: RunningKernel) -> None:
+    provisioner = kernel.manager.provisioner
+    pid = provisioner.pid
+    provisioner.pid = None  # what a remote (gateway) kernel looks like to this server
+    try:
+        await asyncio.sleep(3 * SAMPLE_INTERVAL_S)
+        listing = await get(jp_fetch, "kernels")
+        entry = next(k for k in listing["kernels"] if k["id"] == kernel.id)
+        assert not entry["measurable"] and entry["rss"] is None
+        assert entry["reason"].startswith("not measurable")
+        history = await get(jp_fetch, "kernels", kernel.id, "history")
+        assert not history["measurable"] and history["reason"].startswith("not measurable")
+    finally:
+        provisioner.pid = pid
+
+
+async def test_a_dead_kernel_is_no_longer_sampled(
+        jp_serverapp: Any, jp_fetch: Any, kernel: RunningKernel) -> None:
+    sampler = jp_serverapp.web_app.settings["meno_jupyter_sampler"]
+    await asyncio.sleep(3 * SAMPLE_INTERVAL_S)
+    assert sampler.histories[kernel.id].alive
+    os.kill(kernel.manager.provisioner.pid, signal.SIGKILL)
+    await asyncio.sleep(5 * SAMPLE_INTERVAL_S)
+    history = sampler.histories.get(kernel.id)
+    assert history is None or not history.alive
+    await jp_serverapp.kernel_manager.shutdown_kernel(kernel.id, now=True)
+    await asyncio.sleep(3 * SAMPLE_INTERVAL_S)
+    assert kernel.id not in sampler.histories
+    code, _ = await error_of(jp_fetch, "kernels", kernel.id, "history")
+    assert code == 404
