@@ -68,12 +68,18 @@ class Lab:
         workspace = f"w{uuid.uuid4().hex[:10]}"
         return f"{self.base}/lab/workspaces/{workspace}/tree/{notebook}?reset&token={self.token}"
 
-    def api(self, path: str) -> Any:
-        """GET a server endpoint as JSON, with the token."""
-        request = urllib.request.Request(f"{self.base}{path}",
+    def api(self, path: str, method: str = "GET") -> Any:
+        """Call a server endpoint with the token; return its JSON (None when empty)."""
+        request = urllib.request.Request(f"{self.base}{path}", method=method,
                                          headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def shut_down_kernels(self) -> None:
+        """Stop every kernel, so that the next test starts with none."""
+        for kernel in self.api("/api/kernels"):
+            self.api(f"/api/kernels/{kernel['id']}", method="DELETE")
 
 
 @pytest.fixture(scope="session")
@@ -130,13 +136,14 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+def page(browser: Any, lab: Lab, request: pytest.FixtureRequest) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     tab = context.new_page()
     yield tab
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     tab.screenshot(path=str(ARTIFACTS / f"{request.node.name}-end.png"))
     context.close()
+    lab.shut_down_kernels()
 
 
 def run_cell(page: Any, index: int, *, wait: bool = True) -> None:
