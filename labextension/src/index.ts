@@ -18,7 +18,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 
-import { formatBytes, highPressureMessage, shortPath } from './format';
+import { highPressureMessage, shortPath } from './format';
 import { FetchError, Fetcher, MemoryModel } from './model';
 import { MemoryPanel } from './panel';
 import { MemoryStatusItem } from './status';
@@ -156,7 +156,6 @@ const plugin: JupyterFrontEndPlugin<void> = {
         void tick();
       }
     });
-    console.debug(`meno-jupyter: memory panel ready (${formatBytes(0)})`);
   }
 };
 

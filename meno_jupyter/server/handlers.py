@@ -50,9 +50,12 @@ class MenoHandler(APIHandler):
         self.finish(json.dumps(data))
 
 
-def locate_kernels(kernel_manager: Any) -> list[KernelProcess]:
-    """Return the running kernels with their local process ids where there is one."""
-    found = []
+def locate_kernels(kernel_manager: Any, with_kernels: bool = False) -> list[Any]:
+    """Return the running kernels' :class:`KernelProcess` (a local pid, or why there is none).
+
+    With ``with_kernels``, pairs of (KernelProcess, the kernel manager's kernel).
+    """
+    found: list[Any] = []
     for kernel_id in list(kernel_manager.list_kernel_ids()):
         try:
             kernel = kernel_manager.get_kernel(kernel_id)
@@ -61,11 +64,12 @@ def locate_kernels(kernel_manager: Any) -> list[KernelProcess]:
         provisioner = getattr(kernel, "provisioner", None)
         pid = getattr(provisioner, "pid", None) if provisioner is not None else None
         if isinstance(pid, int):
-            found.append(KernelProcess(kernel_id, pid))
+            located = KernelProcess(kernel_id, pid)
         else:
-            found.append(KernelProcess(
+            located = KernelProcess(
                 kernel_id, None, f"{NOT_MEASURABLE}: the kernel has no local process "
-                "(a remote or gateway kernel), so this server cannot read its memory"))
+                "(a remote or gateway kernel), so this server cannot read its memory")
+        found.append((located, kernel) if with_kernels else located)
     return found
 
 
@@ -83,8 +87,7 @@ class KernelsHandler(MenoHandler):
             if kernel.get("id"):
                 paths[kernel["id"]] = session.get("path", "")
         kernels = []
-        for located in locate_kernels(self.kernel_manager):
-            kernel = self.kernel_manager.get_kernel(located.kernel_id)
+        for located, kernel in locate_kernels(self.kernel_manager, with_kernels=True):
             entry: dict[str, Any] = {
                 "id": located.kernel_id, "name": getattr(kernel, "kernel_name", ""),
                 "pid": located.pid, "path": paths.get(located.kernel_id, ""),

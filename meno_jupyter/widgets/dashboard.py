@@ -16,7 +16,13 @@ import weakref
 from typing import Any
 
 from meno_jupyter.core.ledger import CellRecord, current_ledger
-from meno_jupyter.core.live import LiveFeed, LiveSample, Subscription, shared_feed
+from meno_jupyter.core.live import (
+    LiveFeed,
+    LiveSample,
+    Subscription,
+    shared_feed,
+    validate_refresh,
+)
 from meno_jupyter.core.memory import format_bytes
 from meno_jupyter.core.namespace import VariableSize, largest_variables
 from meno_jupyter.display.figures import (
@@ -95,6 +101,7 @@ class MemoryDashboard:
     ) -> None:
         import ipywidgets as widgets
 
+        validate_refresh(interval_s)
         if top < 1:
             raise ValueError(f"top must be at least 1, got {top}")
         if shell is None:
@@ -229,7 +236,10 @@ class MemoryDashboard:
         hidden = getattr(self.shell, "user_ns_hidden", {})
         self.variables = largest_variables(self.shell.user_ns, top=self.top, hidden=hidden,
                                            time_budget_s=VARIABLES_TIME_BUDGET_S)
+        old_rows = self._variables_box.children
         self._variables_box.children = [self._row(v) for v in self.variables]
+        for row in old_rows:  # a widget lives until closed: close what is replaced
+            self._close_tree(row)
         return self.variables
 
     def _row(self, variable: VariableSize) -> Any:
@@ -352,8 +362,17 @@ class MemoryDashboard:
         _OPEN.discard(self)
 
     def _close_widgets(self) -> None:
-        stack = [self.widget]
+        self._close_tree(self.widget)
+
+    @staticmethod
+    def _close_tree(root: Any) -> None:
+        """Close a widget, its children, and their layout and style models."""
+        stack = [root]
         while stack:
             widget = stack.pop()
             stack.extend(getattr(widget, "children", ()))
+            for part in ("layout", "style"):
+                model: Any = getattr(widget, part, None)
+                if getattr(model, "comm", None) is not None:
+                    model.close()
             widget.close()

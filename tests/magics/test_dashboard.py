@@ -23,6 +23,13 @@ LIMIT = MemoryLimit(limit_bytes=4 * GIB, available_bytes=2 * GIB, source="test",
                     system_total_bytes=16 * GIB)
 
 
+def widget_instances() -> dict[str, Any]:
+    """Every widget model not yet closed (ipywidgets' registry)."""
+    from ipywidgets.widgets.widget import _instances
+
+    return _instances
+
+
 def live_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "meno-live" and t.is_alive()]
 
@@ -199,10 +206,12 @@ def test_dashboards_share_one_thread(shell: Any) -> None:
 def test_a_hundred_create_close_cycles_leak_no_thread_and_no_hook(shell: Any) -> None:
     hooks = len(shell.events.callbacks["post_run_cell"])
     threads = threading.active_count()
+    widgets = len(widget_instances())
     for _ in range(100):
         MemoryDashboard(0.1, shell=shell).close()
     assert not live_threads()
     assert threading.active_count() == threads
+    assert len(widget_instances()) == widgets  # every widget model closed
     assert len(shell.events.callbacks["post_run_cell"]) == hooks
     assert not open_dashboards()
 
@@ -296,3 +305,21 @@ def test_shown_helper_is_used(shell: Any) -> None:
     with capture_output() as captured:
         shell.run_line_magic("memdash", "--close")
     assert "closed 0 dashboard" in shown(captured)
+
+
+def test_refreshing_the_variable_list_closes_the_rows_it_replaces(dash: Any, shell: Any) -> None:
+    shell.user_ns["some"] = bytearray(MIB)
+    dash.refresh_variables()
+    before = len(widget_instances())
+    old_rows = list(dash._variables_box.children)
+    for _ in range(20):
+        dash.refresh_variables()
+    assert all(row.comm is None for row in old_rows)
+    assert len(widget_instances()) == before
+
+
+def test_a_bad_interval_leaves_no_hook_behind(shell: Any) -> None:
+    hooks = len(shell.events.callbacks["post_run_cell"])
+    with pytest.raises(ValueError, match="refresh interval"):
+        MemoryDashboard(0.01, shell=shell)
+    assert len(shell.events.callbacks["post_run_cell"]) == hooks

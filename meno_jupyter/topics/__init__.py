@@ -1,0 +1,28 @@
+"""Topic modeling over corpora larger than RAM (the ``[topics]`` extra).
+
+Nothing heavy is imported here: the encoder runs in a worker process, and BERTopic, UMAP
+and HDBSCAN are imported when a model is fitted.
+"""
+
+from __future__ import annotations
+
+from meno_jupyter.topics.documents import Documents
+from meno_jupyter.topics.embedder import ChunkedEmbedder, EncoderError
+from meno_jupyter.topics.store import (
+    CorruptStoreError,
+    EmbeddingStore,
+    StoreError,
+    StoreMeta,
+    StoreMismatchError,
+)
+
+__all__ = [
+    "ChunkedEmbedder",
+    "CorruptStoreError",
+    "Documents",
+    "EmbeddingStore",
+    "EncoderError",
+    "StoreError",
+    "StoreMeta",
+    "StoreMismatchError",
+]

@@ -1,0 +1,287 @@
+"""``ChunkedEmbedder``: documents to an on-disk store, chunk by chunk, in a worker process.
+
+Memory stays flat as the corpus grows: the kernel holds one chunk of texts at a time and
+the embeddings go straight to a memory-mapped file; the encoder (and torch) live in a
+separate process that trims its heap after every chunk. Stop it any time (Ctrl-C, a
+killed kernel): running it again on the same documents resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meno_jupyter.core.batching import adaptive_batch_size
+from meno_jupyter.core.memory import format_bytes, read_rss
+from meno_jupyter.topics._worker import PACKAGED_MODEL
+from meno_jupyter.topics.documents import Documents
+from meno_jupyter.topics.store import (
+    PRECISIONS,
+    EmbeddingStore,
+    Precision,
+    StoreError,
+    StoreMeta,
+    hash_documents,
+)
+
+DEFAULT_CHUNK_SIZE = 1_000
+DEFAULT_BATCH_SIZE = 32  # MiniLM on 2 cores: 64 and 128 were slower and took 1.4-1.6 GB
+WORKER_START_TIMEOUT_S = 300.0
+ChunkCallback = Callable[[EmbeddingStore, int, "Encoder"], object]
+
+
+class EncoderError(RuntimeError):
+    """The encoder failed or its process died; the store keeps every finished chunk."""
+
+
+class Encoder:
+    """Something that turns a list of texts into float32 rows."""
+
+    dim: int
+    pid: int | None = None
+    rss_bytes: int = 0
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray[Any, Any]:
+        """Return the embeddings of ``texts`` as a (len(texts), dim) float32 array."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the encoder."""
+
+
+class WorkerEncoder(Encoder):
+    """A sentence-transformers model in a spawned process (torch never enters the kernel)."""
+
+    def __init__(self, spec: str | None, device: str = "cpu") -> None:
+        from meno_jupyter.topics._worker import serve
+
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=serve, args=(child, spec, device),
+                                        name="meno-encoder", daemon=True)
+        self._process.start()
+        child.close()
+        self.pid = self._process.pid
+        reply = self._receive(WORKER_START_TIMEOUT_S, "loading the model")
+        self.dim, self.rss_bytes = int(reply[1]), int(reply[2])
+
+    def _receive(self, timeout_s: float, doing: str) -> tuple[Any, ...]:
+        try:
+            if not self._conn.poll(timeout_s):
+                self.close()
+                raise EncoderError(f"the encoder process did not answer within "
+                                   f"{timeout_s:.0f} s while {doing}; it was stopped")
+            reply: tuple[Any, ...] = self._conn.recv()
+        except (EOFError, OSError, ConnectionResetError):
+            self._process.join(5)
+            code = self._process.exitcode
+            how = f"killed by signal {-code}" if code is not None and code < 0 else (
+                f"exit code {code}")
+            raise EncoderError(f"the encoder process died ({how}) while {doing}") from None
+        if reply[0] == "error":
+            raise EncoderError(f"the encoder failed while {doing}:\n{reply[1]}")
+        return reply
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray[Any, Any]:
+        """Send ``texts`` to the worker and wait for their embeddings."""
+        with contextlib.suppress(BrokenPipeError, OSError):  # _receive says how it died
+            self._conn.send(("encode", texts, batch_size))
+        reply = self._receive(3_600.0, f"encoding {len(texts)} documents")
+        self.rss_bytes = int(reply[2])
+        return np.asarray(reply[1], dtype=np.float32)
+
+    def close(self) -> None:
+        """Ask the worker to stop; kill it if it does not."""
+        if self._process.is_alive():
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._conn.send(("stop",))
+            self._process.join(10)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(5)
+        self._conn.close()
+
+
+class InProcessEncoder(Encoder):
+    """Any object with ``encode(texts, batch_size=...)``, called in this process."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        probe = self.encode(["dimension probe"], 1)
+        self.dim = int(probe.shape[1])
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray[Any, Any]:
+        """Call the model's ``encode``."""
+        try:
+            rows = self.model.encode(texts, batch_size=batch_size)
+        except TypeError:  # an encode without batch_size
+            rows = self.model.encode(texts)
+        array = np.asarray(rows, dtype=np.float32)
+        if array.ndim != 2 or array.shape[0] != len(texts):
+            raise EncoderError(f"{type(self.model).__name__}.encode returned shape "
+                               f"{array.shape} for {len(texts)} texts; expected (n, dim)")
+        return array
+
+
+def model_name(model: Any) -> str:
+    """Return the name a store records for ``model``."""
+    if model is None:
+        return PACKAGED_MODEL
+    if isinstance(model, str | os.PathLike):
+        return str(model)
+    kind = type(model)
+    return str(getattr(model, "name", None) or f"{kind.__module__}.{kind.__qualname__}")
+
+
+class ChunkedEmbedder:
+    """Embed a corpus into an :class:`EmbeddingStore`, chunk by chunk, resumably.
+
+    Parameters
+    ----------
+    model : None, str or object
+        None: the packaged all-MiniLM-L6-v2 (offline). A sentence-transformers name or
+        path: loaded in a worker process. An object with ``.encode``: called in-process.
+    precision : {"float32", "float16", "int8"}
+        How the store keeps the embeddings (int8 with one scale per row).
+    chunk_size : int
+        Documents per chunk: the unit of progress, checkpointing and memory.
+    batch_size : int, optional
+        The encoder's batch; default 32, smaller under memory pressure. Fix it when two
+        runs must give bit-identical embeddings (batching changes padding).
+    progress : bool
+        Show a progress bar (docs/s, ETA, RSS of kernel and encoder).
+
+    Examples
+    --------
+    ::
+
+        embedder = ChunkedEmbedder(precision="float16")
+        store = embedder.embed(df["text"], "embeddings/")      # Ctrl-C, re-run: resumes
+        store = embedder.embed("corpus.parquet", "emb/", text_column="body")
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        precision: Precision = "float32",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        batch_size: int | None = None,
+        device: str = "cpu",
+        progress: bool = True,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if model is not None and not isinstance(model, str | os.PathLike) and not hasattr(
+                model, "encode"):
+            raise TypeError("model must be None (the packaged MiniLM), a sentence-transformers "
+                            f"name or path, or an object with .encode; got {type(model).__name__}")
+        self.model = model
+        self.precision = precision
+        self.chunk_size = chunk_size
+        self.batch_size = batch_size
+        self.device = device
+        self.progress = progress
+        self.name = model_name(model)
+        self.last_rate: float | None = None
+
+    def _encoder(self) -> Encoder:
+        if self.model is None or isinstance(self.model, str | os.PathLike):
+            spec = None if self.model is None else str(self.model)
+            return WorkerEncoder(spec, self.device)
+        return InProcessEncoder(self.model)
+
+    def _finished(self, path: Path, docs_hash: str, n_docs: int) -> EmbeddingStore | None:
+        """Return the store at ``path`` if it already holds exactly this, complete."""
+        try:
+            store = EmbeddingStore.open(path)
+        except StoreError:
+            return None
+        meta = store.meta
+        same = (meta.model, meta.precision, meta.docs_hash, meta.n_docs, meta.chunk_size) == (
+            self.name, self.precision, docs_hash, n_docs, self.chunk_size)
+        if same and store.complete:
+            store.verify()
+            return store
+        return None
+
+    def embed(
+        self,
+        docs: Any,
+        store_dir: str | os.PathLike[str],
+        *,
+        text_column: str | None = None,
+        overwrite: bool = False,
+        on_chunk: ChunkCallback | None = None,
+    ) -> EmbeddingStore:
+        """Embed ``docs`` into the store at ``store_dir``; resume it if it is unfinished.
+
+        ``docs`` is a list of texts, a pandas Series, or a CSV/TSV/Parquet/JSON Lines file
+        with ``text_column``. A store made from other documents or another model raises
+        :class:`~meno_jupyter.topics.store.StoreMismatchError` unless ``overwrite``.
+        """
+        documents = Documents(docs, text_column)
+        docs_hash, n_docs = hash_documents(documents)  # one streamed pass: checks every text
+        if n_docs == 0:
+            raise ValueError("the corpus is empty: there is nothing to embed")
+        path = Path(store_dir)
+        if not overwrite and (done := self._finished(path, docs_hash, n_docs)) is not None:
+            return done
+        encoder = self._encoder()
+        try:
+            meta = StoreMeta(self.name, encoder.dim, self.precision, n_docs, docs_hash,
+                             self.chunk_size)
+            store = EmbeddingStore.prepare(path, meta, overwrite=overwrite)
+            self._run(store, documents, encoder, on_chunk)
+        finally:
+            encoder.close()
+        return store
+
+    def _pending(self, store: EmbeddingStore, documents: Documents
+                 ) -> Iterator[tuple[int, list[str]]]:
+        pending = set(store.pending_chunks())
+        for index, texts in enumerate(documents.batches(self.chunk_size)):
+            if index in pending:
+                yield index, texts
+
+    def _run(self, store: EmbeddingStore, documents: Documents, encoder: Encoder,
+             on_chunk: ChunkCallback | None) -> None:
+        from tqdm.auto import tqdm
+
+        n_docs = store.meta.n_docs
+        bar = tqdm(total=n_docs, initial=store.done_docs, unit="doc", desc="embedding",
+                   disable=not self.progress, dynamic_ncols=True)
+        started, embedded = time.perf_counter(), 0
+        try:
+            for index, texts in self._pending(store, documents):
+                batch = self.batch_size or adaptive_batch_size(DEFAULT_BATCH_SIZE)
+                store.write_chunk(index, encoder.encode(texts, batch))
+                embedded += len(texts)
+                bar.update(len(texts))
+                bar.set_postfix_str(f"kernel {format_bytes(read_rss())}, encoder "
+                                    f"{format_bytes(encoder.rss_bytes)}", refresh=False)
+                if on_chunk is not None:
+                    on_chunk(store, index, encoder)
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"interrupted: {store.done_docs:,} of {n_docs:,} documents are embedded "
+                  f"and kept in {store.path}; run embed again to resume")
+            raise
+        except EncoderError as error:
+            bar.close()
+            raise EncoderError(f"{error}\n{store.done_docs:,} of {n_docs:,} documents are "
+                               f"kept in {store.path}; run embed again to resume") from None
+        bar.close()
+        elapsed = time.perf_counter() - started
+        self.last_rate = embedded / elapsed if embedded and elapsed > 0 else None

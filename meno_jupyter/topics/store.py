@@ -1,0 +1,391 @@
+"""Embeddings on disk: one memory-mappable ``.npy``, crash-safe, resumable and checksummed.
+
+A store is a directory::
+
+    meta.json        model, dimension, precision, document count and hash, chunk size
+    embeddings.npy   (n_docs, dim) float32, float16 or int8 (np.load(..., mmap_mode="r"))
+    scales.npy       int8 only: one float32 scale per row (value = int8 * scale)
+    journal.jsonl    one line per finished chunk, with the SHA-256 of its bytes
+
+A chunk is journaled only after its rows are flushed to the file, so a process killed at
+any moment loses at most the chunk in flight; reopening the store resumes at the first
+chunk not in the journal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+Precision = Literal["float32", "float16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("float32", "float16", "int8")
+STORE_VERSION = 1
+META_FILE = "meta.json"
+DATA_FILE = "embeddings.npy"
+SCALES_FILE = "scales.npy"
+JOURNAL_FILE = "journal.jsonl"
+
+
+class StoreError(Exception):
+    """A store that cannot be used as asked; the message says why and what to do."""
+
+
+class StoreMismatchError(StoreError):
+    """The store holds other documents, another model or another precision."""
+
+
+class CorruptStoreError(StoreError):
+    """The store's files are truncated or do not match their checksums."""
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """What a store holds.
+
+    Attributes
+    ----------
+    docs_hash : str
+        SHA-256 over the documents in order (see :func:`hash_documents`).
+    """
+
+    model: str
+    dim: int
+    precision: Precision
+    n_docs: int
+    docs_hash: str
+    chunk_size: int
+    version: int = STORE_VERSION
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.n_docs < 1 or self.dim < 1 or self.chunk_size < 1:
+            raise ValueError("a store needs at least one document, dimension and chunk row")
+
+    @property
+    def n_chunks(self) -> int:
+        """How many chunks the documents make."""
+        return math.ceil(self.n_docs / self.chunk_size)
+
+    def chunk_bounds(self, index: int) -> tuple[int, int]:
+        """Return the (start, stop) rows of chunk ``index``."""
+        if not 0 <= index < self.n_chunks:
+            raise IndexError(f"chunk {index} out of 0..{self.n_chunks - 1}")
+        start = index * self.chunk_size
+        return start, min(start + self.chunk_size, self.n_docs)
+
+
+def hash_documents(docs: Iterable[str]) -> tuple[str, int]:
+    """Return the SHA-256 of the documents in order (each length-prefixed) and their count.
+
+    Examples
+    --------
+    >>> hash_documents(["a", "b"])[1]
+    2
+    >>> hash_documents(["ab"])[0] != hash_documents(["a", "b"])[0]
+    True
+    """
+    digest = hashlib.sha256()
+    count = 0
+    for doc in docs:
+        data = doc.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+        count += 1
+    return digest.hexdigest(), count
+
+
+def quantize_int8(embeddings: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any],
+                                                             np.ndarray[Any, Any]]:
+    """Quantize rows to int8 with one symmetric scale per row; return (values, scales).
+
+    Examples
+    --------
+    >>> q, s = quantize_int8(np.array([[0.5, -1.0, 0.25]], dtype=np.float32))
+    >>> q.tolist(), round(float(s[0]) * 127, 6)
+    ([[64, -127, 32]], 1.0)
+    """
+    rows = np.asarray(embeddings, dtype=np.float32)
+    scales = np.abs(rows).max(axis=1) / 127.0
+    scales[scales == 0] = 1.0
+    values = np.clip(np.rint(rows / scales[:, None]), -127, 127).astype(np.int8)
+    return values, scales.astype(np.float32)
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class EmbeddingStore:
+    """A directory of embeddings; open with :meth:`open`, :meth:`create` or :meth:`prepare`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> meta = StoreMeta("demo", dim=3, precision="int8", n_docs=2, docs_hash="h",
+    ...                  chunk_size=1)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     store = EmbeddingStore.create(f"{tmp}/store", meta)
+    ...     store.write_chunk(0, np.array([[1.0, 0.0, -0.5]]))
+    ...     store.write_chunk(1, np.array([[0.0, 2.0, 0.0]]))
+    ...     EmbeddingStore.open(f"{tmp}/store").as_float32().round(2).tolist()
+    [[1.0, 0.0, -0.5], [0.0, 2.0, 0.0]]
+    """
+
+    def __init__(self, path: Path, meta: StoreMeta) -> None:
+        self.path = path
+        self.meta = meta
+        self._checksums = self._read_journal()
+        self._data: np.memmap[Any, Any] | None = None
+        self._scales: np.memmap[Any, Any] | None = None
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], meta: StoreMeta) -> EmbeddingStore:
+        """Make a new, empty store (the directory must not hold one)."""
+        root = Path(path)
+        if (root / META_FILE).exists():
+            raise StoreError(f"{root} already holds an embedding store; open it, or pass "
+                             "overwrite=True to start again")
+        root.mkdir(parents=True, exist_ok=True)
+        dtype = np.dtype(meta.precision)
+        np.lib.format.open_memmap(root / DATA_FILE, mode="w+", dtype=dtype,
+                                  shape=(meta.n_docs, meta.dim)).flush()
+        if meta.precision == "int8":
+            np.lib.format.open_memmap(root / SCALES_FILE, mode="w+", dtype=np.float32,
+                                      shape=(meta.n_docs,)).flush()
+        (root / JOURNAL_FILE).touch()
+        _write_json_atomic(root / META_FILE, dataclasses.asdict(meta))  # last: marks it made
+        return cls(root, meta)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, verify: bool = False) -> EmbeddingStore:
+        """Open an existing store; ``verify`` checks every finished chunk's checksum."""
+        root = Path(path)
+        meta_path = root / META_FILE
+        if not meta_path.exists():
+            raise StoreError(f"{root} is not an embedding store (no {META_FILE})")
+        try:
+            fields = json.loads(meta_path.read_text())
+            meta = StoreMeta(**fields)
+        except (ValueError, TypeError) as error:
+            raise CorruptStoreError(f"{meta_path} is damaged: {error}") from None
+        if meta.version != STORE_VERSION:
+            raise StoreError(f"{root} was written by store version {meta.version}; "
+                             f"this meno-jupyter reads version {STORE_VERSION}")
+        store = cls(root, meta)
+        store.check_files()
+        if verify:
+            store.verify()
+        return store
+
+    @classmethod
+    def prepare(cls, path: str | os.PathLike[str], meta: StoreMeta, *,
+                overwrite: bool = False) -> EmbeddingStore:
+        """Open the store at ``path`` to resume it, or create it.
+
+        Raises :class:`StoreMismatchError` when the store there was made for other
+        documents, another model or precision (unless ``overwrite``, which starts again).
+        """
+        root = Path(path)
+        if not (root / META_FILE).exists():
+            return cls.create(root, meta)
+        if overwrite:
+            shutil.rmtree(root)
+            return cls.create(root, meta)
+        store = cls.open(root)
+        differences = [
+            f"{name}: store has {getattr(store.meta, name)!r}, asked for {getattr(meta, name)!r}"
+            for name in ("model", "precision", "dim", "n_docs", "docs_hash", "chunk_size")
+            if getattr(store.meta, name) != getattr(meta, name)
+        ]
+        if differences:
+            what = "other documents" if any(d.startswith(("docs_hash", "n_docs"))
+                                             for d in differences) else "other settings"
+            raise StoreMismatchError(
+                f"{root} holds embeddings of {what} ({'; '.join(differences)}). "
+                "Use another directory, or pass overwrite=True to start again.")
+        store.verify()
+        return store
+
+    # ------------------------------------------------------------------ state
+
+    def _read_journal(self) -> dict[int, str]:
+        checksums: dict[int, str] = {}
+        path = self.path / JOURNAL_FILE
+        if not path.exists():
+            return checksums
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                checksums[int(entry["chunk"])] = str(entry["sha256"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill: that chunk is redone
+        return checksums
+
+    @property
+    def done_chunks(self) -> set[int]:
+        """The chunks whose rows are on disk."""
+        return set(self._checksums)
+
+    @property
+    def done_docs(self) -> int:
+        """How many documents are embedded."""
+        return sum(stop - start for start, stop in map(self.meta.chunk_bounds, self._checksums))
+
+    @property
+    def complete(self) -> bool:
+        """Whether every chunk is done."""
+        return len(self._checksums) == self.meta.n_chunks
+
+    def pending_chunks(self) -> list[int]:
+        """Return the chunks still to embed, in order."""
+        return [i for i in range(self.meta.n_chunks) if i not in self._checksums]
+
+    def __repr__(self) -> str:
+        meta = self.meta
+        return (f"EmbeddingStore({str(self.path)!r}, {meta.n_docs} docs x {meta.dim} "
+                f"{meta.precision}, {self.done_docs}/{meta.n_docs} embedded, model "
+                f"{meta.model!r})")
+
+    # ------------------------------------------------------------------ files
+
+    def _expected_size(self, name: str, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
+        with open(self.path / name, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            found_shape, _, found_dtype = read_header(handle)
+            if tuple(found_shape) != shape or np.dtype(found_dtype) != dtype:
+                raise ValueError(f"holds {found_dtype} {tuple(found_shape)}, "
+                                 f"expected {dtype} {shape}")
+            return handle.tell() + int(np.prod(shape)) * dtype.itemsize
+
+    def check_files(self) -> None:
+        """Raise :class:`CorruptStoreError` when a file is missing or truncated."""
+        meta = self.meta
+        files: list[tuple[str, np.dtype[Any], tuple[int, ...]]] = [
+            (DATA_FILE, np.dtype(meta.precision), (meta.n_docs, meta.dim))]
+        if meta.precision == "int8":
+            files.append((SCALES_FILE, np.dtype(np.float32), (meta.n_docs,)))
+        for name, dtype, shape in files:
+            path = self.path / name
+            if not path.exists():
+                raise CorruptStoreError(f"{path} is missing: the store cannot be used; "
+                                        "embed again with overwrite=True")
+            try:
+                expected = self._expected_size(name, dtype, shape)
+            except (ValueError, OSError) as error:
+                raise CorruptStoreError(f"{path} has a damaged header ({error}); "
+                                        "embed again with overwrite=True") from None
+            actual = path.stat().st_size
+            if actual < expected:
+                raise CorruptStoreError(
+                    f"{path} is truncated: {actual:,} bytes, expected {expected:,} "
+                    "(a copy cut short or a full disk?); embed again with overwrite=True")
+
+    def _arrays(self, writable: bool) -> tuple[np.memmap[Any, Any],
+                                               np.memmap[Any, Any] | None]:
+        if self._data is None or (writable and not self._data.flags.writeable):
+            mode = "r+" if writable else "r"
+            self._data = np.lib.format.open_memmap(self.path / DATA_FILE, mode=mode)
+            if self.meta.precision == "int8":
+                self._scales = np.lib.format.open_memmap(self.path / SCALES_FILE, mode=mode)
+        assert self._data is not None
+        return self._data, self._scales
+
+    def _chunk_checksum(self, index: int) -> str:
+        data, scales = self._arrays(writable=False)
+        start, stop = self.meta.chunk_bounds(index)
+        digest = hashlib.sha256(np.ascontiguousarray(data[start:stop]).tobytes())
+        if scales is not None:
+            digest.update(np.ascontiguousarray(scales[start:stop]).tobytes())
+        return digest.hexdigest()
+
+    # ------------------------------------------------------------------ writing
+
+    def write_chunk(self, index: int, embeddings: np.ndarray[Any, Any]) -> None:
+        """Store chunk ``index`` (float rows), flush it, then journal it with its checksum."""
+        start, stop = self.meta.chunk_bounds(index)
+        rows = np.asarray(embeddings)
+        if rows.shape != (stop - start, self.meta.dim):
+            raise ValueError(f"chunk {index} needs shape {(stop - start, self.meta.dim)}, "
+                             f"got {rows.shape}")
+        if not np.isfinite(rows).all():
+            raise ValueError(f"chunk {index} holds NaN or infinite values")
+        data, scales = self._arrays(writable=True)
+        if self.meta.precision == "int8":
+            values, row_scales = quantize_int8(rows)
+            assert scales is not None
+            data[start:stop] = values
+            scales[start:stop] = row_scales
+            scales.flush()
+        else:
+            data[start:stop] = rows.astype(self.meta.precision)
+        data.flush()  # msync: the rows are in the file before the journal says so
+        digest = hashlib.sha256(np.ascontiguousarray(data[start:stop]).tobytes())
+        if scales is not None:
+            digest.update(np.ascontiguousarray(scales[start:stop]).tobytes())
+        line = json.dumps({"chunk": index, "start": start, "stop": stop,
+                           "sha256": digest.hexdigest()})
+        with open(self.path / JOURNAL_FILE, "a") as journal:
+            journal.write(line + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
+        self._checksums[index] = digest.hexdigest()
+
+    # ------------------------------------------------------------------ reading
+
+    def verify(self) -> None:
+        """Check every finished chunk against its checksum; raise on the first damage."""
+        self.check_files()
+        bad = [i for i, expected in sorted(self._checksums.items())
+               if self._chunk_checksum(i) != expected]
+        if bad:
+            spans = ", ".join("{}-{}".format(*self.meta.chunk_bounds(i)) for i in bad[:5])
+            raise CorruptStoreError(
+                f"{self.path}: {len(bad)} chunk(s) do not match their checksums (documents "
+                f"{spans}{'…' if len(bad) > 5 else ''}); the files were changed or damaged. "
+                "Embed again with overwrite=True.")
+
+    def embeddings(self, *, allow_partial: bool = False) -> np.memmap[Any, Any]:
+        """Return the stored array, memory-mapped read-only (int8: see :meth:`as_float32`)."""
+        if not self.complete and not allow_partial:
+            raise StoreError(f"{self.path} is not finished ({self.done_docs} of "
+                             f"{self.meta.n_docs} documents): embed again to resume")
+        return np.lib.format.open_memmap(self.path / DATA_FILE, mode="r")
+
+    def scales(self) -> np.ndarray[Any, Any] | None:
+        """Return the int8 row scales (None for float stores)."""
+        if self.meta.precision != "int8":
+            return None
+        return np.lib.format.open_memmap(self.path / SCALES_FILE, mode="r")
+
+    def as_float32(self, rows: slice | None = None) -> np.ndarray[Any, Any]:
+        """Return rows (all by default) as float32, dequantized for int8."""
+        data = self.embeddings()[rows if rows is not None else slice(None)]
+        out = np.asarray(data, dtype=np.float32)
+        scales = self.scales()
+        if scales is not None:
+            out *= np.asarray(scales[rows if rows is not None else slice(None)])[:, None]
+        return out
+
+    def disk_bytes(self) -> int:
+        """Bytes the store takes on disk."""
+        return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
