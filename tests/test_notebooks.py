@@ -155,3 +155,16 @@ def test_dashboard_notebook_runs_headless_and_closes_its_dashboards() -> None:
     assert "deleted blocks" in text or any(
         "deleted blocks" in str(out.get("data", {})) for cell in code for out in cell.outputs)
     assert "closed 2 dashboard(s)" in text
+
+
+def test_topic_notebook_interrupts_resumes_and_shows_the_stage_timeline() -> None:
+    path = next(p for p in NOTEBOOKS if p.name == "06_topic_modeling.ipynb")
+    notebook = execute(nbformat.read(path, as_version=4))
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    text = "\n".join(out.get("text", "") for cell in code for out in outputs_of(cell, "stream"))
+    assert "interrupted: 200 of" in text and "run embed again to resume" in text
+    fit = next(cell for cell in code if cell.source.endswith("explorer.fit()"))
+    figure = next(out.data[PLOTLY] for out in outputs_of(fit, "execute_result"))
+    assert [a["text"] for a in figure["layout"]["annotations"]] == [
+        "embed", "load", "reduce", "cluster", "represent"]
+    assert "NMI against the packages" in text

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from meno_jupyter.topics.documents import Documents
 from meno_jupyter.topics.embedder import ChunkedEmbedder, EncoderError
+from meno_jupyter.topics.explorer import StageTimeline, TopicExplorer, TopicProcessError
+from meno_jupyter.topics.recommend import Recommendation, recommend_settings
 from meno_jupyter.topics.store import (
     CorruptStoreError,
     EmbeddingStore,
@@ -22,7 +24,12 @@ __all__ = [
     "Documents",
     "EmbeddingStore",
     "EncoderError",
+    "Recommendation",
+    "StageTimeline",
     "StoreError",
     "StoreMeta",
     "StoreMismatchError",
+    "TopicExplorer",
+    "TopicProcessError",
+    "recommend_settings",
 ]

@@ -59,7 +59,10 @@ class Documents:
         self.text_column = text_column
         self.path: Path | None = None
         self._sequence: Sequence[Any] | None = None
-        if _looks_like_path(source):
+        if isinstance(source, Documents):
+            self.text_column, self.path = source.text_column, source.path
+            self._sequence = source._sequence
+        elif _looks_like_path(source):
             self.path = Path(source)
             if not self.path.exists():
                 raise FileNotFoundError(f"no such file: {self.path}")

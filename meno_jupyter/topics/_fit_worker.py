@@ -1,0 +1,208 @@
+"""The topic process: fits BERTopic stage by stage on a stored embedding matrix.
+
+``import bertopic`` pulls in torch (~625 MB), so BERTopic lives here, in a spawned
+process, and the kernel keeps only results: topic per document, the topic table, figures
+as plotly JSON. Protocol over a Pipe: the parent sends ``("fit", settings)``,
+``("figure", kind, kwargs)``, ``("save", path)``, ``("load", path)`` or ``("stop",)``;
+the worker answers ``("stage", name, start, end)`` while fitting, then ``("fitted",
+topics, table)``, ``("figure", json)``, ``("saved",)``, or ``("error", text)``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+import traceback
+from typing import Any
+
+DOCS_FILE = "docs.parquet"
+
+
+def _listed(value: Any) -> list[Any]:
+    """Return a list cell of BERTopic's table as a list (online fits leave NaN)."""
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _table(model: Any, topics: list[int] | None = None) -> list[dict[str, Any]]:
+    from collections import Counter
+
+    sizes = Counter(topics) if topics is not None else None
+    info = model.get_topic_info()
+    rows = []
+    for record in info.to_dict("records"):
+        topic = int(record["Topic"])
+        rows.append({
+            "topic": topic,
+            "size": int(record["Count"]) if sizes is None else sizes.get(topic, 0),
+            "name": str(record.get("CustomName") or record["Name"]),
+            "words": [str(w) for w in _listed(record.get("Representation"))][:10],
+            "representative_docs": [str(d) for d in _listed(record.get("Representative_Docs"))],
+        })
+    return rows
+
+
+def _stage_reporter(conn: Any) -> Any:
+    from meno_jupyter.core.cleanup import trim_allocator
+
+    def stage(name: str, start: float) -> None:
+        gc.collect()
+        trim_allocator()
+        conn.send(("stage", name, start, time.time()))
+
+    return stage
+
+
+def _text_batches(store_path: str, rows: int) -> Any:
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(os.path.join(store_path, DOCS_FILE)).iter_batches(
+            batch_size=rows, columns=["text"]):
+        yield batch.column(0).to_pylist()
+
+
+def _fit_online(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
+    """Chunk by chunk: MiniBatchKMeans on the embeddings themselves, online c-TF-IDF.
+
+    BERTopic's online recipe reduces to 5 dimensions with IncrementalPCA first, which
+    cost most of the topic quality in our measurements; clustering the embeddings
+    directly kept it. Memory holds one chunk of texts and embeddings at a time.
+    """
+    from meno_jupyter.topics.store import EmbeddingStore
+
+    stage = _stage_reporter(conn)
+    start = time.time()
+    from bertopic import BERTopic
+    from bertopic.dimensionality import BaseDimensionalityReduction
+    from bertopic.vectorizers import OnlineCountVectorizer
+    from sklearn.cluster import MiniBatchKMeans
+
+    store = EmbeddingStore.open(store_path)
+    n_docs, chunk = store.meta.n_docs, store.meta.chunk_size
+    n_topics = settings["n_topics"] or min(50, max(5, n_docs // 200))
+    if n_topics > min(chunk, n_docs):
+        raise ValueError(f"online mode needs chunks of at least n_topics={n_topics} "
+                         f"documents (chunk_size is {chunk}, the corpus {n_docs})")
+    clusterer = MiniBatchKMeans(n_clusters=n_topics, random_state=settings["seed"],
+                                n_init=3, batch_size=max(1024, chunk))
+    model = BERTopic(embedding_model=None, umap_model=BaseDimensionalityReduction(),
+                     hdbscan_model=clusterer, vectorizer_model=OnlineCountVectorizer(),
+                     calculate_probabilities=False, verbose=False)
+    stage("load", start)
+
+    def chunks() -> Any:
+        offset = 0
+        for texts in _text_batches(store_path, chunk):
+            rows = store.as_float32(slice(offset, offset + len(texts)))
+            offset += len(texts)
+            # float64: BERTopic's partial_fit fails on float32 (its issue #2097)
+            yield texts, rows.astype("float64")
+
+    start = time.time()
+    for texts, rows in chunks():
+        model.partial_fit(texts, embeddings=rows)
+    stage("partial_fit", start)
+    start = time.time()
+    topics: list[int] = []
+    for texts, rows in chunks():
+        assigned, _ = model.transform(texts, embeddings=rows)
+        topics.extend(int(t) for t in assigned)
+    model.topics_ = topics
+    stage("assign", start)
+    conn.send(("fitted", topics, _table(model, topics)))
+    return model
+
+
+def _fit(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
+    if settings.get("mode") == "online":
+        return _fit_online(conn, store_path, settings)
+    import numpy as np
+    import pandas as pd
+
+    from meno_jupyter.topics.store import EmbeddingStore
+
+    stage = _stage_reporter(conn)
+    start = time.time()
+    store = EmbeddingStore.open(store_path)
+    embeddings = store.as_float32()  # UMAP copies its input to float32 anyway
+    docs = pd.read_parquet(os.path.join(store_path, DOCS_FILE))["text"].tolist()
+    stage("load", start)
+
+    start = time.time()
+    from umap import UMAP
+
+    reducer = UMAP(n_neighbors=settings["n_neighbors"], n_components=settings["n_components"],
+                   min_dist=0.0, metric="cosine", random_state=settings["seed"])
+    reduced = reducer.fit_transform(embeddings)
+    stage("reduce", start)
+
+    start = time.time()
+    from hdbscan import HDBSCAN
+
+    # HDBSCAN's default core_dist_n_jobs=4 starts workers that doubled memory (measured).
+    clusterer = HDBSCAN(min_cluster_size=settings["min_topic_size"], metric="euclidean",
+                        cluster_selection_method="eom", prediction_data=True,
+                        core_dist_n_jobs=settings["core_dist_n_jobs"])
+    labels = clusterer.fit_predict(reduced)
+    stage("cluster", start)
+
+    start = time.time()
+    from bertopic import BERTopic
+    from bertopic.cluster import BaseCluster
+    from bertopic.dimensionality import BaseDimensionalityReduction
+
+    model = BERTopic(embedding_model=None, umap_model=BaseDimensionalityReduction(),
+                     hdbscan_model=BaseCluster(), min_topic_size=settings["min_topic_size"],
+                     calculate_probabilities=False, verbose=False)
+    model.fit(docs, embeddings=embeddings, y=np.asarray(labels))
+    model.umap_model, model.hdbscan_model = reducer, clusterer  # so transform() works
+    stage("represent", start)
+    conn.send(("fitted", [int(t) for t in model.topics_], _table(model)))
+    return model
+
+
+def _figure(model: Any, kind: str, kwargs: dict[str, Any]) -> str:
+    draw = {"barchart": model.visualize_barchart, "topics": model.visualize_topics,
+            "hierarchy": model.visualize_hierarchy, "heatmap": model.visualize_heatmap}
+    if kind not in draw:
+        raise ValueError(f"no figure {kind!r}: choose from {', '.join(draw)}")
+    figure = draw[kind](**kwargs)
+    return str(figure.to_json())
+
+
+def serve(conn: Any, store_path: str) -> None:
+    """Answer requests until told to stop or the parent goes away."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=UserWarning, module="umap")  # n_jobs vs seed
+    model: Any = None
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if message[0] == "stop":
+                return
+            if message[0] == "fit":
+                model = _fit(conn, store_path, message[1])
+            elif message[0] == "figure":
+                if model is None:
+                    raise RuntimeError("fit or load a model first")
+                conn.send(("figure", _figure(model, message[1], message[2])))
+            elif message[0] == "save":
+                logging.disable(logging.WARNING)  # BERTopic's notice about pickle versions
+                try:
+                    model.save(message[1], serialization="pickle", save_embedding_model=False)
+                finally:
+                    logging.disable(logging.NOTSET)
+                conn.send(("saved",))
+            elif message[0] == "load":
+                from bertopic import BERTopic
+
+                model = BERTopic.load(message[1])
+                conn.send(("fitted", [int(t) for t in model.topics_], _table(model)))
+        except Exception:
+            conn.send(("error", traceback.format_exc()))

@@ -1,0 +1,355 @@
+"""``TopicExplorer``: BERTopic on a stored embedding matrix, with one memory timeline.
+
+The kernel never imports BERTopic (which imports torch): the fit runs stage by stage in a
+spawned topic process that memory-maps the store; the kernel keeps the topic of each
+document, the topic table and the figures, and samples the memory of its whole process
+tree (kernel, encoder, topic process) for the timeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from meno_jupyter.core.live import LiveFeed, LiveSample
+from meno_jupyter.core.memory import MIB, format_bytes
+from meno_jupyter.topics._fit_worker import DOCS_FILE
+from meno_jupyter.topics.documents import Documents
+from meno_jupyter.topics.embedder import ChunkedEmbedder, EncoderError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SESSION_FILE = "session.json"
+MODEL_DIR = "model"
+NUMBA_CACHE = Path.home() / ".cache" / "meno-jupyter" / "numba"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline, in Unix time."""
+
+    name: str
+    start: float
+    end: float
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds the stage took."""
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class StageTimeline:
+    """Memory of the process tree across the pipeline, with a band per stage.
+
+    Attributes
+    ----------
+    tree_rss : tuple of int
+        Kernel RSS plus every descendant's (encoder, topic process, their workers).
+    """
+
+    times: tuple[float, ...]
+    kernel_rss: tuple[int, ...]
+    tree_rss: tuple[int, ...]
+    stages: tuple[Stage, ...]
+
+    def peak(self, stage: Stage | None = None, tree: bool = True) -> int:
+        """Highest sampled RSS (of the tree, or the kernel alone) overall or in a stage."""
+        series = self.tree_rss if tree else self.kernel_rss
+        values = [v for t, v in zip(self.times, series, strict=True)
+                  if stage is None or stage.start <= t <= stage.end + 0.25]
+        return max(values, default=0)
+
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """(stage, seconds, peak of the tree, peak of the kernel) per stage."""
+        return [(s.name, f"{s.duration_s:.1f}", format_bytes(self.peak(s)),
+                 format_bytes(self.peak(s, tree=False))) for s in self.stages]
+
+    def figure_spec(self, height: int = 320) -> dict[str, Any]:
+        """Return the timeline as a plotly spec: tree and kernel RSS, a band per stage."""
+        origin = self.stages[0].start if self.stages else (self.times[0] if self.times else 0)
+        x = [t - origin for t in self.times]
+        colours = ["rgba(21,101,192,0.08)", "rgba(239,108,0,0.08)"]
+        shapes, annotations = [], []
+        for i, stage in enumerate(self.stages):
+            shapes.append({"type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1,
+                           "x0": stage.start - origin, "x1": stage.end - origin,
+                           "fillcolor": colours[i % 2], "line": {"width": 0},
+                           "layer": "below"})
+            annotations.append({"x": (stage.start + stage.end) / 2 - origin, "y": 1.0,
+                                "yref": "paper", "showarrow": False, "yanchor": "bottom",
+                                "text": stage.name, "font": {"size": 11}})
+        data = [
+            {"type": "scatter", "x": x, "y": [v / MIB for v in self.tree_rss], "mode": "lines",
+             "name": "kernel + workers", "line": {"color": "#c62828", "width": 2}},
+            {"type": "scatter", "x": x, "y": [v / MIB for v in self.kernel_rss],
+             "mode": "lines", "name": "kernel", "line": {"color": "#1565c0", "width": 2}},
+        ]
+        layout = {"height": height, "margin": {"l": 60, "r": 20, "t": 40, "b": 40},
+                  "title": {"text": "memory by stage", "font": {"size": 14}},
+                  "xaxis": {"title": {"text": "seconds"}},
+                  "yaxis": {"title": {"text": "RSS (MiB)"}, "rangemode": "tozero"},
+                  "shapes": shapes, "annotations": annotations,
+                  "legend": {"orientation": "h", "y": -0.25}}
+        return {"data": data, "layout": layout}
+
+    def __str__(self) -> str:
+        lines = [f"{'stage':<10} {'seconds':>8} {'peak (tree)':>12} {'peak (kernel)':>14}"]
+        lines += [f"{a:<10} {b:>8} {c:>12} {d:>14}" for a, b, c, d in self.rows()]
+        return "\n".join(lines)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        from meno_jupyter.display.figures import figure_bundle
+
+        return figure_bundle(self.figure_spec(), str(self))
+
+
+class TopicProcessError(RuntimeError):
+    """The topic process failed or died; the embedding store is untouched."""
+
+
+class _TopicProcess:
+    def __init__(self, store_dir: Path) -> None:
+        from meno_jupyter.topics._fit_worker import serve
+
+        NUMBA_CACHE.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(NUMBA_CACHE))  # compile once per machine
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self.process = context.Process(target=serve, args=(child, str(store_dir)),
+                                       name="meno-topics", daemon=True)
+        self.process.start()
+        child.close()
+
+    def request(self, *message: Any) -> None:
+        self._conn.send(message)
+
+    def receive(self) -> tuple[Any, ...]:
+        try:
+            reply: tuple[Any, ...] = self._conn.recv()
+        except (EOFError, OSError):
+            self.process.join(5)
+            raise TopicProcessError(f"the topic process died (exit code "
+                                    f"{self.process.exitcode})") from None
+        if reply[0] == "error":
+            raise TopicProcessError(f"the topic process failed:\n{reply[1]}")
+        return reply
+
+    def close(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(OSError):
+                self._conn.send(("stop",))
+            self.process.join(10)
+            if self.process.is_alive():
+                self.process.kill()
+        self._conn.close()
+
+
+class TopicExplorer:
+    """Topics of a corpus: embed (resumably), fit BERTopic stage by stage, explore.
+
+    Parameters
+    ----------
+    docs : list of str, pandas Series or path
+        The corpus (a CSV/TSV/Parquet/JSON Lines file needs ``text_column``).
+    store_dir : path
+        Where the embeddings (and the session's files) live.
+    embedder : ChunkedEmbedder, optional
+        Default: the packaged MiniLM at float16.
+    min_topic_size, n_neighbors, n_components, seed
+        BERTopic's defaults; UMAP's seed fixed so fits repeat.
+    mode : {"default", "online"}
+        ``default``: UMAP, HDBSCAN (one core: its workers doubled memory), c-TF-IDF.
+        ``online``: chunk by chunk with flat memory: MiniBatchKMeans on the embeddings
+        themselves (``n_topics`` clusters; default ``n_docs // 200`` within 5..50) and
+        an online c-TF-IDF.
+
+    Examples
+    --------
+    ::
+
+        explorer = TopicExplorer(df["text"], "topics/")
+        explorer.fit()                 # the memory timeline, a band per stage
+        explorer.topic_table()
+        explorer.visualize("barchart")
+        explorer.save("topics/session")
+    """
+
+    def __init__(
+        self,
+        docs: Any,
+        store_dir: str | os.PathLike[str],
+        *,
+        text_column: str | None = None,
+        embedder: ChunkedEmbedder | None = None,
+        min_topic_size: int = 10,
+        n_neighbors: int = 15,
+        n_components: int = 5,
+        seed: int | None = 42,
+        core_dist_n_jobs: int = 1,
+        mode: str = "default",
+        n_topics: int | None = None,
+    ) -> None:
+        if min_topic_size < 2:
+            raise ValueError(f"min_topic_size must be at least 2, got {min_topic_size}")
+        if mode not in ("default", "online"):
+            raise ValueError(f"mode is 'default' or 'online', got {mode!r}")
+        if n_topics is not None and n_topics < 2:
+            raise ValueError(f"n_topics must be at least 2, got {n_topics}")
+        self.documents = Documents(docs, text_column)
+        self.store_dir = Path(store_dir)
+        self.embedder = embedder or ChunkedEmbedder(precision="float16")
+        self.settings = {"min_topic_size": min_topic_size, "n_neighbors": n_neighbors,
+                         "n_components": n_components, "seed": seed,
+                         "core_dist_n_jobs": core_dist_n_jobs, "mode": mode,
+                         "n_topics": n_topics}
+        self.topics: list[int] | None = None
+        self.table: list[dict[str, Any]] | None = None
+        self.timeline: StageTimeline | None = None
+        self._process: _TopicProcess | None = None
+
+    # ------------------------------------------------------------------ fitting
+
+    def _write_docs(self) -> None:
+        """Keep the texts beside the store (the topic process reads them; so does load)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self.store_dir / DOCS_FILE
+        tmp = path.with_name(f".{path.name}.tmp")
+        schema = pa.schema([("text", pa.string())])
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for batch in self.documents.batches(10_000):
+                writer.write_table(pa.table({"text": batch}, schema=schema))
+        os.replace(tmp, path)
+
+    def fit(self) -> StageTimeline:
+        """Embed what is not embedded yet, then fit; return the memory timeline by stage."""
+        samples: list[LiveSample] = []
+        feed = LiveFeed()
+        subscription = feed.subscribe(samples.append, 0.2)
+        stages: list[Stage] = []
+        try:
+            start = time.time()
+            self.embedder.embed(self.documents, self.store_dir)
+            self._write_docs()
+            stages.append(Stage("embed", start, time.time()))
+            self.close()
+            self._process = _TopicProcess(self.store_dir)
+            self._process.request("fit", self.settings)
+            while True:
+                reply = self._process.receive()
+                if reply[0] == "stage":
+                    stages.append(Stage(reply[1], reply[2], reply[3]))
+                elif reply[0] == "fitted":
+                    self.topics, self.table = reply[1], reply[2]
+                    break
+        except EncoderError:
+            raise
+        finally:
+            subscription.close()
+        self.timeline = StageTimeline(
+            tuple(s.timestamp for s in samples), tuple(s.rss_bytes for s in samples),
+            tuple(s.rss_bytes + s.children_bytes for s in samples), tuple(stages))
+        return self.timeline
+
+    def _fitted(self) -> tuple[list[int], list[dict[str, Any]]]:
+        if self.topics is None or self.table is None:
+            raise RuntimeError("fit() (or TopicExplorer.load) first")
+        return self.topics, self.table
+
+    # ------------------------------------------------------------------ exploring
+
+    def topic_table(self) -> pd.DataFrame:
+        """Return the topics: id, size, name, top words, representative documents."""
+        import pandas as pd
+
+        table: pd.DataFrame = pd.DataFrame(self._fitted()[1])
+        return table
+
+    def documents_of(self, topic: int, limit: int = 10) -> list[str]:
+        """Return up to ``limit`` documents assigned to ``topic`` (-1: the outliers)."""
+        topics, table = self._fitted()
+        if topic not in {row["topic"] for row in table}:
+            raise KeyError(f"no topic {topic}; the topics are {sorted(r['topic'] for r in table)}")
+        found = []
+        for text, assigned in zip(self._texts(), topics, strict=False):
+            if assigned == topic:
+                found.append(text)
+                if len(found) >= limit:
+                    break
+        return found
+
+    def _texts(self) -> Iterator[str]:
+        return iter(self.documents)
+
+    def visualize(self, kind: str = "barchart", **kwargs: Any) -> Any:
+        """Return one of BERTopic's figures (barchart, topics, hierarchy, heatmap) to show."""
+        from meno_jupyter.display.figures import figure_bundle
+
+        self._fitted()
+        if self._process is None:
+            raise RuntimeError("the topic process is closed: fit() or load() again")
+        self._process.request("figure", kind, kwargs)
+        spec = json.loads(self._process.receive()[1])
+
+        class _Figure:
+            def _repr_mimebundle_(self, **_: Any) -> dict[str, Any]:
+                return figure_bundle(spec, f"BERTopic {kind} figure")
+
+        figure = _Figure()
+        figure.spec = spec  # type: ignore[attr-defined]
+        return figure
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save the fitted model and the session (the store is referenced, not copied)."""
+        topics, table = self._fitted()
+        if self._process is None:
+            raise RuntimeError("the topic process is closed: fit() or load() again")
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        self._process.request("save", str(root / MODEL_DIR))
+        self._process.receive()
+        session = {"store_dir": str(self.store_dir.resolve()), "settings": self.settings,
+                   "topics": topics, "table": table, "version": 1}
+        (root / SESSION_FILE).write_text(json.dumps(session))
+        return root
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TopicExplorer:
+        """Reopen a saved session (in a new kernel too): model, topics, store, texts."""
+        root = Path(path)
+        session_path = root / SESSION_FILE
+        if not session_path.exists():
+            raise FileNotFoundError(f"{root} holds no saved topic session ({SESSION_FILE})")
+        session = json.loads(session_path.read_text())
+        store_dir = Path(session["store_dir"])
+        if not (store_dir / DOCS_FILE).exists():
+            raise FileNotFoundError(f"the session's embedding store {store_dir} is gone")
+        explorer = cls(store_dir / DOCS_FILE, store_dir, text_column="text",
+                       **session["settings"])
+        explorer._process = _TopicProcess(store_dir)
+        explorer._process.request("load", str(root / MODEL_DIR))
+        reply = explorer._process.receive()
+        explorer.topics, explorer.table = reply[1], reply[2]
+        return explorer
+
+    def close(self) -> None:
+        """Stop the topic process (figures and saving need it; fit or load restart it)."""
+        if self._process is not None:
+            self._process.close()
+            self._process = None
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()

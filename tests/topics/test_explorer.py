@@ -1,0 +1,122 @@
+"""TopicExplorer: BERTopic fitted in its own process on the stored embeddings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sklearn.metrics import normalized_mutual_info_score
+
+from meno_jupyter.topics import ChunkedEmbedder, TopicExplorer, TopicProcessError
+
+Corpus = tuple[list[str], list[str]]
+STAGES = ["embed", "load", "reduce", "cluster", "represent"]
+
+
+@pytest.fixture(scope="module")
+def explorer(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    texts, _ = corpus
+    store = tmp_path_factory.mktemp("topics") / "store"
+    fitted = TopicExplorer(texts, store, min_topic_size=5,
+                           embedder=ChunkedEmbedder(precision="float16", progress=False))
+    fitted.fit()
+    yield fitted
+    fitted.close()
+
+
+def test_fit_shows_one_timeline_with_a_band_per_stage(explorer: Any) -> None:
+    timeline = explorer.timeline
+    assert [s.name for s in timeline.stages] == STAGES
+    assert all(s.duration_s >= 0 for s in timeline.stages)
+    assert len(timeline.times) >= 5
+    # the topic process (BERTopic, torch) is a child: the tree peaks far above the kernel
+    assert timeline.peak() > timeline.peak(tree=False) + 200 * 2**20
+    spec = timeline.figure_spec()
+    assert [a["text"] for a in spec["layout"]["annotations"]] == STAGES
+    bundle = timeline._repr_mimebundle_()
+    assert "application/vnd.plotly.v1+json" in bundle and "represent" in bundle["text/plain"]
+    assert "bertopic" not in sys.modules and "umap" not in sys.modules
+
+
+def test_topics_match_the_packages_the_docstrings_come_from(
+        explorer: Any, corpus: Corpus) -> None:
+    texts, labels = corpus
+    table = explorer.topic_table()
+    assert len(explorer.topics) == len(texts)
+    assert table["size"].sum() == len(texts)
+    assert (table["topic"] >= 0).sum() >= 3
+    assert all(table.loc[table["topic"] >= 0, "words"].map(len) > 0)
+    assert normalized_mutual_info_score(labels, explorer.topics) >= 0.3
+
+
+def test_documents_of_a_topic_and_a_clear_error_for_an_unknown_one(explorer: Any) -> None:
+    found = explorer.documents_of(0, limit=5)
+    assert 1 <= len(found) <= 5
+    texts = list(explorer.documents)
+    assert all(explorer.topics[texts.index(t)] == 0 for t in found)
+    with pytest.raises(KeyError, match="no topic 999"):
+        explorer.documents_of(999)
+
+
+def test_bertopic_figures_come_back_as_plotly_json(explorer: Any) -> None:
+    figure = explorer.visualize("barchart", top_n_topics=4)
+    assert figure.spec["data"] and figure.spec["data"][0]["type"] == "bar"
+    assert "application/vnd.plotly.v1+json" in figure._repr_mimebundle_()
+    with pytest.raises(TopicProcessError, match="no figure 'pie'"):
+        explorer.visualize("pie")
+
+
+REOPEN = """
+import json, sys
+from meno_jupyter.topics import TopicExplorer
+explorer = TopicExplorer.load(sys.argv[1])
+print(json.dumps({"topics": explorer.topics, "n": len(explorer.topic_table()),
+                  "torch": "torch" in sys.modules, "bertopic": "bertopic" in sys.modules}))
+explorer.close()
+"""
+
+
+def test_a_saved_session_reopens_in_a_new_process(explorer: Any, tmp_path: Path) -> None:
+    import json
+
+    saved = explorer.save(tmp_path / "session")
+    assert (saved / "session.json").exists()
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(REOPEN), str(saved)],
+                          capture_output=True, text=True, timeout=300, check=True)
+    reopened = json.loads(done.stdout.strip().splitlines()[-1])
+    assert reopened["topics"] == explorer.topics
+    assert reopened["n"] == len(explorer.topic_table())
+    assert not reopened["torch"] and not reopened["bertopic"]
+
+
+def test_bad_settings_and_sessions_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="min_topic_size"):
+        TopicExplorer(["a", "b"], tmp_path / "s", min_topic_size=1)
+    with pytest.raises(FileNotFoundError, match="no saved topic session"):
+        TopicExplorer.load(tmp_path)
+    with pytest.raises(ValueError, match="corpus is empty"):
+        TopicExplorer([], tmp_path / "e").fit()
+    with pytest.raises(RuntimeError, match="fit"):
+        TopicExplorer(["a"], tmp_path / "u").topic_table()
+
+
+def test_online_mode_fits_chunk_by_chunk(corpus: Corpus, explorer: Any) -> None:
+    texts, labels = corpus
+    online = TopicExplorer(texts, explorer.store_dir, mode="online", n_topics=10,
+                           embedder=explorer.embedder)
+    try:
+        timeline = online.fit()
+        assert [s.name for s in timeline.stages] == ["embed", "load", "partial_fit", "assign"]
+        assert timeline.stages[0].duration_s < 5  # the store was complete: nothing embedded
+        assert len(online.topics) == len(texts)
+        assert set(online.topics) <= set(range(10))
+        assert online.topic_table()["size"].sum() == len(texts)
+        assert normalized_mutual_info_score(labels, online.topics) >= 0.3
+    finally:
+        online.close()
+    with pytest.raises(ValueError, match="mode"):
+        TopicExplorer(texts, explorer.store_dir, mode="streaming")

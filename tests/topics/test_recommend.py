@@ -1,0 +1,41 @@
+"""recommend_settings: settings from the headroom, with reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from meno_jupyter.core.memory import GIB, MemoryLimit
+from meno_jupyter.topics import recommend_settings
+
+
+def limit(available_gib: float) -> MemoryLimit:
+    return MemoryLimit(int(16 * GIB), "test", int(available_gib * GIB), int(16 * GIB))
+
+
+def test_a_small_corpus_gets_the_default_pipeline_at_float16() -> None:
+    advice = recommend_settings(20_000, limit=limit(8))
+    assert (advice.precision, advice.mode, advice.batch_size) == ("float16", "default", 32)
+    assert advice.chunk_size == 1_000
+    assert advice.store_bytes == 20_000 * 384 * 2
+    assert any("float16" in r for r in advice.reasons)
+
+
+def test_a_large_corpus_in_little_memory_goes_online_at_int8_with_small_batches() -> None:
+    advice = recommend_settings(5_000_000, limit=limit(1.2))
+    assert (advice.precision, advice.mode, advice.batch_size) == ("int8", "online", 16)
+    assert advice.embed_seconds > 3_600
+    text = str(advice)
+    assert "mode='online'" in text and "stopped and resumed" in text
+
+
+def test_long_texts_take_longer_and_chunks_checkpoint_often() -> None:
+    short = recommend_settings(10_000, mean_chars=80, limit=limit(8))
+    long = recommend_settings(10_000, mean_chars=600, limit=limit(8))
+    assert long.embed_seconds > 3 * short.embed_seconds
+    assert recommend_settings(1_000, limit=limit(8)).chunk_size == 100
+
+
+def test_it_reads_the_real_limit_by_default() -> None:
+    assert recommend_settings(100).headroom_bytes > 0
+    with pytest.raises(ValueError, match="n_docs"):
+        recommend_settings(0)
