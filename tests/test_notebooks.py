@@ -168,3 +168,4 @@ def test_topic_notebook_interrupts_resumes_and_shows_the_stage_timeline() -> Non
     assert [a["text"] for a in figure["layout"]["annotations"]] == [
         "embed", "load", "reduce", "cluster", "represent"]
     assert "NMI against the packages" in text
+    assert "kept their topic" in text  # the online update's report

@@ -3,7 +3,8 @@
 ``import bertopic`` pulls in torch (~625 MB), so BERTopic lives here, in a spawned
 process, and the kernel keeps only results: topic per document, the topic table, figures
 as plotly JSON. Protocol over a Pipe: the parent sends ``("fit", settings)``,
-``("figure", kind, kwargs)``, ``("save", path)``, ``("load", path)`` or ``("stop",)``;
+``("update", new_store, all_stores)``, ``("figure", kind, kwargs)``, ``("save", path)``,
+``("load", path)`` or ``("stop",)``;
 the worker answers ``("stage", name, start, end)`` while fitting, then ``("fitted",
 topics, table)``, ``("figure", json)``, ``("saved",)``, or ``("error", text)``.
 """
@@ -90,27 +91,52 @@ def _fit_online(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
                      calculate_probabilities=False, verbose=False)
     stage("load", start)
 
-    def chunks() -> Any:
-        offset = 0
-        for texts in _text_batches(store_path, chunk):
-            rows = store.as_float32(slice(offset, offset + len(texts)))
-            offset += len(texts)
-            # float64: BERTopic's partial_fit fails on float32 (its issue #2097)
-            yield texts, rows.astype("float64")
-
     start = time.time()
-    for texts, rows in chunks():
+    for texts, rows in _store_chunks(store_path):
         model.partial_fit(texts, embeddings=rows)
     stage("partial_fit", start)
     start = time.time()
-    topics: list[int] = []
-    for texts, rows in chunks():
-        assigned, _ = model.transform(texts, embeddings=rows)
-        topics.extend(int(t) for t in assigned)
-    model.topics_ = topics
+    topics = _assign(model, [store_path])
     stage("assign", start)
     conn.send(("fitted", topics, _table(model, topics)))
     return model
+
+
+def _store_chunks(store_path: str) -> Any:
+    """Yield (texts, float64 rows) chunk by chunk from a store and its texts."""
+    from meno_jupyter.topics.store import EmbeddingStore
+
+    store = EmbeddingStore.open(store_path)
+    offset = 0
+    for texts in _text_batches(store_path, store.meta.chunk_size):
+        rows = store.as_float32(slice(offset, offset + len(texts)))
+        offset += len(texts)
+        # float64: BERTopic's partial_fit fails on float32 (its issue #2097)
+        yield texts, rows.astype("float64")
+
+
+def _assign(model: Any, store_paths: list[str]) -> list[int]:
+    """Give every document of the stores its topic under the current model."""
+    topics: list[int] = []
+    for path in store_paths:
+        for texts, rows in _store_chunks(path):
+            assigned, _ = model.transform(texts, embeddings=rows)
+            topics.extend(int(t) for t in assigned)
+    model.topics_ = topics
+    return topics
+
+
+def _update(conn: Any, model: Any, new_store: str, all_stores: list[str]) -> None:
+    """Online: learn from the new documents' chunks, then reassign every document."""
+    stage = _stage_reporter(conn)
+    start = time.time()
+    for texts, rows in _store_chunks(new_store):
+        model.partial_fit(texts, embeddings=rows)
+    stage("partial_fit", start)
+    start = time.time()
+    topics = _assign(model, all_stores)
+    stage("assign", start)
+    conn.send(("fitted", topics, _table(model, topics)))
 
 
 def _fit(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
@@ -188,6 +214,10 @@ def serve(conn: Any, store_path: str) -> None:
                 return
             if message[0] == "fit":
                 model = _fit(conn, store_path, message[1])
+            elif message[0] == "update":
+                if model is None:
+                    raise RuntimeError("fit or load a model first")
+                _update(conn, model, message[1], message[2])
             elif message[0] == "figure":
                 if model is None:
                     raise RuntimeError("fit or load a model first")

@@ -22,7 +22,7 @@ from meno_jupyter.core.live import LiveFeed, LiveSample
 from meno_jupyter.core.memory import MIB, format_bytes
 from meno_jupyter.topics._fit_worker import DOCS_FILE
 from meno_jupyter.topics.documents import Documents
-from meno_jupyter.topics.embedder import ChunkedEmbedder, EncoderError
+from meno_jupyter.topics.embedder import ChunkedEmbedder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,6 +110,75 @@ class StageTimeline:
         from meno_jupyter.display.figures import figure_bundle
 
         return figure_bundle(self.figure_spec(), str(self))
+
+
+@dataclass(frozen=True)
+class UpdateReport:
+    """What ``update`` did to the topics.
+
+    Attributes
+    ----------
+    stability : float
+        Share of the earlier documents that kept their topic.
+    word_overlap : float
+        Mean Jaccard overlap of the top words of each topic, before and after.
+    """
+
+    new_docs: int
+    stability: float
+    word_overlap: float
+    timeline: StageTimeline
+
+    def __str__(self) -> str:
+        return (f"{self.new_docs:,} documents added; {100 * self.stability:.1f} % of the "
+                f"earlier ones kept their topic; top words overlap "
+                f"{100 * self.word_overlap:.1f} %\n{self.timeline}")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        from meno_jupyter.display.figures import figure_bundle
+
+        return figure_bundle(self.timeline.figure_spec(), str(self))
+
+
+def _word_overlap(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> float:
+    old = {row["topic"]: set(row["words"]) for row in before if row["topic"] >= 0}
+    new = {row["topic"]: set(row["words"]) for row in after if row["topic"] >= 0}
+    shared = [t for t in old if t in new and (old[t] | new[t])]
+    if not shared:
+        return 0.0
+    return sum(len(old[t] & new[t]) / len(old[t] | new[t]) for t in shared) / len(shared)
+
+
+class _Recorder:
+    """Sample the process tree while stages run; collect the topic process's stages."""
+
+    def __init__(self) -> None:
+        self.samples: list[LiveSample] = []
+        self.stages: list[Stage] = []
+        self._feed = LiveFeed()
+
+    def __enter__(self) -> _Recorder:
+        self._subscription = self._feed.subscribe(self.samples.append, 0.2)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._subscription.close()
+
+    def follow(self, process: _TopicProcess) -> tuple[list[int], list[dict[str, Any]]]:
+        """Record stages until the process reports the fitted topics."""
+        while True:
+            reply = process.receive()
+            if reply[0] == "stage":
+                self.stages.append(Stage(reply[1], reply[2], reply[3]))
+            elif reply[0] == "fitted":
+                return reply[1], reply[2]
+
+    def timeline(self) -> StageTimeline:
+        """Return the samples and stages as a timeline."""
+        samples = self.samples
+        return StageTimeline(
+            tuple(s.timestamp for s in samples), tuple(s.rss_bytes for s in samples),
+            tuple(s.rss_bytes + s.children_bytes for s in samples), tuple(self.stages))
 
 
 class TopicProcessError(RuntimeError):
@@ -215,51 +284,69 @@ class TopicExplorer:
         self.table: list[dict[str, Any]] | None = None
         self.timeline: StageTimeline | None = None
         self._process: _TopicProcess | None = None
+        self._updates: list[tuple[Path, Documents]] = []
 
     # ------------------------------------------------------------------ fitting
 
-    def _write_docs(self) -> None:
+    @staticmethod
+    def _write_docs(documents: Documents, store_dir: Path) -> None:
         """Keep the texts beside the store (the topic process reads them; so does load)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = self.store_dir / DOCS_FILE
+        path = store_dir / DOCS_FILE
         tmp = path.with_name(f".{path.name}.tmp")
         schema = pa.schema([("text", pa.string())])
         with pq.ParquetWriter(tmp, schema) as writer:
-            for batch in self.documents.batches(10_000):
+            for batch in documents.batches(10_000):
                 writer.write_table(pa.table({"text": batch}, schema=schema))
         os.replace(tmp, path)
 
     def fit(self) -> StageTimeline:
         """Embed what is not embedded yet, then fit; return the memory timeline by stage."""
-        samples: list[LiveSample] = []
-        feed = LiveFeed()
-        subscription = feed.subscribe(samples.append, 0.2)
-        stages: list[Stage] = []
-        try:
+        with _Recorder() as recorder:
             start = time.time()
             self.embedder.embed(self.documents, self.store_dir)
-            self._write_docs()
-            stages.append(Stage("embed", start, time.time()))
+            self._write_docs(self.documents, self.store_dir)
+            recorder.stages.append(Stage("embed", start, time.time()))
             self.close()
+            self._updates = []
             self._process = _TopicProcess(self.store_dir)
             self._process.request("fit", self.settings)
-            while True:
-                reply = self._process.receive()
-                if reply[0] == "stage":
-                    stages.append(Stage(reply[1], reply[2], reply[3]))
-                elif reply[0] == "fitted":
-                    self.topics, self.table = reply[1], reply[2]
-                    break
-        except EncoderError:
-            raise
-        finally:
-            subscription.close()
-        self.timeline = StageTimeline(
-            tuple(s.timestamp for s in samples), tuple(s.rss_bytes for s in samples),
-            tuple(s.rss_bytes + s.children_bytes for s in samples), tuple(stages))
+            self.topics, self.table = recorder.follow(self._process)
+        self.timeline = recorder.timeline()
         return self.timeline
+
+    def update(self, new_docs: Any, *, text_column: str | None = None) -> UpdateReport:
+        """Add documents to an online fit; report how stable the earlier topics stayed.
+
+        The new documents are embedded into their own store (beside the first), the model
+        learns from their chunks, and every document is assigned again.
+        """
+        if self.settings["mode"] != "online":
+            raise ValueError("update() adds documents to an online fit: make the explorer "
+                             "with mode='online' (a default fit is refitted: fit() on the "
+                             "larger corpus)")
+        before_topics, before_table = self._fitted()
+        process = self._require_process()
+        documents = Documents(new_docs, text_column)
+        target = self.store_dir / "updates" / f"{len(self._updates) + 1:03d}"
+        with _Recorder() as recorder:
+            start = time.time()
+            self.embedder.embed(documents, target)
+            self._write_docs(documents, target)
+            recorder.stages.append(Stage("embed", start, time.time()))
+            stores = [str(self.store_dir), *(str(d) for d, _ in self._updates), str(target)]
+            process.request("update", str(target), stores)
+            self.topics, self.table = recorder.follow(process)
+        self._updates.append((target, documents))
+        kept = sum(a == b for a, b in zip(before_topics, self.topics, strict=False))
+        return UpdateReport(
+            new_docs=len(self.topics) - len(before_topics),
+            stability=kept / len(before_topics),
+            word_overlap=_word_overlap(before_table, self.table),
+            timeline=recorder.timeline(),
+        )
 
     def _fitted(self) -> tuple[list[int], list[dict[str, Any]]]:
         if self.topics is None or self.table is None:
@@ -289,17 +376,23 @@ class TopicExplorer:
         return found
 
     def _texts(self) -> Iterator[str]:
-        return iter(self.documents)
+        yield from self.documents
+        for _, documents in self._updates:
+            yield from documents
+
+    def _require_process(self) -> _TopicProcess:
+        if self._process is None:
+            raise RuntimeError("the topic process is closed: fit() or load() again")
+        return self._process
 
     def visualize(self, kind: str = "barchart", **kwargs: Any) -> Any:
         """Return one of BERTopic's figures (barchart, topics, hierarchy, heatmap) to show."""
         from meno_jupyter.display.figures import figure_bundle
 
         self._fitted()
-        if self._process is None:
-            raise RuntimeError("the topic process is closed: fit() or load() again")
-        self._process.request("figure", kind, kwargs)
-        spec = json.loads(self._process.receive()[1])
+        process = self._require_process()
+        process.request("figure", kind, kwargs)
+        spec = json.loads(process.receive()[1])
 
         class _Figure:
             def _repr_mimebundle_(self, **_: Any) -> dict[str, Any]:
@@ -314,12 +407,13 @@ class TopicExplorer:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save the fitted model and the session (the store is referenced, not copied)."""
         topics, table = self._fitted()
-        if self._process is None:
-            raise RuntimeError("the topic process is closed: fit() or load() again")
+        process = self._require_process()
+        if self._updates:
+            raise NotImplementedError("saving a session after update() is not supported yet")
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
-        self._process.request("save", str(root / MODEL_DIR))
-        self._process.receive()
+        process.request("save", str(root / MODEL_DIR))
+        process.receive()
         session = {"store_dir": str(self.store_dir.resolve()), "settings": self.settings,
                    "topics": topics, "table": table, "version": 1}
         (root / SESSION_FILE).write_text(json.dumps(session))

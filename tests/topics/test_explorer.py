@@ -120,3 +120,35 @@ def test_online_mode_fits_chunk_by_chunk(corpus: Corpus, explorer: Any) -> None:
         online.close()
     with pytest.raises(ValueError, match="mode"):
         TopicExplorer(texts, explorer.store_dir, mode="streaming")
+
+
+def test_update_adds_documents_and_reports_topic_stability(
+        corpus: Corpus, tmp_path: Path) -> None:
+    texts, labels = corpus
+    first, later = texts[:200], texts[200:]
+    online = TopicExplorer(first, tmp_path / "store", mode="online", n_topics=8,
+                           embedder=ChunkedEmbedder(chunk_size=50, progress=False))
+    try:
+        online.fit()
+        before = list(online.topics)
+        report = online.update(later)
+        assert report.new_docs == len(later)
+        assert len(online.topics) == len(texts)
+        assert report.stability == sum(
+            a == b for a, b in zip(before, online.topics, strict=False)) / len(before)
+        assert report.stability >= 0.5
+        assert 0.0 < report.word_overlap <= 1.0
+        assert [s.name for s in report.timeline.stages] == ["embed", "partial_fit", "assign"]
+        assert "kept their topic" in str(report)
+        # documents_of sees the new documents too
+        assigned = dict(zip(texts, online.topics, strict=False))
+        found = online.documents_of(online.topics[-1], limit=500)
+        assert later[-1] in found and all(assigned[t] == online.topics[-1] for t in found)
+        assert normalized_mutual_info_score(labels, online.topics) >= 0.25
+    finally:
+        online.close()
+
+
+def test_update_needs_an_online_fit(explorer: Any) -> None:
+    with pytest.raises(ValueError, match="mode='online'"):
+        explorer.update(["more text"])
