@@ -313,7 +313,11 @@ class TopicExplorer:
             self._updates = []
             self._process = _TopicProcess(self.store_dir)
             self._process.request("fit", self.settings)
-            self.topics, self.table = recorder.follow(self._process)
+            try:
+                self.topics, self.table = recorder.follow(self._process)
+            except KeyboardInterrupt:  # stop the fit too, not only the wait for it
+                self.close()
+                raise
         self.timeline = recorder.timeline()
         return self.timeline
 
