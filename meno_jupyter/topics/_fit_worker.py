@@ -196,10 +196,27 @@ def _figure(model: Any, kind: str, kwargs: dict[str, Any]) -> str:
     return str(figure.to_json())
 
 
+class _HideTorch:
+    """A meta-path finder that makes torch look uninstalled.
+
+    The embeddings are precomputed, so BERTopic needs no torch here; it imports without
+    it (its text-generation and embedding backends are optional), and the topic process
+    stays ~300 MB smaller.
+    """
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden from the topic "
+                                      "process: the embeddings are precomputed)")
+
+
 def serve(conn: Any, store_path: str) -> None:
     """Answer requests until told to stop or the parent goes away."""
     import logging
+    import sys
     import warnings
+
+    sys.meta_path.insert(0, _HideTorch())
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=UserWarning, module="umap")  # n_jobs vs seed
