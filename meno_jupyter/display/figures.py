@@ -272,13 +272,16 @@ def svg_timeline(times: list[float], rss_bytes: list[int], colour: str,
     --------
     >>> svg_timeline([0.0, 1.0], [10, 20], "#2e7d32").startswith("<svg")
     True
+    >>> "polyline" in svg_timeline([1.8e9], [10], "#2e7d32")  # one sample
+    True
     """
     x, y = decimate(times, [float(v) for v in rss_bytes], max_points=width)
     if not x:
         return f'<svg width="{width}" height="{height}"></svg>'
-    x0, x1 = x[0], max(x[-1], x[0] + 1e-9)
+    x0 = x[0]
+    span = (x[-1] - x0) or 1.0  # one point (Unix times: adding 1e-9 would not move it)
     top = max(y) * 1.25 or 1.0
-    points = " ".join(f"{(t - x0) / (x1 - x0) * (width - 2) + 1:.1f},"
+    points = " ".join(f"{(t - x0) / span * (width - 2) + 1:.1f},"
                       f"{height - 1 - v / top * (height - 2):.1f}"
                       for t, v in zip(x, y, strict=True))
     return (f'<svg class="jp-Meno-sparkline" width="{width}" height="{height}" '

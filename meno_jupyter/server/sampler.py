@@ -20,6 +20,8 @@ from meno_jupyter.core.memory import (
     PressureLevel,
     effective_limit,
     pressure_level,
+    process_rss,
+    read_children_rss,
 )
 
 
@@ -66,18 +68,6 @@ class KernelHistory:
         start = 0 if t is None else next((i for i, x in enumerate(times) if x > t), len(times))
         return {"times": times[start:], "rss": list(self.rss)[start:],
                 "children": list(self.children)[start:]}
-
-
-def read_process_tree(process: psutil.Process) -> tuple[int, int]:
-    """Return (RSS of the process, RSS of all its descendants together)."""
-    rss = process.memory_info().rss
-    children = 0
-    for child in process.children(recursive=True):
-        try:
-            children += child.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return rss, children
 
 
 class KernelSampler:
@@ -155,13 +145,14 @@ class KernelSampler:
                 history.process = psutil.Process(history.pid)
             if history.process.status() == psutil.STATUS_ZOMBIE:  # killed, not yet reaped
                 raise psutil.ZombieProcess(history.pid)
-            rss, children = read_process_tree(history.process)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             history.alive = False  # the kernel died: stop sampling it
             return
         except psutil.AccessDenied:
             return
-        history.add(now, rss, children)
+        # The core's /proc readers: a pread of statm, and the kernel's children lists
+        # rather than a scan of every process.
+        history.add(now, process_rss(history.pid), read_children_rss(history.pid))
 
     def history(self, kernel_id: str, since: float | None = None) -> dict[str, Any]:
         """Return one kernel's samples after ``since``; KeyError when it is not sampled."""

@@ -54,12 +54,11 @@ def _stage_reporter(conn: Any) -> Any:
     return stage
 
 
-def _text_batches(store_path: str, rows: int) -> Any:
-    import pyarrow.parquet as pq
+def _texts(store_path: str) -> Any:
+    """Return the texts kept beside a store, as a streamed document source."""
+    from meno_jupyter.topics.documents import Documents
 
-    for batch in pq.ParquetFile(os.path.join(store_path, DOCS_FILE)).iter_batches(
-            batch_size=rows, columns=["text"]):
-        yield batch.column(0).to_pylist()
+    return Documents(os.path.join(store_path, DOCS_FILE), text_column="text")
 
 
 def _fit_online(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
@@ -108,7 +107,7 @@ def _store_chunks(store_path: str) -> Any:
 
     store = EmbeddingStore.open(store_path)
     offset = 0
-    for texts in _text_batches(store_path, store.meta.chunk_size):
+    for texts in _texts(store_path).batches(store.meta.chunk_size):
         rows = store.as_float32(slice(offset, offset + len(texts)))
         offset += len(texts)
         # float64: BERTopic's partial_fit fails on float32 (its issue #2097)
@@ -143,7 +142,6 @@ def _fit(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
     if settings.get("mode") == "online":
         return _fit_online(conn, store_path, settings)
     import numpy as np
-    import pandas as pd
 
     from meno_jupyter.topics.store import EmbeddingStore
 
@@ -151,7 +149,7 @@ def _fit(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
     start = time.time()
     store = EmbeddingStore.open(store_path)
     embeddings = store.as_float32()  # UMAP copies its input to float32 anyway
-    docs = pd.read_parquet(os.path.join(store_path, DOCS_FILE))["text"].tolist()
+    docs = list(_texts(store_path))
     stage("load", start)
 
     start = time.time()

@@ -8,8 +8,6 @@ killed kernel): running it again on the same documents resumes where it stopped.
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +18,7 @@ import numpy as np
 
 from meno_jupyter.core.batching import adaptive_batch_size
 from meno_jupyter.core.memory import format_bytes, read_rss
+from meno_jupyter.topics._process import WorkerProcess
 from meno_jupyter.topics._worker import PACKAGED_MODEL
 from meno_jupyter.topics.documents import Documents
 from meno_jupyter.topics.store import (
@@ -62,51 +61,22 @@ class WorkerEncoder(Encoder):
     def __init__(self, spec: str | None, device: str = "cpu") -> None:
         from meno_jupyter.topics._worker import serve
 
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=serve, args=(child, spec, device),
-                                        name="meno-encoder", daemon=True)
-        self._process.start()
-        child.close()
-        self.pid = self._process.pid
-        reply = self._receive(WORKER_START_TIMEOUT_S, "loading the model")
+        self._worker = WorkerProcess(serve, (spec, device), name="meno-encoder",
+                                     label="the encoder process", error=EncoderError)
+        self.pid = self._worker.pid
+        reply = self._worker.receive("loading the model", WORKER_START_TIMEOUT_S)
         self.dim, self.rss_bytes = int(reply[1]), int(reply[2])
-
-    def _receive(self, timeout_s: float, doing: str) -> tuple[Any, ...]:
-        try:
-            if not self._conn.poll(timeout_s):
-                self.close()
-                raise EncoderError(f"the encoder process did not answer within "
-                                   f"{timeout_s:.0f} s while {doing}; it was stopped")
-            reply: tuple[Any, ...] = self._conn.recv()
-        except (EOFError, OSError, ConnectionResetError):
-            self._process.join(5)
-            code = self._process.exitcode
-            how = f"killed by signal {-code}" if code is not None and code < 0 else (
-                f"exit code {code}")
-            raise EncoderError(f"the encoder process died ({how}) while {doing}") from None
-        if reply[0] == "error":
-            raise EncoderError(f"the encoder failed while {doing}:\n{reply[1]}")
-        return reply
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray[Any, Any]:
         """Send ``texts`` to the worker and wait for their embeddings."""
-        with contextlib.suppress(BrokenPipeError, OSError):  # _receive says how it died
-            self._conn.send(("encode", texts, batch_size))
-        reply = self._receive(3_600.0, f"encoding {len(texts)} documents")
+        self._worker.send("encode", texts, batch_size)
+        reply = self._worker.receive(f"encoding {len(texts)} documents", 3_600.0)
         self.rss_bytes = int(reply[2])
         return np.asarray(reply[1], dtype=np.float32)
 
     def close(self) -> None:
         """Ask the worker to stop; kill it if it does not."""
-        if self._process.is_alive():
-            with contextlib.suppress(BrokenPipeError, OSError):
-                self._conn.send(("stop",))
-            self._process.join(10)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join(5)
-        self._conn.close()
+        self._worker.close()
 
 
 class InProcessEncoder(Encoder):
@@ -208,10 +178,10 @@ class ChunkedEmbedder:
             store = EmbeddingStore.open(path)
         except StoreError:
             return None
-        meta = store.meta
-        same = (meta.model, meta.precision, meta.docs_hash, meta.n_docs, meta.chunk_size) == (
-            self.name, self.precision, docs_hash, n_docs, self.chunk_size)
-        if same and store.complete:
+        # The dimension is known once the model is loaded: compare everything else.
+        wanted = StoreMeta(self.name, store.meta.dim, self.precision, n_docs, docs_hash,
+                           self.chunk_size)
+        if not store.meta.differences(wanted) and store.complete:
             store.verify()
             return store
         return None

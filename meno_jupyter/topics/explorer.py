@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
 import os
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from meno_jupyter.core.live import LiveFeed, LiveSample
 from meno_jupyter.core.memory import MIB, format_bytes
 from meno_jupyter.topics._fit_worker import DOCS_FILE
+from meno_jupyter.topics._process import WorkerProcess
 from meno_jupyter.topics.documents import Documents
 from meno_jupyter.topics.embedder import ChunkedEmbedder
 
@@ -113,6 +113,19 @@ class StageTimeline:
 
 
 @dataclass(frozen=True)
+class PlotlyFigure:
+    """A plotly figure spec that notebooks draw (plotly's mimetype, HTML, text)."""
+
+    spec: dict[str, Any]
+    title: str
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        from meno_jupyter.display.figures import figure_bundle
+
+        return figure_bundle(self.spec, self.title)
+
+
+@dataclass(frozen=True)
 class UpdateReport:
     """What ``update`` did to the topics.
 
@@ -164,10 +177,11 @@ class _Recorder:
     def __exit__(self, *exc_info: object) -> None:
         self._subscription.close()
 
-    def follow(self, process: _TopicProcess) -> tuple[list[int], list[dict[str, Any]]]:
+    def follow(self, process: WorkerProcess, doing: str
+               ) -> tuple[list[int], list[dict[str, Any]]]:
         """Record stages until the process reports the fitted topics."""
         while True:
-            reply = process.receive()
+            reply = process.receive(doing)
             if reply[0] == "stage":
                 self.stages.append(Stage(reply[1], reply[2], reply[3]))
             elif reply[0] == "fitted":
@@ -185,41 +199,13 @@ class TopicProcessError(RuntimeError):
     """The topic process failed or died; the embedding store is untouched."""
 
 
-class _TopicProcess:
-    def __init__(self, store_dir: Path) -> None:
-        from meno_jupyter.topics._fit_worker import serve
+def _start_topic_process(store_dir: Path) -> WorkerProcess:
+    from meno_jupyter.topics._fit_worker import serve
 
-        NUMBA_CACHE.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("NUMBA_CACHE_DIR", str(NUMBA_CACHE))  # compile once per machine
-        context = multiprocessing.get_context("spawn")
-        self._conn, child = context.Pipe()
-        self.process = context.Process(target=serve, args=(child, str(store_dir)),
-                                       name="meno-topics", daemon=True)
-        self.process.start()
-        child.close()
-
-    def request(self, *message: Any) -> None:
-        self._conn.send(message)
-
-    def receive(self) -> tuple[Any, ...]:
-        try:
-            reply: tuple[Any, ...] = self._conn.recv()
-        except (EOFError, OSError):
-            self.process.join(5)
-            raise TopicProcessError(f"the topic process died (exit code "
-                                    f"{self.process.exitcode})") from None
-        if reply[0] == "error":
-            raise TopicProcessError(f"the topic process failed:\n{reply[1]}")
-        return reply
-
-    def close(self) -> None:
-        if self.process.is_alive():
-            with contextlib.suppress(OSError):
-                self._conn.send(("stop",))
-            self.process.join(10)
-            if self.process.is_alive():
-                self.process.kill()
-        self._conn.close()
+    NUMBA_CACHE.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(NUMBA_CACHE))  # compile once per machine
+    return WorkerProcess(serve, (str(store_dir),), name="meno-topics",
+                         label="the topic process", error=TopicProcessError)
 
 
 class TopicExplorer:
@@ -283,7 +269,7 @@ class TopicExplorer:
         self.topics: list[int] | None = None
         self.table: list[dict[str, Any]] | None = None
         self.timeline: StageTimeline | None = None
-        self._process: _TopicProcess | None = None
+        self._process: WorkerProcess | None = None
         self._updates: list[tuple[Path, Documents]] = []
 
     # ------------------------------------------------------------------ fitting
@@ -311,10 +297,10 @@ class TopicExplorer:
             recorder.stages.append(Stage("embed", start, time.time()))
             self.close()
             self._updates = []
-            self._process = _TopicProcess(self.store_dir)
-            self._process.request("fit", self.settings)
+            self._process = _start_topic_process(self.store_dir)
+            self._process.send("fit", self.settings)
             try:
-                self.topics, self.table = recorder.follow(self._process)
+                self.topics, self.table = recorder.follow(self._process, "fitting")
             except KeyboardInterrupt:  # stop the fit too, not only the wait for it
                 self.close()
                 raise
@@ -341,8 +327,8 @@ class TopicExplorer:
             self._write_docs(documents, target)
             recorder.stages.append(Stage("embed", start, time.time()))
             stores = [str(self.store_dir), *(str(d) for d, _ in self._updates), str(target)]
-            process.request("update", str(target), stores)
-            self.topics, self.table = recorder.follow(process)
+            process.send("update", str(target), stores)
+            self.topics, self.table = recorder.follow(process, "updating")
         self._updates.append((target, documents))
         kept = sum(a == b for a, b in zip(before_topics, self.topics, strict=False))
         return UpdateReport(
@@ -384,27 +370,18 @@ class TopicExplorer:
         for _, documents in self._updates:
             yield from documents
 
-    def _require_process(self) -> _TopicProcess:
+    def _require_process(self) -> WorkerProcess:
         if self._process is None:
             raise RuntimeError("the topic process is closed: fit() or load() again")
         return self._process
 
-    def visualize(self, kind: str = "barchart", **kwargs: Any) -> Any:
+    def visualize(self, kind: str = "barchart", **kwargs: Any) -> PlotlyFigure:
         """Return one of BERTopic's figures (barchart, topics, hierarchy, heatmap) to show."""
-        from meno_jupyter.display.figures import figure_bundle
-
         self._fitted()
         process = self._require_process()
-        process.request("figure", kind, kwargs)
-        spec = json.loads(process.receive()[1])
-
-        class _Figure:
-            def _repr_mimebundle_(self, **_: Any) -> dict[str, Any]:
-                return figure_bundle(spec, f"BERTopic {kind} figure")
-
-        figure = _Figure()
-        figure.spec = spec  # type: ignore[attr-defined]
-        return figure
+        process.send("figure", kind, kwargs)
+        spec = json.loads(process.receive(f"drawing the {kind} figure")[1])
+        return PlotlyFigure(spec, f"BERTopic {kind} figure")
 
     # ------------------------------------------------------------------ saving
 
@@ -416,8 +393,8 @@ class TopicExplorer:
             raise NotImplementedError("saving a session after update() is not supported yet")
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
-        process.request("save", str(root / MODEL_DIR))
-        process.receive()
+        process.send("save", str(root / MODEL_DIR))
+        process.receive("saving the model")
         session = {"store_dir": str(self.store_dir.resolve()), "settings": self.settings,
                    "topics": topics, "table": table, "version": 1}
         (root / SESSION_FILE).write_text(json.dumps(session))
@@ -436,9 +413,9 @@ class TopicExplorer:
             raise FileNotFoundError(f"the session's embedding store {store_dir} is gone")
         explorer = cls(store_dir / DOCS_FILE, store_dir, text_column="text",
                        **session["settings"])
-        explorer._process = _TopicProcess(store_dir)
-        explorer._process.request("load", str(root / MODEL_DIR))
-        reply = explorer._process.receive()
+        explorer._process = _start_topic_process(store_dir)
+        explorer._process.send("load", str(root / MODEL_DIR))
+        reply = explorer._process.receive("loading the model")
         explorer.topics, explorer.table = reply[1], reply[2]
         return explorer
 

@@ -72,6 +72,12 @@ class StoreMeta:
         if self.n_docs < 1 or self.dim < 1 or self.chunk_size < 1:
             raise ValueError("a store needs at least one document, dimension and chunk row")
 
+    def differences(self, other: StoreMeta) -> list[str]:
+        """Return the fields (``version`` aside) in which ``other`` differs."""
+        return [name for name in ("model", "precision", "dim", "n_docs", "docs_hash",
+                                  "chunk_size")
+                if getattr(self, name) != getattr(other, name)]
+
     @property
     def n_chunks(self) -> int:
         """How many chunks the documents make."""
@@ -212,8 +218,7 @@ class EmbeddingStore:
         store = cls.open(root)
         differences = [
             f"{name}: store has {getattr(store.meta, name)!r}, asked for {getattr(meta, name)!r}"
-            for name in ("model", "precision", "dim", "n_docs", "docs_hash", "chunk_size")
-            if getattr(store.meta, name) != getattr(meta, name)
+            for name in store.meta.differences(meta)
         ]
         if differences:
             what = "other documents" if any(d.startswith(("docs_hash", "n_docs"))
@@ -339,16 +344,13 @@ class EmbeddingStore:
         else:
             data[start:stop] = rows.astype(self.meta.precision)
         data.flush()  # msync: the rows are in the file before the journal says so
-        digest = hashlib.sha256(np.ascontiguousarray(data[start:stop]).tobytes())
-        if scales is not None:
-            digest.update(np.ascontiguousarray(scales[start:stop]).tobytes())
-        line = json.dumps({"chunk": index, "start": start, "stop": stop,
-                           "sha256": digest.hexdigest()})
+        checksum = self._chunk_checksum(index)
+        line = json.dumps({"chunk": index, "start": start, "stop": stop, "sha256": checksum})
         with open(self.path / JOURNAL_FILE, "a") as journal:
             journal.write(line + "\n")
             journal.flush()
             os.fsync(journal.fileno())
-        self._checksums[index] = digest.hexdigest()
+        self._checksums[index] = checksum
 
     # ------------------------------------------------------------------ reading
 

@@ -181,11 +181,15 @@ class MemoryDashboard:
         ledger = current_ledger()
         return list(ledger) if ledger is not None else []
 
-    def _spec(self, sample: LiveSample) -> dict[str, Any]:
+    def _series(self, sample: LiveSample) -> tuple[list[float], list[int]]:
         times, values = self.feed.series()
         if not times or times[-1] < sample.timestamp:  # a sample the feed did not keep
             times.append(sample.timestamp)
             values.append(sample.rss_bytes)
+        return times, values
+
+    def _spec(self, sample: LiveSample) -> dict[str, Any]:
+        times, values = self._series(sample)
         return live_timeline_spec(times, values, sample, self._records(),
                                   thresholds=self.feed.thresholds)
 
@@ -209,13 +213,10 @@ class MemoryDashboard:
             self._gauge.value = min(100.0, sample.percent)
             self._gauge.style.bar_color = colour
             self._gauge.description = f"{sample.percent:.0f}% of limit"
-            spec = self._spec(sample)
             if self.figure is not None:
-                self._apply(spec)
+                self._apply(self._spec(sample))
             else:
-                line = spec["data"][0]
-                times, values = self.feed.series()
-                self._chart.value = svg_timeline(times, values, line["line"]["color"])
+                self._chart.value = svg_timeline(*self._series(sample), colour)
             self.updates += 1
 
     def _apply(self, spec: dict[str, Any]) -> None:
