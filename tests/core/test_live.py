@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
-from meno_jupyter.core.live import LiveFeed, LiveSample, validate_refresh
-from meno_jupyter.core.memory import GIB, MemoryLimit
+from meno_jupyter.core.live import LiveSample, validate_refresh
+from meno_jupyter.core.memory import GIB
+from tests.livehelp import FakeMemory, fake_limit, live_threads
 
-LIMIT = MemoryLimit(limit_bytes=8 * GIB, available_bytes=4 * GIB, source="test",
-                    system_total_bytes=16 * GIB)
-
-
-def live_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "meno-live" and t.is_alive()]
-
-
-class FakeMemory:
-    def __init__(self) -> None:
-        self.rss = 1 * GIB
-
-    def feed(self) -> LiveFeed:
-        return LiveFeed(reader=lambda: self.rss, children_reader=lambda: 0,
-                        limit_reader=lambda: LIMIT)
+LIMIT = fake_limit(8, 4)
 
 
 def test_views_share_one_thread_that_stops_with_the_last() -> None:
-    feed = FakeMemory().feed()
+    feed = FakeMemory(LIMIT).feed
     a: list[LiveSample] = []
     b: list[LiveSample] = []
     first = feed.subscribe(a.append, 0.1)
@@ -45,7 +31,7 @@ def test_views_share_one_thread_that_stops_with_the_last() -> None:
 
 
 def test_each_view_is_called_at_its_own_interval() -> None:
-    feed = FakeMemory().feed()
+    feed = FakeMemory(LIMIT).feed
     fast: list[float] = []
     slow: list[float] = []
     s1 = feed.subscribe(lambda s: fast.append(time.monotonic()), 0.1)
@@ -58,8 +44,8 @@ def test_each_view_is_called_at_its_own_interval() -> None:
 
 
 def test_samples_carry_pressure_against_the_limit() -> None:
-    memory = FakeMemory()
-    feed = memory.feed()
+    memory = FakeMemory(LIMIT)
+    feed = memory.feed
     memory.rss = int(7.6 * GIB)
     sample = feed.sample()
     assert sample.pressure == "high"
@@ -69,8 +55,8 @@ def test_samples_carry_pressure_against_the_limit() -> None:
 
 
 def test_history_is_kept_and_filtered_by_time() -> None:
-    memory = FakeMemory()
-    feed = memory.feed()
+    memory = FakeMemory(LIMIT)
+    feed = memory.feed
     sub = feed.subscribe(lambda s: None, 0.1)
     assert feed.wait_for_samples(3)
     middle = time.time()
@@ -86,7 +72,7 @@ def test_history_is_kept_and_filtered_by_time() -> None:
 
 def test_a_failing_view_neither_kills_the_thread_nor_the_others(
         caplog: pytest.LogCaptureFixture) -> None:
-    feed = FakeMemory().feed()
+    feed = FakeMemory(LIMIT).feed
     good: list[LiveSample] = []
 
     def broken(sample: LiveSample) -> None:
@@ -103,7 +89,7 @@ def test_a_failing_view_neither_kills_the_thread_nor_the_others(
 
 
 def test_resubscribing_after_the_last_close_starts_a_fresh_thread() -> None:
-    feed = FakeMemory().feed()
+    feed = FakeMemory(LIMIT).feed
     for _ in range(20):
         sub = feed.subscribe(lambda s: None, 0.1)
         sub.close()
@@ -116,7 +102,7 @@ def test_resubscribing_after_the_last_close_starts_a_fresh_thread() -> None:
 
 
 def test_a_view_may_close_itself_from_its_callback() -> None:
-    feed = FakeMemory().feed()
+    feed = FakeMemory(LIMIT).feed
     calls: list[int] = []
 
     def once(sample: LiveSample) -> None:
@@ -136,4 +122,4 @@ def test_refresh_interval_out_of_range_is_refused(interval: float) -> None:
     with pytest.raises(ValueError, match="refresh interval"):
         validate_refresh(interval)
     with pytest.raises(ValueError, match="refresh interval"):
-        FakeMemory().feed().subscribe(lambda s: None, interval)
+        FakeMemory(LIMIT).feed.subscribe(lambda s: None, interval)

@@ -13,14 +13,14 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
 from meno_jupyter.core.ledger import CellRecord, current_ledger
-from meno_jupyter.core.live import LiveFeed, LiveSample
-from meno_jupyter.core.memory import GIB, MIB, MemoryLimit
+from meno_jupyter.core.live import LiveSample
+from meno_jupyter.core.memory import GIB, MIB
 from meno_jupyter.widgets import dashboard as dashboard_module
 from meno_jupyter.widgets.dashboard import MemoryDashboard, open_dashboards
+from tests.livehelp import FakeMemory, fake_limit, live_threads
 from tests.magics.helpers import shown
 
-LIMIT = MemoryLimit(limit_bytes=4 * GIB, available_bytes=2 * GIB, source="test",
-                    system_total_bytes=16 * GIB)
+LIMIT = fake_limit(4, 2)
 
 
 def widget_instances() -> dict[str, Any]:
@@ -30,22 +30,9 @@ def widget_instances() -> dict[str, Any]:
     return _instances
 
 
-def live_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "meno-live" and t.is_alive()]
-
-
-class FakeMemory:
-    """A feed whose RSS the test sets."""
-
-    def __init__(self) -> None:
-        self.rss = 1 * GIB
-        self.feed = LiveFeed(reader=lambda: self.rss, children_reader=lambda: 0,
-                             limit_reader=lambda: LIMIT)
-
-
 @pytest.fixture
 def fake() -> FakeMemory:
-    return FakeMemory()
+    return FakeMemory(LIMIT)
 
 
 @pytest.fixture
@@ -86,7 +73,7 @@ def test_simulated_samples_set_pressure_colours_and_the_limit_line(dash: Any) ->
 
 
 def test_series_is_decimated_to_2000_points(shell: Any) -> None:
-    fake = FakeMemory()
+    fake = FakeMemory(LIMIT)
     fake.rss = 10 * MIB
     now = time.time()
     for i in range(10_000):  # history of 10,000 samples
@@ -179,7 +166,7 @@ def test_free_memory_drops_the_output_cache(dash: Any, shell: Any) -> None:
 
 
 def test_close_stops_the_thread_and_unhooks(shell: Any) -> None:
-    fake = FakeMemory()
+    fake = FakeMemory(LIMIT)
     board = MemoryDashboard(0.1, shell=shell, feed=fake.feed)
     assert live_threads()
     updates = board.updates
@@ -193,7 +180,7 @@ def test_close_stops_the_thread_and_unhooks(shell: Any) -> None:
 
 
 def test_dashboards_share_one_thread(shell: Any) -> None:
-    fake = FakeMemory()
+    fake = FakeMemory(LIMIT)
     boards = [MemoryDashboard(0.1, shell=shell, feed=fake.feed) for _ in range(3)]
     assert fake.feed.wait_for_samples(3)
     assert len(live_threads()) == 1
