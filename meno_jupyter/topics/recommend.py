@@ -1,9 +1,10 @@
-"""``recommend_settings``: precision, chunk, batch and mode from the headroom, with reasons.
+"""``recommend_settings``: model, precision, chunk, batch and mode from the headroom, and why.
 
 The figures behind the rules were measured on a 2-core machine with all-MiniLM-L6-v2:
 ~150 docs/s on one-line texts and ~42 docs/s on ~90-token descriptions at batch 32
 (64 and 128 were slower and took 1.4-1.6 GB); BERTopic's default fit peaked at 2.12 GB
-(process tree) at 20k documents and 2.60 GB at 50k.
+(process tree) at 20k documents and 2.60 GB at 50k; the static model encodes thousands of
+documents per second on one core.
 """
 
 from __future__ import annotations
@@ -11,6 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from meno_jupyter.core.memory import GIB, MemoryLimit, effective_limit, format_bytes
+from meno_jupyter.topics.static import (
+    DISTILL_SECONDS,
+    STATIC_DOCS_PER_S,
+    STATIC_FAST_DOCS_PER_S,
+)
+
+MINILM_DIM, STATIC_DIM = 384, 256
+DEFAULT_FIT_MAX_DOCS = 200_000  # UMAP: ~1 min per 10k documents on 2 cores, superlinear
+STATIC_ABOVE_S = 3_600.0  # MiniLM would take longer than this: recommend the static model
 
 FAST_DOCS_PER_S = 150.0  # one-line texts
 SLOW_DOCS_PER_S = 42.0  # ~90-token descriptions
@@ -27,13 +37,16 @@ class Recommendation:
 
     Attributes
     ----------
+    model : {"minilm", "static"}
+        ``ChunkedEmbedder(model=None)`` (the packaged MiniLM) or ``model="static"``.
     mode : {"default", "online"}
         ``default``: UMAP + HDBSCAN on all embeddings; ``online``: chunk by chunk.
     embed_seconds : float
-        Estimated encoding time with the packaged MiniLM on this machine's kind of CPU.
+        Estimated encoding time with the recommended model on this kind of CPU.
     """
 
     n_docs: int
+    model: str
     precision: str
     chunk_size: int
     batch_size: int
@@ -45,13 +58,12 @@ class Recommendation:
     reasons: tuple[str, ...] = field(default=())
 
     def __str__(self) -> str:
-        hours, rest = divmod(int(self.embed_seconds), 3600)
         lines = [
             f"{self.n_docs:,} documents, {format_bytes(self.headroom_bytes)} of headroom",
-            f"precision={self.precision!r}  chunk_size={self.chunk_size}  "
+            f"model={self.model!r}  precision={self.precision!r}  chunk_size={self.chunk_size}  "
             f"batch_size={self.batch_size}  mode={self.mode!r}",
             f"store on disk ≈ {format_bytes(self.store_bytes)}; default fit peak ≈ "
-            f"{format_bytes(self.fit_peak_bytes)}; embedding ≈ {hours} h {rest // 60} min",
+            f"{format_bytes(self.fit_peak_bytes)}; embedding ≈ {_duration(self.embed_seconds)}",
         ]
         return "\n".join(lines + [f"- {reason}" for reason in self.reasons])
 
@@ -63,10 +75,10 @@ def recommend_settings(
     n_docs: int,
     *,
     mean_chars: float | None = None,
-    dim: int = 384,
+    dim: int = MINILM_DIM,
     limit: MemoryLimit | None = None,
 ) -> Recommendation:
-    """Propose precision, chunk size, batch size and mode for ``n_docs`` documents.
+    """Propose the model, precision, chunk size, batch size and mode for ``n_docs`` documents.
 
     Parameters
     ----------
@@ -75,7 +87,7 @@ def recommend_settings(
     mean_chars : float, optional
         Mean text length, for the time estimate (long texts encode ~3.5x slower).
     dim : int
-        Embedding dimension (384 for MiniLM).
+        Embedding dimension of MiniLM (384; the static model's is 256).
     limit : MemoryLimit, optional
         Default: this process's effective (cgroup-aware) limit and what is available.
 
@@ -93,6 +105,20 @@ def recommend_settings(
     found = limit or effective_limit()
     headroom = found.available_bytes
     reasons: list[str] = []
+    rate = FAST_DOCS_PER_S if (mean_chars or 0) < SHORT_TEXT_CHARS else SLOW_DOCS_PER_S
+    static_rate = (STATIC_FAST_DOCS_PER_S if (mean_chars or 0) < SHORT_TEXT_CHARS
+                   else STATIC_DOCS_PER_S)
+    minilm_s, static_s = n_docs / rate, n_docs / static_rate + DISTILL_SECONDS
+    both = (f"MiniLM ≈ {_duration(minilm_s)} at {rate:.0f} docs/s, the static model ≈ "
+            f"{_duration(static_s)} (distilling it once included)")
+    if minilm_s > STATIC_ABOVE_S:
+        model, seconds, dim = "static", static_s, STATIC_DIM if dim == MINILM_DIM else dim
+        reasons.append(f"model='static': {both}; its topics are somewhat less sharp (NMI "
+                       "0.33-0.34 against 0.36-0.46 measured)")
+    else:
+        model, seconds = "minilm", minilm_s
+        reasons.append(f"model=None (the packaged MiniLM): {both}; its topics are the better "
+                       "ones and the wait is acceptable")
     float16_bytes = n_docs * dim * 2
     if float16_bytes > INT8_ABOVE_BYTES:
         precision, store_bytes = "int8", n_docs * (dim + 4)
@@ -102,9 +128,14 @@ def recommend_settings(
         precision, store_bytes = "float16", float16_bytes
         reasons.append("float16: half the disk and memory of float32 outside UMAP (which "
                        "works in float32 anyway), same topics with a fixed seed")
-    chunk_size = min(1_000, max(100, n_docs // 20))
-    reasons.append(f"chunk_size={chunk_size}: a checkpoint at least every 5 % of the corpus; "
-                   "an interruption loses at most one chunk")
+    if model == "static":
+        chunk_size = min(10_000, max(1_000, n_docs // 100))
+        reasons.append(f"chunk_size={chunk_size}: a few seconds of static encoding per "
+                       "checkpoint; an interruption loses at most one chunk")
+    else:
+        chunk_size = min(1_000, max(100, n_docs // 20))
+        reasons.append(f"chunk_size={chunk_size}: a checkpoint at least every 5 % of the "
+                       "corpus; an interruption loses at most one chunk")
     if headroom < ENCODER_PEAK_BYTES + 512 * 1024**2:
         batch_size = 16
         reasons.append(f"batch_size=16: the encoder peaks near {format_bytes(ENCODER_PEAK_BYTES)}"
@@ -118,14 +149,21 @@ def recommend_settings(
         mode = "online"
         reasons.append(f"mode='online': the default fit would peak near {format_bytes(fit_peak)}"
                        f", more than 80 % of the {format_bytes(headroom)} free")
+    elif n_docs > DEFAULT_FIT_MAX_DOCS:
+        mode = "online"
+        reasons.append(f"mode='online': UMAP over {n_docs:,} documents would take hours on a "
+                       "few cores; the online fit streams the store in minutes")
     else:
         mode = "default"
         reasons.append(f"mode='default': its peak (≈ {format_bytes(fit_peak)}) fits the "
                        "headroom, and it gives the best topics")
-    rate = FAST_DOCS_PER_S if (mean_chars or 0) < SHORT_TEXT_CHARS else SLOW_DOCS_PER_S
-    seconds = n_docs / rate
     if seconds > 3_600:
-        reasons.append(f"embedding takes about {seconds / 3600:.1f} h at {rate:.0f} docs/s: it "
-                       "can be stopped and resumed at any chunk")
-    return Recommendation(n_docs, precision, chunk_size, batch_size, mode, store_bytes,
+        reasons.append("the embedding can be stopped and resumed at any chunk")
+    return Recommendation(n_docs, model, precision, chunk_size, batch_size, mode, store_bytes,
                           fit_peak, seconds, headroom, tuple(reasons))
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3_600:
+        return f"{seconds / 3_600:.1f} h"
+    return f"{max(seconds / 60, 1):.0f} min"

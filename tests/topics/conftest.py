@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
-from tests.topics.corpus import docstring_corpus
+from meno_jupyter.topics.datasets import docstring_corpus
 
 
 @pytest.fixture(scope="session")
 def corpus() -> tuple[list[str], list[str]]:
-    return docstring_corpus()
+    frame = docstring_corpus(per_package=40)
+    return frame["text"].tolist(), frame["label"].tolist()
 
 
 @pytest.fixture(scope="session")

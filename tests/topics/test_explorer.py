@@ -74,20 +74,27 @@ REOPEN = """
 import json, sys
 from meno_jupyter.topics import TopicExplorer
 explorer = TopicExplorer.load(sys.argv[1])
+last_text = list(explorer._texts())[-1]
 print(json.dumps({"topics": explorer.topics, "n": len(explorer.topic_table()),
+                  "last_found": last_text in explorer.documents_of(explorer.topics[-1], 10**6),
                   "torch": "torch" in sys.modules, "bertopic": "bertopic" in sys.modules}))
 explorer.close()
 """
 
 
-def test_a_saved_session_reopens_in_a_new_process(explorer: Any, tmp_path: Path) -> None:
+def reopen(saved: Path) -> dict[str, Any]:
+    """Load a saved session in a new interpreter and report what it holds."""
     import json
 
-    saved = explorer.save(tmp_path / "session")
     assert (saved / "session.json").exists()
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(REOPEN), str(saved)],
                           capture_output=True, text=True, timeout=300, check=True)
-    reopened = json.loads(done.stdout.strip().splitlines()[-1])
+    reopened: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return reopened
+
+
+def test_a_saved_session_reopens_in_a_new_process(explorer: Any, tmp_path: Path) -> None:
+    reopened = reopen(explorer.save(tmp_path / "session"))
     assert reopened["topics"] == explorer.topics
     assert reopened["n"] == len(explorer.topic_table())
     assert not reopened["torch"] and not reopened["bertopic"]
@@ -145,6 +152,15 @@ def test_update_adds_documents_and_reports_topic_stability(
         found = online.documents_of(online.topics[-1], limit=500)
         assert later[-1] in found and all(assigned[t] == online.topics[-1] for t in found)
         assert normalized_mutual_info_score(labels, online.topics) >= 0.25
+        # a session saved after update reopens with the new documents
+        reopened = reopen(online.save(tmp_path / "session"))
+        assert reopened["topics"] == online.topics and reopened["last_found"]
+        # merging works on an online fit too
+        table = online.topic_table()
+        first_two = table.loc[table["size"] > 0, "topic"].tolist()[:2]
+        merged = online.merge_topics(first_two)
+        assert len(merged) == len(table) - 1
+        assert merged["size"].sum() == len(texts)
     finally:
         online.close()
 
@@ -152,3 +168,56 @@ def test_update_adds_documents_and_reports_topic_stability(
 def test_update_needs_an_online_fit(explorer: Any) -> None:
     with pytest.raises(ValueError, match="mode='online'"):
         explorer.update(["more text"])
+
+
+def groups(topics: list[int]) -> set[frozenset[int]]:
+    """The partition of the documents (by index) that ``topics`` makes."""
+    members: dict[int, set[int]] = {}
+    for index, topic in enumerate(topics):
+        members.setdefault(topic, set()).add(index)
+    return {frozenset(m) for m in members.values()}
+
+
+def test_merge_and_rename_topics(explorer: Any) -> None:
+    # last in this module: it changes the shared explorer's topics
+    before = list(explorer.topics)
+    table = explorer.topic_table()
+    a, b = table.loc[table["topic"] >= 0, "topic"].tolist()[:2]
+    merged = explorer.merge_topics([a, b])
+    assert len(merged) == len(table) - 1 and merged["size"].sum() == len(before)
+    joined = {i for i, t in enumerate(before) if t in (a, b)}
+    expected = {g for g in groups(before) if not g <= joined} | {frozenset(joined)}
+    assert groups(explorer.topics) == expected  # ids may be renumbered; the partition is not
+    topic = explorer.topics[min(joined)]
+    renamed = explorer.rename_topics({topic: "merged topic"})
+    assert renamed.loc[renamed["topic"] == topic, "name"].item() == "merged topic"
+    other = renamed.loc[(renamed["topic"] >= 0) & (renamed["topic"] != topic), "topic"].iloc[0]
+    renamed = explorer.rename_topics({int(other): "another"})  # earlier names are kept
+    assert renamed.loc[renamed["topic"] == topic, "name"].item() == "merged topic"
+    with pytest.raises(KeyError, match="no topic"):
+        explorer.merge_topics([topic, 999])
+    with pytest.raises(ValueError, match="at least two different topics"):
+        explorer.merge_topics([topic, topic])
+    with pytest.raises(ValueError, match="more than one group"):
+        explorer.merge_topics([topic, int(other)], [int(other), -1])
+    with pytest.raises(ValueError, match="name the topics"):
+        explorer.merge_topics()
+    with pytest.raises(KeyError, match="no topic"):
+        explorer.rename_topics({999: "x"})
+    with pytest.raises(ValueError, match="non-empty strings"):
+        explorer.rename_topics({topic: ""})
+
+
+def test_exact_neighbours_match_a_brute_force_search() -> None:
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    from meno_jupyter.topics._fit_worker import exact_cosine_neighbours
+
+    rows = np.random.default_rng(7).normal(size=(500, 24)).astype(np.float32)
+    indices, distances = exact_cosine_neighbours(rows, 6, block_bytes=40 * 500 * 4)  # 13 blocks
+    expected_d, expected_i = NearestNeighbors(n_neighbors=6, metric="cosine",
+                                              algorithm="brute").fit(rows).kneighbors(rows)
+    np.testing.assert_array_equal(indices, expected_i)
+    np.testing.assert_allclose(distances, expected_d, atol=1e-5)
+    assert (indices[:, 0] == np.arange(500)).all()  # each point first, at distance 0
