@@ -129,7 +129,7 @@ class ChunkedEmbedder:
     ----------
     model : None, str or object
         None: the packaged all-MiniLM-L6-v2 (offline). ``"static"``: a model2vec model
-        distilled once from it (~12x faster than MiniLM here, somewhat lower topic
+        distilled once from it (40-60x faster than MiniLM, somewhat lower topic
         quality). A sentence-transformers name or path: loaded in a worker process. An
         object with ``.encode``: called in-process.
     precision : {"float32", "float16", "int8"}
