@@ -136,7 +136,8 @@ def debian_descriptions(lists_dir: str | Path = APT_LISTS) -> pd.DataFrame:
     Raises
     ------
     FileNotFoundError
-        When ``lists_dir`` has no ``*_Packages`` index (run ``apt-get update``).
+        When ``lists_dir`` has no ``*_Packages`` index (run ``apt-get update``) or none
+        of them could be read.
     """
     import pandas as pd
 
@@ -148,12 +149,15 @@ def debian_descriptions(lists_dir: str | Path = APT_LISTS) -> pd.DataFrame:
     rows: list[tuple[str, str, str]] = []
     seen: set[str] = set()
     for index in indexes:
-        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        with contextlib.suppress(OSError, EOFError, lzma.LZMAError, subprocess.CalledProcessError):
             for fields in _stanzas(_read_index(index)):
                 text = fields.get("Description", "")
                 section = fields.get("Section", "").rpartition("/")[2]
                 if len(text) >= 10 and section and text not in seen:
                     seen.add(text)
                     rows.append((text, section, fields.get("Package", "")))
+    if not rows:
+        raise FileNotFoundError(f"no package description could be read from {folder} "
+                                f"({', '.join(p.name for p in indexes)})")
     frame: pd.DataFrame = pd.DataFrame(rows, columns=["text", "label", "package"])
     return frame

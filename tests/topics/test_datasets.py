@@ -48,6 +48,9 @@ def test_debian_index_parsed_by_section(tmp_path: Path) -> None:
 def test_debian_without_lists_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="apt-get update"):
         debian_descriptions(tmp_path)
+    (tmp_path / "deb_dists_main_binary-amd64_Packages.xz").write_bytes(b"not xz at all")
+    with pytest.raises(FileNotFoundError, match="could be read"):
+        debian_descriptions(tmp_path)
 
 
 def test_docstring_corpus_labels_and_limits() -> None:
