@@ -327,7 +327,7 @@ class TopicExplorer:
             self._write_docs(documents, target)
             recorder.stages.append(Stage("embed", start, time.time()))
             stores = [str(self.store_dir), *(str(d) for d, _ in self._updates), str(target)]
-            process.send("update", str(target), stores)
+            process.send("update", str(target), stores, self.settings["seed"])
             self.topics, self.table = recorder.follow(process, "updating")
         self._updates.append((target, documents))
         kept = sum(a == b for a, b in zip(before_topics, self.topics, strict=False))

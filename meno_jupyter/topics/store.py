@@ -381,8 +381,9 @@ class EmbeddingStore:
             return None
         return np.lib.format.open_memmap(self.path / SCALES_FILE, mode="r")
 
-    def as_float32(self, rows: slice | None = None) -> np.ndarray[Any, Any]:
-        """Return rows (all by default) as float32, dequantized for int8."""
+    def as_float32(self, rows: slice | np.ndarray[Any, Any] | None = None
+                   ) -> np.ndarray[Any, Any]:
+        """Return rows (all by default; a slice or row indices) as float32, dequantized."""
         data = self.embeddings()[rows if rows is not None else slice(None)]
         out = np.asarray(data, dtype=np.float32)
         scales = self.scales()

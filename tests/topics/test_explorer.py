@@ -117,7 +117,8 @@ def test_online_mode_fits_chunk_by_chunk(corpus: Corpus, explorer: Any) -> None:
                            embedder=explorer.embedder)
     try:
         timeline = online.fit()
-        assert [s.name for s in timeline.stages] == ["embed", "load", "partial_fit", "assign"]
+        assert [s.name for s in timeline.stages] == ["embed", "load", "cluster", "partial_fit",
+                                                     "assign"]
         assert timeline.stages[0].duration_s < 5  # the store was complete: nothing embedded
         assert len(online.topics) == len(texts)
         assert set(online.topics) <= set(range(10))
@@ -145,7 +146,8 @@ def test_update_adds_documents_and_reports_topic_stability(
             a == b for a, b in zip(before, online.topics, strict=False)) / len(before)
         assert report.stability >= 0.5
         assert 0.0 < report.word_overlap <= 1.0
-        assert [s.name for s in report.timeline.stages] == ["embed", "partial_fit", "assign"]
+        assert [s.name for s in report.timeline.stages] == ["embed", "cluster", "partial_fit",
+                                                            "assign"]
         assert "kept their topic" in str(report)
         # documents_of sees the new documents too
         assigned = dict(zip(texts, online.topics, strict=False))
