@@ -21,6 +21,7 @@ from typing import Any
 DOCS_FILE = "docs.parquet"
 ONLINE_EPOCHS = 3  # random-batch passes over the store (6 scored the same, measured)
 EXACT_NEIGHBOURS_MAX_DOCS = 60_000  # brute force grows as n²: ~45 s at 50k on 2 cores
+NEEDS_MODEL = frozenset({"update", "merge", "rename", "figure", "save"})
 
 
 def _listed(value: Any) -> list[Any]:
@@ -44,6 +45,16 @@ def _table(model: Any, topics: list[int] | None = None) -> list[dict[str, Any]]:
             "representative_docs": [str(d) for d in _listed(record.get("Representative_Docs"))],
         })
     return rows
+
+
+def _topic_ids(model: Any) -> list[int]:
+    return [int(t) for t in model.topics_]
+
+
+def _send_fitted(conn: Any, model: Any, topics: list[int] | None = None) -> None:
+    """Send every document's topic and the table (sizes counted from ``topics`` if given)."""
+    conn.send(("fitted", _topic_ids(model) if topics is None else topics,
+               _table(model, topics)))
 
 
 def _stage_reporter(conn: Any) -> Any:
@@ -155,7 +166,7 @@ def _fit_online(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
     start = time.time()
     topics = _assign(model, [store_path])
     stage("assign", start)
-    conn.send(("fitted", topics, _table(model, topics)))
+    _send_fitted(conn, model, topics)
     return model
 
 
@@ -199,7 +210,7 @@ def _update(conn: Any, model: Any, new_store: str, all_stores: list[str],
     start = time.time()
     topics = _assign(model, all_stores)
     stage("assign", start)
-    conn.send(("fitted", topics, _table(model, topics)))
+    _send_fitted(conn, model, topics)
 
 
 def exact_cosine_neighbours(embeddings: Any, k: int, block_bytes: int = 32 * 2**20
@@ -278,12 +289,8 @@ def _fit(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
                      calculate_probabilities=False, verbose=False)
     model.fit(docs, embeddings=embeddings, y=np.asarray(labels))
     stage("represent", start)
-    conn.send(("fitted", [int(t) for t in model.topics_], _table(model)))
+    _send_fitted(conn, model)
     return model
-
-
-def _assigned(model: Any) -> list[int]:
-    return [int(t) for t in model.topics_]
 
 
 def _merge(conn: Any, model: Any, groups: list[list[int]], stores: list[str]) -> None:
@@ -291,15 +298,13 @@ def _merge(conn: Any, model: Any, groups: list[list[int]], stores: list[str]) ->
     docs = [text for path in stores for text in _texts(path)]
     model.merge_topics(docs, groups)
     del docs
-    topics = _assigned(model)
-    conn.send(("fitted", topics, _table(model, topics)))
+    _send_fitted(conn, model, _topic_ids(model))
 
 
 def _rename(conn: Any, model: Any, labels: dict[int, str]) -> None:
     """Give topics custom labels (kept with earlier ones; the table shows them)."""
     model.set_topic_labels(labels)
-    topics = _assigned(model)
-    conn.send(("fitted", topics, _table(model, topics)))
+    _send_fitted(conn, model, _topic_ids(model))
 
 
 def _figure(model: Any, kind: str, kwargs: dict[str, Any]) -> str:
@@ -342,37 +347,32 @@ def serve(conn: Any, store_path: str) -> None:
         except (EOFError, OSError):
             return
         try:
-            if message[0] == "stop":
+            kind = message[0]
+            if kind == "stop":
                 return
-            if message[0] == "fit":
+            if kind in NEEDS_MODEL and model is None:
+                raise RuntimeError("fit or load a model first")
+            if kind == "fit":
                 model = _fit(conn, store_path, message[1])
-            elif message[0] == "update":
-                if model is None:
-                    raise RuntimeError("fit or load a model first")
+            elif kind == "update":
                 _update(conn, model, message[1], message[2], message[3])
-            elif message[0] == "merge":
-                if model is None:
-                    raise RuntimeError("fit or load a model first")
+            elif kind == "merge":
                 _merge(conn, model, message[1], message[2])
-            elif message[0] == "rename":
-                if model is None:
-                    raise RuntimeError("fit or load a model first")
+            elif kind == "rename":
                 _rename(conn, model, message[1])
-            elif message[0] == "figure":
-                if model is None:
-                    raise RuntimeError("fit or load a model first")
+            elif kind == "figure":
                 conn.send(("figure", _figure(model, message[1], message[2])))
-            elif message[0] == "save":
+            elif kind == "save":
                 logging.disable(logging.WARNING)  # BERTopic's notice about pickle versions
                 try:
                     model.save(message[1], serialization="pickle", save_embedding_model=False)
                 finally:
                     logging.disable(logging.NOTSET)
                 conn.send(("saved",))
-            elif message[0] == "load":
+            elif kind == "load":
                 from bertopic import BERTopic
 
                 model = BERTopic.load(message[1])
-                conn.send(("fitted", [int(t) for t in model.topics_], _table(model)))
+                _send_fitted(conn, model)
         except Exception:
             conn.send(("error", traceback.format_exc()))

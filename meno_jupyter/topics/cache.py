@@ -100,8 +100,9 @@ def encode_with_cache(cache: EmbeddingCache, texts: list[str],
     rows = cache.lookup(texts)
     missing = [index for index, row in enumerate(rows) if row is None]
     if missing:
-        fresh = np.asarray(encode([texts[index] for index in missing]), dtype=np.float32)
-        cache.add([texts[index] for index in missing], fresh)
+        new_texts = [texts[index] for index in missing]
+        fresh = np.asarray(encode(new_texts), dtype=np.float32)
+        cache.add(new_texts, fresh)
         for index, row in zip(missing, fresh, strict=True):
             rows[index] = row
     return np.stack([row for row in rows if row is not None])

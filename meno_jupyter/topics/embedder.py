@@ -8,6 +8,7 @@ killed kernel): running it again on the same documents resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ import numpy as np
 
 from meno_jupyter.core.batching import adaptive_batch_size
 from meno_jupyter.core.memory import format_bytes, read_rss
+from meno_jupyter.topics._format import format_duration
 from meno_jupyter.topics._process import WorkerProcess
 from meno_jupyter.topics._worker import PACKAGED_MODEL
 from meno_jupyter.topics.cache import EmbeddingCache, encode_with_cache
@@ -266,10 +268,7 @@ class ChunkedEmbedder:
         try:
             for index, texts in self._pending(store, documents):
                 batch = self.batch_size or adaptive_batch_size(DEFAULT_BATCH_SIZE)
-
-                def encode(chunk: list[str], batch: int = batch) -> np.ndarray[Any, Any]:
-                    return encoder.encode(chunk, batch)
-
+                encode = functools.partial(encoder.encode, batch_size=batch)
                 rows = encode(texts) if cache is None else encode_with_cache(cache, texts,
                                                                              encode)
                 store.write_chunk(index, rows)
@@ -295,14 +294,6 @@ class ChunkedEmbedder:
         bar.close()
         elapsed = time.perf_counter() - started
         self.last_rate = embedded / elapsed if embedded and elapsed > 0 else None
-
-
-def format_duration(seconds: float) -> str:
-    """Say ``seconds`` as "2 h 5 min", "7 min" or "40 s"."""
-    if seconds >= 3_600:
-        hours, rest = divmod(int(seconds), 3_600)
-        return f"{hours} h {rest // 60} min"
-    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def static_offer(remaining_docs: int, minilm_rate: float) -> str | None:

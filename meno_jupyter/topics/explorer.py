@@ -326,8 +326,8 @@ class TopicExplorer:
             self.embedder.embed(documents, target)
             self._write_docs(documents, target)
             recorder.stages.append(Stage("embed", start, time.time()))
-            stores = [str(self.store_dir), *(str(d) for d, _ in self._updates), str(target)]
-            process.send("update", str(target), stores, self.settings["seed"])
+            process.send("update", str(target), [*self._store_paths(), str(target)],
+                         self.settings["seed"])
             self.topics, self.table = recorder.follow(process, "updating")
         self._updates.append((target, documents))
         kept = sum(a == b for a, b in zip(before_topics, self.topics, strict=False))
@@ -343,6 +343,24 @@ class TopicExplorer:
             raise RuntimeError("fit() (or TopicExplorer.load) first")
         return self.topics, self.table
 
+    def _check_topics(self, ids: set[int]) -> None:
+        """Raise KeyError naming any of ``ids`` that is not a topic."""
+        known = {row["topic"] for row in self._fitted()[1]}
+        if unknown := sorted(ids - known):
+            named = unknown[0] if len(unknown) == 1 else unknown
+            raise KeyError(f"no topic {named}; the topics are {sorted(known)}")
+
+    def _store_paths(self) -> list[str]:
+        """Return the first store and the update stores, in document order."""
+        return [str(self.store_dir), *(str(folder) for folder, _ in self._updates)]
+
+    def _ask(self, doing: str, *message: Any) -> pd.DataFrame:
+        """Send a request that changes the topics; keep and return the new table."""
+        process = self._require_process()
+        process.send(*message)
+        self.topics, self.table = process.receive(doing)[1:3]
+        return self.topic_table()
+
     # ------------------------------------------------------------------ exploring
 
     def topic_table(self) -> pd.DataFrame:
@@ -354,11 +372,9 @@ class TopicExplorer:
 
     def documents_of(self, topic: int, limit: int = 10) -> list[str]:
         """Return up to ``limit`` documents assigned to ``topic`` (-1: the outliers)."""
-        topics, table = self._fitted()
-        if topic not in {row["topic"] for row in table}:
-            raise KeyError(f"no topic {topic}; the topics are {sorted(r['topic'] for r in table)}")
+        self._check_topics({topic})
         found = []
-        for text, assigned in zip(self._texts(), topics, strict=False):
+        for text, assigned in zip(self._texts(), self._fitted()[0], strict=False):
             if assigned == topic:
                 found.append(text)
                 if len(found) >= limit:
@@ -377,40 +393,29 @@ class TopicExplorer:
             explorer.merge_topics([1, 4])             # 4 joins 1
             explorer.merge_topics([1, 4], [2, 7, 9])  # two merges at once
         """
-        _, table = self._fitted()
-        known = {row["topic"] for row in table}
+        self._fitted()
         merged: list[list[int]] = []
         seen: set[int] = set()
         for group in groups:
             ids = [int(topic) for topic in group]
             if len(set(ids)) < 2:
                 raise ValueError(f"each group names at least two different topics, got {ids}")
-            if unknown := sorted(set(ids) - known):
-                raise KeyError(f"no topic {unknown}; the topics are {sorted(known)}")
+            self._check_topics(set(ids))
             if again := sorted(seen & set(ids)):
                 raise ValueError(f"topic {again} is in more than one group")
             seen.update(ids)
             merged.append(ids)
         if not merged:
             raise ValueError("name the topics to merge, e.g. merge_topics([1, 4])")
-        process = self._require_process()
-        stores = [str(self.store_dir), *(str(d) for d, _ in self._updates)]
-        process.send("merge", merged, stores)
-        self.topics, self.table = process.receive("merging topics")[1:3]
-        return self.topic_table()
+        return self._ask("merging topics", "merge", merged, self._store_paths())
 
     def rename_topics(self, labels: Mapping[int, str]) -> pd.DataFrame:
         """Give topics names of your own (``{3: "networking"}``); return the topic table."""
-        _, table = self._fitted()
-        known = {row["topic"] for row in table}
-        if unknown := sorted(set(labels) - known):
-            raise KeyError(f"no topic {unknown}; the topics are {sorted(known)}")
+        self._check_topics(set(labels))
         if bad := [t for t, name in labels.items() if not isinstance(name, str) or not name]:
             raise ValueError(f"topic names must be non-empty strings (topics {bad})")
-        process = self._require_process()
-        process.send("rename", {int(t): name for t, name in labels.items()})
-        self.topics, self.table = process.receive("renaming topics")[1:3]
-        return self.topic_table()
+        return self._ask("renaming topics", "rename",
+                         {int(t): name for t, name in labels.items()})
 
     def _texts(self) -> Iterator[str]:
         yield from self.documents

@@ -105,9 +105,9 @@ def recommend_settings(
     found = limit or effective_limit()
     headroom = found.available_bytes
     reasons: list[str] = []
-    rate = FAST_DOCS_PER_S if (mean_chars or 0) < SHORT_TEXT_CHARS else SLOW_DOCS_PER_S
-    static_rate = (STATIC_FAST_DOCS_PER_S if (mean_chars or 0) < SHORT_TEXT_CHARS
-                   else STATIC_DOCS_PER_S)
+    short = (mean_chars or 0) < SHORT_TEXT_CHARS
+    rate = FAST_DOCS_PER_S if short else SLOW_DOCS_PER_S
+    static_rate = STATIC_FAST_DOCS_PER_S if short else STATIC_DOCS_PER_S
     minilm_s, static_s = n_docs / rate, n_docs / static_rate + DISTILL_SECONDS
     both = (f"MiniLM ≈ {_duration(minilm_s)} at {rate:.0f} docs/s, the static model ≈ "
             f"{_duration(static_s)} (distilling it once included)")

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from meno_jupyter.topics._format import format_duration
+
 STATIC_MODEL = "static"  # ChunkedEmbedder(model="static")
 STATIC_MODEL_NAME = "model2vec/all-MiniLM-L6-v2-pca256"  # what a store records
 PCA_DIMS = 256
@@ -90,7 +92,7 @@ def distill_static_model(*, force: bool = False, verbose: bool = True) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     if verbose:
         print(f"distilling a static model from the packaged all-MiniLM-L6-v2 (once, about "
-              f"{DISTILL_SECONDS / 60:.0f} min on 2 cores) into {target}", flush=True)
+              f"{format_duration(DISTILL_SECONDS)} on 2 cores) into {target}", flush=True)
     worker = WorkerProcess(_distill, (str(partial),), name="meno-distill",
                            label="the distilling process", error=StaticModelError)
     try:

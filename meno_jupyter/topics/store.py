@@ -317,10 +317,9 @@ class EmbeddingStore:
 
     def _chunk_checksum(self, index: int) -> str:
         start, stop = self.meta.chunk_bounds(index)
-        scales = None
-        if self.meta.precision == "int8":
-            scales = np.array(self._map(SCALES_FILE)[start:stop])
-        return self._digest(self._map(DATA_FILE)[start:stop], scales)
+        scales = self.scales()
+        return self._digest(self._map(DATA_FILE)[start:stop],
+                            None if scales is None else scales[start:stop])
 
     # ------------------------------------------------------------------ writing
 
@@ -373,22 +372,22 @@ class EmbeddingStore:
         if not self.complete and not allow_partial:
             raise StoreError(f"{self.path} is not finished ({self.done_docs} of "
                              f"{self.meta.n_docs} documents): embed again to resume")
-        return np.lib.format.open_memmap(self.path / DATA_FILE, mode="r")
+        return self._map(DATA_FILE)
 
     def scales(self) -> np.ndarray[Any, Any] | None:
         """Return the int8 row scales (None for float stores)."""
         if self.meta.precision != "int8":
             return None
-        return np.lib.format.open_memmap(self.path / SCALES_FILE, mode="r")
+        return self._map(SCALES_FILE)
 
     def as_float32(self, rows: slice | np.ndarray[Any, Any] | None = None
                    ) -> np.ndarray[Any, Any]:
         """Return rows (all by default; a slice or row indices) as float32, dequantized."""
-        data = self.embeddings()[rows if rows is not None else slice(None)]
-        out = np.asarray(data, dtype=np.float32)
+        picked = slice(None) if rows is None else rows
+        out = np.asarray(self.embeddings()[picked], dtype=np.float32)
         scales = self.scales()
         if scales is not None:
-            out *= np.asarray(scales[rows if rows is not None else slice(None)])[:, None]
+            out *= np.asarray(scales[picked])[:, None]
         return out
 
     def disk_bytes(self) -> int:
