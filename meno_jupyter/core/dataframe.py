@@ -420,6 +420,11 @@ class OptimizeResult(RendersAsTable):
             restored[column] = restore(self.frame[column])
         return restored
 
+    def revert(self) -> None:
+        """Put the original columns back into :attr:`frame` itself (after ``inplace``)."""
+        for column, restore in self._restores.items():
+            self.frame[column] = restore(self.frame[column])
+
     def undo_column(self, column: Any) -> pd.Series:
         """Return one column with its original dtype and values."""
         restore = self._restores.get(column)
@@ -475,10 +480,7 @@ def optimize_dataframe(
     >>> result.undo().equals(frame)
     True
     """
-    import pandas as pd
-
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"optimize_dataframe needs a pandas DataFrame, got {type(df).__name__}")
+    check_optimizable(df)
     if rtol is not None and not aggressive:
         raise ValueError("rtol only applies with aggressive=True")
     tolerance = DEFAULT_RTOL if rtol is None else rtol
@@ -486,14 +488,14 @@ def optimize_dataframe(
         raise ValueError(f"rtol must be in [0, 1), got {tolerance}")
     if not 0 <= categorical_max_ratio <= 1:
         raise ValueError("categorical_max_ratio must be in [0, 1]")
-    if not df.columns.is_unique:
-        raise ValueError("columns must be unique to optimize them one by one")
+    check_optimizable(df)
     target = df if inplace else df.copy(deep=False)
     index_bytes = int(df.index.memory_usage(deep=True))
     bytes_before = index_bytes  # columns added below: each deep count is done once
     distinct_before = index_bytes
     changes: list[ColumnChange] = []
     restores: dict[Any, Restore] = {}
+    replacements: dict[Any, pd.Series] = {}  # applied once every column is planned
     for column in df.columns:
         series = df[column]
         before = _memory(series)
@@ -511,17 +513,31 @@ def optimize_dataframe(
             changes.append(ColumnChange(str(column), str(series.dtype), str(series.dtype),
                                         before, before, distinct, True, why_not))
             continue
-        target[column] = candidate.series
+        replacements[column] = candidate.series
         restores[column] = candidate.restore
         changes.append(ColumnChange(
             str(column), str(series.dtype), str(candidate.series.dtype), before,
             _memory(candidate.series), distinct, candidate.exact, candidate.reason,
             candidate.hazard, candidate.max_error))
+    for column, series in replacements.items():  # a failure above changed nothing
+        target[column] = series
     return OptimizeResult(
         frame=target, changes=changes, bytes_before=bytes_before,
         bytes_after=int(target.memory_usage(deep=True).sum()),
         distinct_bytes_before=distinct_before, _restores=restores,
     )
+
+
+def check_optimizable(df: pd.DataFrame) -> None:
+    """Raise TypeError or ValueError if :func:`optimize_dataframe` cannot take ``df``."""
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"optimize_dataframe needs a pandas DataFrame, got {type(df).__name__}")
+    if not df.columns.is_unique:
+        duplicated = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+        raise ValueError(f"columns must be unique to optimize them one by one (repeated: "
+                         f"{', '.join(duplicated)})")
 
 
 @dataclass(frozen=True)

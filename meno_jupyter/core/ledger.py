@@ -8,7 +8,9 @@ may be busy. The file's shape is defined here, once, for both sides.
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 LEDGER_SCHEMA_VERSION = 1
 DEFAULT_MAX_CELLS = 10_000
 DEFAULT_FILE_MAX_CELLS = 1_000
+LEDGER_FILE_MAX_BYTES = 8 * 2**20  # 1,000 cells take about 0.3 MB
 SOURCE_HEAD_CHARS = 80
 
 
@@ -121,11 +124,81 @@ def write_json_atomic(path: Path, text: str) -> None:
         raise
 
 
-def read_ledger_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a ledger file; raise ValueError if it is not one this version understands."""
-    data = json.loads(Path(path).read_text())
-    if not isinstance(data, dict) or data.get("schema") != LEDGER_SCHEMA_VERSION:
-        raise ValueError(f"{path} is not a meno-jupyter ledger (schema {LEDGER_SCHEMA_VERSION})")
+class LedgerFileError(ValueError):
+    """A ledger file that cannot be read: not a regular file, too large, or malformed."""
+
+
+_STRING_FIELDS = frozenset({"source_head", "error"})
+_FLOAT_FIELDS = frozenset({"started_at", "duration_s"})
+_OPTIONAL_INT_FIELDS = frozenset({"execution_count"})
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _check_number(value: object, name: str, integer: bool) -> None:
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or (
+            isinstance(value, float) and not math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite {'integer' if integer else 'number'}")
+
+
+def _check_cell(cell: object, number: int) -> None:
+    if not isinstance(cell, dict):
+        raise ValueError(f"cell {number} is not an object")
+    for name in RECORD_FIELDS:
+        if name not in cell:
+            raise ValueError(f"cell {number} has no {name}")
+        value = cell[name]
+        if name in _OPTIONAL_INT_FIELDS and value is None:
+            continue
+        if name in _STRING_FIELDS:
+            if not isinstance(value, str) and not (name == "error" and value is None):
+                raise ValueError(f"cell {number}: {name} must be text")
+        elif name == "exact_peak":
+            if not isinstance(value, bool):
+                raise ValueError(f"cell {number}: exact_peak must be true or false")
+        else:
+            _check_number(value, f"cell {number}: {name}", name not in _FLOAT_FIELDS)
+
+
+def read_ledger_file(path: str | os.PathLike[str],
+                     max_bytes: int = LEDGER_FILE_MAX_BYTES) -> dict[str, Any]:
+    """Read a ledger file defensively; raise :class:`LedgerFileError` if it is not one.
+
+    Only a regular file is read (a link is not followed, a FIFO is not waited on), at most
+    ``max_bytes``; the JSON must follow the schema exactly (finite numbers, a list of
+    cells with every field), so what is returned can be served as it is.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        raise LedgerFileError(f"{path} cannot be opened: {error.strerror}") from None
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or status.st_size > max_bytes:
+        os.close(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise LedgerFileError(f"{path} is not a regular file")
+        raise LedgerFileError(f"{path} is {status.st_size:,} bytes, more than a ledger "
+                              f"file may be ({max_bytes:,})")
+    with os.fdopen(fd, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    try:
+        if len(raw) > max_bytes:
+            raise ValueError("it grew past the size limit while being read")
+        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        if not isinstance(data, dict) or data.get("schema") != LEDGER_SCHEMA_VERSION:
+            raise ValueError(f"not a meno-jupyter ledger (schema {LEDGER_SCHEMA_VERSION})")
+        _check_number(data.get("pid"), "pid", integer=True)
+        _check_number(data.get("updated_at"), "updated_at", integer=False)
+        cells = data.get("cells")
+        if not isinstance(cells, list):
+            raise ValueError("cells must be a list")
+        for number, cell in enumerate(cells):
+            _check_cell(cell, number)
+    except (ValueError, RecursionError) as error:
+        raise LedgerFileError(f"{path} is not a readable ledger: {error}") from None
     return data
 
 
@@ -186,6 +259,12 @@ class Ledger(RendersAsTable):
             self._serialised.append(json.dumps(record.to_dict()))
             if self.path is not None:
                 write_json_atomic(self.path, self._file_text())
+
+    def remove_file(self) -> None:
+        """Delete the ledger file (when the kernel shuts down: its cells go with it)."""
+        if self.path is not None:
+            with self._lock:
+                self.path.unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Forget every record (the file is rewritten empty)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -23,6 +24,31 @@ def check_identifier(name: str | None, option: str) -> None:
     """Raise UsageError unless ``name`` can be a Python variable name."""
     if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
         raise UsageError(f"{option} needs a valid Python variable name, got {name!r}")
+
+
+def writable_file(text: str | None, option: str) -> Path | None:
+    """Return the file ``text`` names once it is known to be writable; else UsageError.
+
+    Checked before anything runs or changes, by opening the file for appending (an
+    existing file is left as it was, a new one is removed again): permission bits alone
+    do not tell root, /proc or a read-only mount.
+    """
+    if text is None:
+        return None
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise UsageError(f"{option}: {path} is a directory; give the path of a file")
+    if not path.parent.is_dir():
+        raise UsageError(f"{option}: directory {path.parent} does not exist")
+    existed = path.exists()
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as error:
+        raise UsageError(f"{option}: cannot write {path}: {error.strerror}") from None
+    if not existed:
+        path.unlink(missing_ok=True)
+    return path
 
 
 def rich_output(shell: Any) -> bool:

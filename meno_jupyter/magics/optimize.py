@@ -54,7 +54,7 @@ class OptimizeMagics(Magics):
             raise UsageError("name the DataFrames to optimize, or pass --all (not both)")
         import pandas as pd
 
-        from meno_jupyter.core.dataframe import optimize_dataframe
+        from meno_jupyter.core.dataframe import check_optimizable, optimize_dataframe
 
         shell = self.shell
         assert shell is not None
@@ -72,11 +72,22 @@ class OptimizeMagics(Magics):
                      if not isinstance(shell.user_ns[n], pd.DataFrame)]
             if wrong:
                 raise UsageError(f"not DataFrames: {', '.join(wrong)}; nothing changed")
+        for name in names:  # all checked first: a bad frame changes nothing
+            try:
+                check_optimizable(shell.user_ns[name])
+            except (TypeError, ValueError) as error:
+                raise UsageError(f"{name}: {error}; nothing changed") from None
         results: dict[str, Any] = {}
-        for name in names:  # all checked first: a bad name changes nothing
-            results[name] = optimize_dataframe(
-                shell.user_ns[name], aggressive=args.aggressive, rtol=args.rtol,
-                inplace=args.inplace and not args.dry_run)
+        try:
+            for name in names:
+                results[name] = optimize_dataframe(
+                    shell.user_ns[name], aggressive=args.aggressive, rtol=args.rtol,
+                    inplace=args.inplace and not args.dry_run)
+        except BaseException:  # Ctrl-C or a failure half-way: the frames done are put back
+            if args.inplace and not args.dry_run:
+                for result in results.values():
+                    result.revert()
+            raise
         if not args.dry_run and not args.inplace:
             for name, result in results.items():
                 shell.user_ns[name] = result.frame

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -14,7 +14,13 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from meno_jupyter.core.ledger import CellRecord, source_head
 from meno_jupyter.core.profiler import Profiler, ProfileResult
 from meno_jupyter.core.sampler import DEFAULT_INTERVAL_S, validate_interval
-from meno_jupyter.magics._common import check_identifier, parse, rich_output, show
+from meno_jupyter.magics._common import (
+    check_identifier,
+    parse,
+    rich_output,
+    show,
+    writable_file,
+)
 
 
 def run_cell_capturing_error(shell: Any, cell: str) -> tuple[Any, list[str] | None]:
@@ -107,9 +113,7 @@ class ProfileMagics(Magics):
             raise UsageError(f"-i/--interval: {error}") from None
         if args.top < 1:
             raise UsageError(f"--top must be at least 1, got {args.top}")
-        json_path = Path(args.json).expanduser() if args.json else None
-        if json_path is not None and not json_path.parent.is_dir():
-            raise UsageError(f"--json: directory {json_path.parent} does not exist")
+        json_path = writable_file(args.json, "--json")  # checked before the cell runs
 
         shell = self.shell
         assert shell is not None  # a registered magic always has its shell
@@ -122,12 +126,16 @@ class ProfileMagics(Magics):
         if cell_error is not None:
             result = dataclasses.replace(result, error=type(cell_error).__name__)
 
-        _add_to_ledger(shell, result, cell, started_at)
         if args.output:
             shell.user_ns[args.output] = result
-        if json_path is not None:
-            json_path.write_text(result.to_json())
-        self._display(result, plot=not args.no_plot)
+        try:
+            _add_to_ledger(shell, result, cell, started_at)
+            self._display(result, plot=not args.no_plot)
+            if json_path is not None:
+                json_path.write_text(result.to_json())
+        except Exception as error:  # the report failing never hides the cell's own outcome
+            print(f"memprofile: the report could not be completed ({type(error).__name__}: "
+                  f"{error}); the cell itself ran", file=sys.stderr)
         raise_cell_error(outcome, traceback_lines)
 
     def _display(self, result: ProfileResult, plot: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,13 @@ from meno_jupyter.core.ledger import (
     ledger_path_for,
     set_current_ledger,
 )
-from meno_jupyter.magics._common import check_identifier, parse, rich_output, show
+from meno_jupyter.magics._common import (
+    check_identifier,
+    parse,
+    rich_output,
+    show,
+    writable_file,
+)
 
 
 def kernel_ledger_path(shell: Any) -> Path | None:
@@ -32,15 +39,6 @@ def kernel_ledger_path(shell: Any) -> Path | None:
         return None
 
 
-def _export_path(text: str | None, option: str) -> Path | None:
-    if text is None:
-        return None
-    path = Path(text).expanduser()
-    if not path.parent.is_dir():
-        raise UsageError(f"{option}: directory {path.parent} does not exist")
-    return path
-
-
 @magics_class
 class WatchMagics(Magics):
     """Holds ``%memwatch`` and the hooks that feed the ledger."""
@@ -53,6 +51,8 @@ class WatchMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.ledger = Ledger(self.max_cells, path=kernel_ledger_path(shell))
+        if self.ledger.path is not None:  # a shut-down kernel leaves no ledger to be served
+            atexit.register(self.ledger.remove_file)
         self._recorder = CellRecorder(self.ledger)
         self._depth = 0
         self.watching = False
@@ -124,9 +124,21 @@ class WatchMagics(Magics):
         check_identifier(args.output, "-o/--output")
         if args.top < 1:
             raise UsageError(f"--top must be at least 1, got {args.top}")
-        json_path = _export_path(args.json, "--json")
-        csv_path = _export_path(args.csv, "--csv")
+        json_path = writable_file(args.json, "--json")
+        csv_path = writable_file(args.csv, "--csv")
+        # Exported before --clear, so "export and start afresh" loses nothing.
+        for path, option, export in ((json_path, "--json", self.ledger.to_json),
+                                     (csv_path, "--csv", self.ledger.to_csv)):
+            if path is not None:
+                try:
+                    export(path)
+                except OSError as error:
+                    raise UsageError(f"{option}: cannot write {path}: {error.strerror}; the "
+                                     "ledger is unchanged") from None
+        if args.output and self.shell is not None:
+            self.shell.user_ns[args.output] = self.ledger.to_frame()
         if args.clear:
+            print(f"memwatch: {len(self.ledger)} cells forgotten")
             self.ledger.clear()
         if args.action == "on":
             self.start()
@@ -134,13 +146,8 @@ class WatchMagics(Magics):
         elif args.action == "off":
             self.stop()
             print(f"memwatch off: {len(self.ledger)} cells recorded")
-        if json_path is not None:
-            self.ledger.to_json(json_path)
-        if csv_path is not None:
-            self.ledger.to_csv(csv_path)
-        if args.output and self.shell is not None:
-            self.shell.user_ns[args.output] = self.ledger.to_frame()
-        if args.action is None and json_path is None and csv_path is None:
+        if (args.action is None and json_path is None and csv_path is None
+                and not args.clear):
             if len(self.ledger) and not args.no_plot and rich_output(self.shell):
                 from meno_jupyter.display.figures import figure_bundle, ledger_figure
 

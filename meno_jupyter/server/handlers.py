@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
+import os
 import time
 from typing import Any
 
@@ -11,12 +14,16 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
-from meno_jupyter.core.ledger import ledger_path_for, read_ledger_file
+from meno_jupyter.core.ledger import LedgerFileError, ledger_path_for, read_ledger_file
 from meno_jupyter.core.memory import MemoryLimit
 from meno_jupyter.server.sampler import KernelProcess, KernelSampler
 
-KERNEL_ID = r"(?P<kernel_id>[\w-]+)"
+# Any path segment reaches the handler, so that every unknown id gets the same JSON 404.
+KERNEL_ID = r"(?P<kernel_id>[^/]+)"
+SHOWN_ID_CHARS = 40
 NOT_MEASURABLE = "not measurable"
+NO_CELLS_YET = ("no cells recorded yet: run %load_ext meno_jupyter, then %memwatch on (or "
+                "profile a cell with %%memprofile)")
 
 
 def limit_json(limit: MemoryLimit, thresholds: tuple[float, float]) -> dict[str, Any]:
@@ -41,7 +48,9 @@ class MenoHandler(APIHandler):
         try:
             return self.kernel_manager.get_kernel(kernel_id)
         except (KeyError, tornado.web.HTTPError):  # the server's manager raises a 404 itself
-            raise tornado.web.HTTPError(404, f"no kernel {kernel_id}") from None
+            shown = (kernel_id if len(kernel_id) <= SHOWN_ID_CHARS
+                     else kernel_id[:SHOWN_ID_CHARS] + "…")
+            raise tornado.web.HTTPError(404, f"no kernel {shown!r}") from None
 
     def send(self, data: dict[str, Any]) -> None:
         """Write ``data`` as JSON, never cached."""
@@ -119,9 +128,12 @@ class HistoryHandler(MenoHandler):
         since_text = self.get_query_argument("since", None)
         try:
             since = float(since_text) if since_text else None
+            if since is not None and not math.isfinite(since):
+                raise ValueError(since_text)
         except ValueError:
-            raise tornado.web.HTTPError(400, f"since must be a Unix time, got {since_text!r}"
-                                        ) from None
+            raise tornado.web.HTTPError(
+                400, f"since must be a Unix time, got {(since_text or '')[:SHOWN_ID_CHARS]!r}"
+            ) from None
         sampler = self.sampler
         if kernel_id in sampler.unmeasurable:
             self.send({"kernel_id": kernel_id, "measurable": False,
@@ -140,28 +152,53 @@ class LedgerHandler(MenoHandler):
     """``GET /meno-jupyter/kernels/<id>/ledger``: the cells the kernel side recorded."""
 
     @tornado.web.authenticated
-    def get(self, kernel_id: str) -> None:
+    async def get(self, kernel_id: str) -> None:
         """One kernel's per-cell ledger, read from the file the kernel writes."""
         kernel = self.kernel_or_404(kernel_id)
         connection_file = getattr(kernel, "connection_file", "")
         if not connection_file:
-            self.send({"kernel_id": kernel_id, "available": False, "cells": [],
-                       "reason": f"{NOT_MEASURABLE}: the kernel has no local connection file"})
+            self.unavailable(kernel_id, f"{NOT_MEASURABLE}: the kernel has no local "
+                                        "connection file")
             return
         path = ledger_path_for(connection_file)
-        if not path.exists():
-            self.send({"kernel_id": kernel_id, "available": False, "cells": [],
-                       "reason": "no cells recorded yet: run %load_ext meno_jupyter, then "
-                                 "%memwatch on (or profile a cell with %%memprofile)"})
+        if not os.path.lexists(path):
+            self.unavailable(kernel_id, NO_CELLS_YET)
             return
-        try:
-            data = read_ledger_file(path)
-        except (OSError, ValueError) as error:
-            self.send({"kernel_id": kernel_id, "available": False, "cells": [],
-                       "reason": f"the ledger file could not be read: {error}"})
+        try:  # off the event loop: a slow disk must not stall the server
+            data = await asyncio.to_thread(read_ledger_file, path)
+        except LedgerFileError as error:
+            self.unavailable(kernel_id, f"the ledger file could not be read: {error}")
+            return
+        pid = getattr(getattr(kernel, "provisioner", None), "pid", None)
+        if isinstance(pid, int) and not belongs_to(data["pid"], pid):
+            self.unavailable(kernel_id, f"{NO_CELLS_YET} (the ledger file is from an earlier "
+                                        f"process of this kernel, pid {data['pid']})")
             return
         self.send({"kernel_id": kernel_id, "available": True, "reason": "",
-                   "cells": data.get("cells", []), "updated_at": data.get("updated_at")})
+                   "cells": data["cells"], "updated_at": data["updated_at"]})
+
+    def unavailable(self, kernel_id: str, reason: str) -> None:
+        """Answer that there is no ledger to show, and why."""
+        self.send({"kernel_id": kernel_id, "available": False, "cells": [], "reason": reason})
+
+
+def belongs_to(pid: int, kernel_pid: int) -> bool:
+    """Tell whether ``pid`` is the kernel's process or one it started (a wrapper's child)."""
+    if pid == kernel_pid:
+        return True
+    try:
+        return pid in {child.pid for child in psutil.Process(kernel_pid).children(True)}
+    except psutil.Error:
+        return False
+
+
+class UnknownRouteHandler(MenoHandler):
+    """Anything else under ``/meno-jupyter/``: a JSON 404, for signed-in users only."""
+
+    @tornado.web.authenticated
+    def get(self, rest: str) -> None:
+        """Answer that there is no such endpoint."""
+        raise tornado.web.HTTPError(404, f"no endpoint {rest[:SHOWN_ID_CHARS]!r}")
 
 
 class LimitHandler(MenoHandler):
@@ -180,6 +217,7 @@ ROUTES: list[tuple[str, type[MenoHandler]]] = [
     (f"kernels/{KERNEL_ID}/history", HistoryHandler),
     (f"kernels/{KERNEL_ID}/ledger", LedgerHandler),
     ("limit", LimitHandler),
+    ("(?P<rest>.*)", UnknownRouteHandler),  # last: only what nothing above matched
 ]
 
 

@@ -9,17 +9,22 @@ A store is a directory::
 
 A chunk is journaled only after its rows are flushed to the file, so a process killed at
 any moment loses at most the chunk in flight; reopening the store resumes at the first
-chunk not in the journal.
+chunk not in the journal (a journal line cut short by the kill is cut off before the next
+entry is written). The files' space is reserved when the store is made, so a full disk is
+an ``OSError`` there, never a crash writing through the memory map. Every chunk read is
+checked against its checksum first (once per opened store).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import math
 import os
 import shutil
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +39,8 @@ META_FILE = "meta.json"
 DATA_FILE = "embeddings.npy"
 SCALES_FILE = "scales.npy"
 JOURNAL_FILE = "journal.jsonl"
+META_MAX_BYTES = 64 * 1024
+START_AGAIN = "embed again with overwrite=True to start again"
 
 
 class StoreError(Exception):
@@ -46,6 +53,10 @@ class StoreMismatchError(StoreError):
 
 class CorruptStoreError(StoreError):
     """The store's files are truncated or do not match their checksums."""
+
+
+class StoreSpaceError(StoreError, OSError):
+    """The disk has no room for the store (an ``OSError`` with ``errno.ENOSPC`` too)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,50 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _array_files(meta: StoreMeta) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
+    """Return the store's array files with their dtype and shape."""
+    files: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {
+        DATA_FILE: (np.dtype(meta.precision), (meta.n_docs, meta.dim))}
+    if meta.precision == "int8":
+        files[SCALES_FILE] = (np.dtype(np.float32), (meta.n_docs,))
+    return files
+
+
+def _read_regular(path: Path, max_bytes: int | None) -> bytes:
+    """Read a regular file without following a link or waiting on a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or (max_bytes is not None
+                                            and status.st_size > max_bytes):
+        os.close(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        raise OSError(errno.EFBIG, f"{status.st_size:,} bytes, more than {max_bytes:,}")
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
+def _read_meta(path: Path) -> StoreMeta:
+    """Read ``meta.json``; raise :class:`CorruptStoreError` on anything malformed."""
+    try:
+        fields = json.loads(_read_regular(path, META_MAX_BYTES).decode("utf-8"))
+        if not isinstance(fields, dict):
+            raise TypeError("not a JSON object")
+        types = {"model": str, "dim": int, "precision": str, "n_docs": int,
+                 "docs_hash": str, "chunk_size": int, "version": int}
+        wrong = [name for name, kind in types.items()
+                 if name in fields and type(fields[name]) is not kind]
+        if wrong:
+            raise TypeError(f"wrong type for {', '.join(wrong)}")
+        meta = StoreMeta(**fields)
+    except (OSError, ValueError, TypeError, RecursionError) as error:
+        raise CorruptStoreError(f"{path} is damaged ({error}); {START_AGAIN}") from None
+    if meta.version != STORE_VERSION:
+        raise StoreError(f"{path.parent} was written by store version {meta.version}; "
+                         f"this meno-jupyter reads version {STORE_VERSION}")
+    return meta
+
+
 class EmbeddingStore:
     """A directory of embeddings; open with :meth:`open`, :meth:`create` or :meth:`prepare`.
 
@@ -153,9 +208,12 @@ class EmbeddingStore:
     [[1.0, 0.0, -0.5], [0.0, 2.0, 0.0]]
     """
 
-    def __init__(self, path: Path, meta: StoreMeta) -> None:
+    def __init__(self, path: Path, meta: StoreMeta, *, verify: bool = True) -> None:
         self.path = path
         self.meta = meta
+        self._verify = verify
+        self._verified: set[int] = set()
+        self._journal_end: int | None = None  # where a cut-off last line begins
         self._checksums = self._read_journal()
 
     # ------------------------------------------------------------------ opening
@@ -168,34 +226,39 @@ class EmbeddingStore:
             raise StoreError(f"{root} already holds an embedding store; open it, or pass "
                              "overwrite=True to start again")
         root.mkdir(parents=True, exist_ok=True)
-        dtype = np.dtype(meta.precision)
-        np.lib.format.open_memmap(root / DATA_FILE, mode="w+", dtype=dtype,
-                                  shape=(meta.n_docs, meta.dim)).flush()
-        if meta.precision == "int8":
-            np.lib.format.open_memmap(root / SCALES_FILE, mode="w+", dtype=np.float32,
-                                      shape=(meta.n_docs,)).flush()
-        (root / JOURNAL_FILE).touch()
-        _write_json_atomic(root / META_FILE, dataclasses.asdict(meta))  # last: marks it made
-        return cls(root, meta)
+        arrays = _array_files(meta)
+        made = [root / name for name in arrays]
+        try:
+            for name, (dtype, shape) in arrays.items():
+                np.lib.format.open_memmap(root / name, mode="w+", dtype=dtype,
+                                          shape=shape).flush()
+            store = cls(root, meta)
+            store.reserve_space()
+            (root / JOURNAL_FILE).touch()
+            _write_json_atomic(root / META_FILE, dataclasses.asdict(meta))  # last: marks it made
+        except OSError:
+            for made_file in made:  # nothing half-made is left to be mistaken for a store
+                made_file.unlink(missing_ok=True)
+            raise
+        return store
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, verify: bool = False) -> EmbeddingStore:
-        """Open an existing store; ``verify`` checks every finished chunk's checksum."""
+    def open(cls, path: str | os.PathLike[str], *,
+             verify: bool | Literal["lazy"] = "lazy") -> EmbeddingStore:
+        """Open an existing store, checking what is read against the checksums.
+
+        ``verify="lazy"`` (the default) checks each finished chunk the first time it is
+        read; ``True`` checks every chunk now; ``False`` reads without checking. Damage
+        raises :class:`CorruptStoreError` naming the documents.
+        """
         root = Path(path)
         meta_path = root / META_FILE
         if not meta_path.exists():
             raise StoreError(f"{root} is not an embedding store (no {META_FILE})")
-        try:
-            fields = json.loads(meta_path.read_text())
-            meta = StoreMeta(**fields)
-        except (ValueError, TypeError) as error:
-            raise CorruptStoreError(f"{meta_path} is damaged: {error}") from None
-        if meta.version != STORE_VERSION:
-            raise StoreError(f"{root} was written by store version {meta.version}; "
-                             f"this meno-jupyter reads version {STORE_VERSION}")
-        store = cls(root, meta)
+        meta = _read_meta(meta_path)
+        store = cls(root, meta, verify=verify is not False)
         store.check_files()
-        if verify:
+        if verify is True:
             store.verify()
         return store
 
@@ -214,6 +277,7 @@ class EmbeddingStore:
             shutil.rmtree(root)
             return cls.create(root, meta)
         store = cls.open(root)
+        store.reserve_space()  # a store made before space was reserved, or copied sparse
         differences = [
             f"{name}: store has {getattr(store.meta, name)!r}, asked for {getattr(meta, name)!r}"
             for name in store.meta.differences(meta)
@@ -230,17 +294,44 @@ class EmbeddingStore:
     # ------------------------------------------------------------------ state
 
     def _read_journal(self) -> dict[int, str]:
-        checksums: dict[int, str] = {}
         path = self.path / JOURNAL_FILE
-        if not path.exists():
-            return checksums
-        for line in path.read_text().splitlines():
+        try:
+            data = _read_regular(path, None)
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            raise CorruptStoreError(f"{path} cannot be read ({error}); {START_AGAIN}"
+                                    ) from None
+        complete_end = data.rfind(b"\n") + 1
+        if complete_end < len(data):
+            # The last line was cut short (a kill, a full disk): its chunk is redone, and
+            # the fragment is cut off before the next entry is appended.
+            self._journal_end = complete_end
+        checksums: dict[int, str] = {}
+        for number, line in enumerate(data[:complete_end].splitlines(), start=1):
+            if not line.strip():
+                continue
             try:
-                entry = json.loads(line)
-                checksums[int(entry["chunk"])] = str(entry["sha256"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a kill: that chunk is redone
+                index, checksum = self._parse_journal_line(line)
+            except (ValueError, KeyError, TypeError, IndexError) as error:
+                raise CorruptStoreError(
+                    f"{path}, line {number}, is damaged ({error}); {START_AGAIN}") from None
+            checksums[index] = checksum
         return checksums
+
+    def _parse_journal_line(self, line: bytes) -> tuple[int, str]:
+        entry = json.loads(line.decode("utf-8"))
+        if not isinstance(entry, dict):
+            raise TypeError("an entry must be a JSON object")
+        index, checksum = entry["chunk"], entry["sha256"]
+        if type(index) is not int or not isinstance(checksum, str):
+            raise TypeError("chunk must be an integer and sha256 a string")
+        start, stop = self.meta.chunk_bounds(index)
+        if (entry.get("start"), entry.get("stop")) != (start, stop):
+            raise ValueError(f"chunk {index} should span documents {start}-{stop}")
+        if len(checksum) != 64 or any(c not in "0123456789abcdef" for c in checksum):
+            raise ValueError("sha256 is not a SHA-256 hex digest")
+        return index, checksum
 
     @property
     def done_chunks(self) -> set[int]:
@@ -274,34 +365,56 @@ class EmbeddingStore:
             version = np.lib.format.read_magic(handle)
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
-            found_shape, _, found_dtype = read_header(handle)
+            found_shape, fortran_order, found_dtype = read_header(handle)
+            if fortran_order:
+                raise ValueError("holds a Fortran-ordered array")
             if tuple(found_shape) != shape or np.dtype(found_dtype) != dtype:
                 raise ValueError(f"holds {found_dtype} {tuple(found_shape)}, "
                                  f"expected {dtype} {shape}")
-            return handle.tell() + int(np.prod(shape)) * dtype.itemsize
+            return handle.tell() + math.prod(shape) * dtype.itemsize
 
     def check_files(self) -> None:
         """Raise :class:`CorruptStoreError` when a file is missing or truncated."""
-        meta = self.meta
-        files: list[tuple[str, np.dtype[Any], tuple[int, ...]]] = [
-            (DATA_FILE, np.dtype(meta.precision), (meta.n_docs, meta.dim))]
-        if meta.precision == "int8":
-            files.append((SCALES_FILE, np.dtype(np.float32), (meta.n_docs,)))
-        for name, dtype, shape in files:
+        for name, (dtype, shape) in _array_files(self.meta).items():
             path = self.path / name
-            if not path.exists():
-                raise CorruptStoreError(f"{path} is missing: the store cannot be used; "
-                                        "embed again with overwrite=True")
+            if not path.is_file():
+                raise CorruptStoreError(f"{path} is missing or not a file: the store cannot "
+                                        f"be used; {START_AGAIN}")
             try:
                 expected = self._expected_size(name, dtype, shape)
-            except (ValueError, OSError) as error:
+            except Exception as error:  # numpy's header parser raises many kinds (tokenize's too)
                 raise CorruptStoreError(f"{path} has a damaged header ({error}); "
-                                        "embed again with overwrite=True") from None
+                                        f"{START_AGAIN}") from None
             actual = path.stat().st_size
             if actual < expected:
                 raise CorruptStoreError(
                     f"{path} is truncated: {actual:,} bytes, expected {expected:,} "
-                    "(a copy cut short or a full disk?); embed again with overwrite=True")
+                    f"(a copy cut short or a full disk?); {START_AGAIN}")
+
+    def reserve_space(self) -> None:
+        """Allocate every byte of the array files now, so a full disk fails here.
+
+        Writing through a memory map into a file whose space is not allocated crashes the
+        process (SIGBUS) when the disk is full; reserving it turns that into an ``OSError``.
+        """
+        for name in _array_files(self.meta):
+            path = self.path / name
+            size = path.stat().st_size
+            fd = os.open(path, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as error:
+                if error.errno == errno.ENOSPC:
+                    free = shutil.disk_usage(self.path).free
+                    raise StoreSpaceError(errno.ENOSPC, (
+                        f"no space left on the disk of {self.path} for the embeddings: "
+                        f"{name} needs {size:,} bytes, {free:,} are free. Free some space "
+                        "or choose another directory; finished chunks are kept")) from None
+                if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                # A file system without fallocate: space is then taken as chunks arrive.
+            finally:
+                os.close(fd)
 
     def _map(self, name: str, writable: bool = False) -> np.memmap[Any, Any]:
         # Mapped per use and dropped after it: pages a long-lived mapping has touched count
@@ -347,19 +460,32 @@ class EmbeddingStore:
         del data
         checksum = self._digest(values, row_scales)
         line = json.dumps({"chunk": index, "start": start, "stop": stop, "sha256": checksum})
-        with open(self.path / JOURNAL_FILE, "a") as journal:
-            journal.write(line + "\n")
+        with open(self.path / JOURNAL_FILE, "ab") as journal:
+            if self._journal_end is not None:  # never append onto a cut-off line
+                journal.truncate(self._journal_end)
+                self._journal_end = None
+            journal.write(line.encode() + b"\n")
             journal.flush()
             os.fsync(journal.fileno())
         self._checksums[index] = checksum
+        self._verified.add(index)
 
     # ------------------------------------------------------------------ reading
 
     def verify(self) -> None:
-        """Check every finished chunk against its checksum; raise on the first damage."""
+        """Check every finished chunk against its checksum now; raise if any is damaged."""
         self.check_files()
-        bad = [i for i, expected in sorted(self._checksums.items())
-               if self._chunk_checksum(i) != expected]
+        self._check_chunks(sorted(self._checksums))
+
+    def _check_chunks(self, chunks: Iterable[int]) -> None:
+        bad = []
+        for index in chunks:
+            if index not in self._checksums:
+                continue  # not embedded yet: nothing to check
+            if self._chunk_checksum(index) == self._checksums[index]:
+                self._verified.add(index)
+            else:
+                bad.append(index)
         if bad:
             spans = ", ".join("{}-{}".format(*self.meta.chunk_bounds(i)) for i in bad[:5])
             raise CorruptStoreError(
@@ -367,11 +493,35 @@ class EmbeddingStore:
                 f"{spans}{'…' if len(bad) > 5 else ''}); the files were changed or damaged. "
                 "Embed again with overwrite=True.")
 
+    def _check_rows(self, rows: slice | np.ndarray[Any, Any] | None) -> None:
+        """Verify (once) the finished chunks that ``rows`` reads, when verifying."""
+        if not self._verify:
+            return
+        size = self.meta.chunk_size
+        if rows is None:
+            chunks: Iterable[int] = self._checksums
+        elif isinstance(rows, slice):
+            start, stop, step = rows.indices(self.meta.n_docs)
+            picked = range(start, stop, step)
+            chunks = (range(min(picked) // size, max(picked) // size + 1) if picked
+                      else range(0))
+        else:
+            index = np.asarray(rows)
+            if index.dtype == bool:
+                index = np.flatnonzero(index)
+            chunks = np.unique(np.asarray(index, dtype=np.int64) % self.meta.n_docs
+                               // size).tolist()
+        self._check_chunks(sorted(set(chunks) - self._verified))
+
     def embeddings(self, *, allow_partial: bool = False) -> np.memmap[Any, Any]:
-        """Return the stored array, memory-mapped read-only (int8: see :meth:`as_float32`)."""
+        """Return the stored array, memory-mapped read-only (int8: see :meth:`as_float32`).
+
+        When the store verifies, every finished chunk is checked first (once).
+        """
         if not self.complete and not allow_partial:
             raise StoreError(f"{self.path} is not finished ({self.done_docs} of "
                              f"{self.meta.n_docs} documents): embed again to resume")
+        self._check_rows(None)
         return self._map(DATA_FILE)
 
     def scales(self) -> np.ndarray[Any, Any] | None:
@@ -384,7 +534,10 @@ class EmbeddingStore:
                    ) -> np.ndarray[Any, Any]:
         """Return rows (all by default; a slice or row indices) as float32, dequantized."""
         picked = slice(None) if rows is None else rows
-        out = np.asarray(self.embeddings()[picked], dtype=np.float32)
+        if not self.complete:
+            self.embeddings()  # says why it cannot be read
+        self._check_rows(picked)
+        out = np.asarray(self._map(DATA_FILE)[picked], dtype=np.float32)
         scales = self.scales()
         if scales is not None:
             out *= np.asarray(scales[picked])[:, None]

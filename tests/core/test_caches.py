@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import textwrap
 import threading
 from pathlib import Path
 
@@ -224,3 +226,148 @@ def test_edge_shaped_arrays_round_trip(array: np.ndarray) -> None:
     cache = CompressedCache(max_bytes=10**6, codec="zstd")
     cache["a"] = array
     assert cache["a"].shape == array.shape and np.array_equal(cache["a"], array)
+
+
+# ---------------------------------------------------------------------------- hardening
+
+def test_a_changed_header_is_refused_not_misread(tmp_path: Path) -> None:
+    cache = CompressedCache(max_bytes=10, codec="none", disk_dir=tmp_path)
+    cache["k"] = np.arange(100, dtype=np.float64)
+    path = _only_file(tmp_path)
+    path.write_bytes(path.read_bytes().replace(b'"<f8"', b'"<i8"', 1))
+    reopened = CompressedCache(max_bytes=10, codec="none", disk_dir=tmp_path)
+    with pytest.warns(MenoWarning, match="damaged"):
+        assert reopened.get("k") is None  # before: int64 garbage
+
+
+def test_memmap_checks_the_file_before_mapping_it(tmp_path: Path) -> None:
+    cache = CompressedCache(max_bytes=10, codec="none", disk_dir=tmp_path)
+    cache["m"] = np.arange(1000, dtype=np.float32)
+    path = _only_file(tmp_path)
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.warns(MenoWarning, match="damaged"), pytest.raises(KeyError):
+        cache.memmap("m")
+    assert not path.exists()
+
+
+def test_a_planted_pickle_is_never_unpickled(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    cache = CompressedCache(max_bytes=10, codec="zstd", disk_dir=cache_dir)
+    cache["report"] = {"rows": 3}
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (Path.touch, (str(marker),))  # type: ignore[return-value]
+
+    from meno_jupyter.core.caches import _Codec, encode
+
+    # The attacker can write the directory's files but does not know the secret key.
+    blob, _ = encode(Exploit(), _Codec("zstd", None), key=b"guessed" * 4)
+    _only_file(cache_dir).write_bytes(blob)
+    reopened = CompressedCache(max_bytes=10, codec="zstd", disk_dir=cache_dir)
+    with pytest.warns(MenoWarning, match="authentication failed"):
+        assert reopened.get("report") is None
+    assert not marker.exists()
+
+
+def test_the_disk_tier_is_private(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    cache_dir = tmp_path / "new" / "cache"
+    CompressedCache(max_bytes=10, disk_dir=cache_dir)
+    assert stat.S_IMODE(cache_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((cache_dir / ".meno-cache-key").stat().st_mode) == 0o600
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(PermissionError, match="can be written by other users"):
+        CompressedCache(max_bytes=10, disk_dir=shared)
+    shared.chmod(0o755)
+    CompressedCache(max_bytes=10, disk_dir=shared)  # readable by others is fine
+    if os.geteuid() == 0:  # root can give a directory away; others cannot make one
+        foreign = tmp_path / "foreign"
+        foreign.mkdir(mode=0o700)
+        os.chown(foreign, 65534, 65534)
+        with pytest.raises(PermissionError, match="belongs to another user"):
+            CompressedCache(max_bytes=10, disk_dir=foreign)
+    (cache_dir / ".meno-cache-key").chmod(0o644)
+    with pytest.raises(PermissionError, match="private key"):
+        CompressedCache(max_bytes=10, disk_dir=cache_dir)
+
+
+def test_a_directory_in_place_of_a_cache_file_is_a_miss(tmp_path: Path) -> None:
+    cache = CompressedCache(max_bytes=10, codec="lz4", disk_dir=tmp_path)
+    cache["k"] = np.arange(100)
+    path = _only_file(tmp_path)
+    path.unlink()
+    path.mkdir()
+    assert cache.get("k", "missing") == "missing"
+    assert "k" not in cache
+
+
+def test_keys_equal_in_memory_are_one_key_on_disk(tmp_path: Path) -> None:
+    cache = CompressedCache(max_bytes=10, codec="lz4", disk_dir=tmp_path)
+    cache[1] = "one"
+    assert cache.get(1.0) == "one" and cache.get(True) == "one"
+    cache[(1, "a")] = "tuple"
+    assert cache.get((1.0, "a")) == "tuple"
+    assert len(list(tmp_path.glob("*.meno"))) == 2
+    with pytest.raises(TypeError, match="encodes alike"):
+        cache[object()] = 1
+    assert cache.stats().puts == 2
+
+
+def _cache_process(code: str, cache_dir: Path, seed: str = "0") -> subprocess.Popen[str]:
+    """A process with a cache on ``cache_dir`` in which any MenoWarning is an error."""
+    import os
+    import sys
+
+    program = textwrap.dedent("""
+        import sys, warnings
+        import numpy as np
+        from meno_jupyter.core.caches import CompressedCache
+        from meno_jupyter.core.errors import MenoWarning
+        warnings.simplefilter("error", MenoWarning)
+        cache_dir = sys.argv[1]
+    """) + textwrap.dedent(code)
+    return subprocess.Popen([sys.executable, "-c", program, str(cache_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONHASHSEED": seed})
+
+
+def _finish(process: subprocess.Popen[str]) -> str:
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return out.strip()
+
+
+def test_a_frozenset_key_is_found_after_a_restart(tmp_path: Path) -> None:
+    _finish(_cache_process("""
+        cache = CompressedCache(max_bytes=10, codec="zstd", disk_dir=cache_dir)
+        cache[frozenset({"alpha", "beta", "gamma", "delta"})] = "found"
+    """, tmp_path, seed="1"))
+    assert _finish(_cache_process("""
+        cache = CompressedCache(max_bytes=10, codec="zstd", disk_dir=cache_dir)
+        print(cache.get(frozenset({"delta", "gamma", "beta", "alpha"})))
+    """, tmp_path, seed="2")) == "found"
+
+
+def test_two_processes_share_one_bounded_disk_tier(tmp_path: Path) -> None:
+    code = """
+        import random
+        cache = CompressedCache(max_bytes=10, codec="none", disk_dir=cache_dir,
+                                disk_max_bytes=200_000)
+        for i in range(300):
+            cache[i % 60] = np.full(1000, i % 60, dtype=np.float64)
+            value = cache.get(random.randrange(60))
+            assert value is None or value[0] == value[-1]
+        print("ok")
+    """
+    processes = [_cache_process(code, tmp_path) for _ in range(2)]
+    assert [_finish(process) for process in processes] == ["ok", "ok"]  # no "damaged" warning
+    total = sum(p.stat().st_size for p in tmp_path.glob("*.meno"))
+    assert 0 < total <= 200_000

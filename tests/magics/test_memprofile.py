@@ -154,6 +154,8 @@ def test_a_cell_that_forks_counts_its_children(shell: Any) -> None:
         ("-o class", "valid Python variable name"),
         ("--top 0", "--top"),
         ("--json /no/such/dir/x.json", "does not exist"),
+        ("--json /tmp", "is a directory"),
+        ("--json /proc/x.json", "cannot write /proc/x.json"),
     ],
 )
 def test_bad_arguments_raise_usage_errors(shell: Any, line: str, message: str) -> None:
@@ -162,6 +164,19 @@ def test_bad_arguments_raise_usage_errors(shell: Any, line: str, message: str) -
     assert "ran" not in shell.user_ns  # the cell did not run
     if message == "unrecognized arguments":
         assert "--trace" in str(error.value)  # the help text comes with it
+
+
+def test_a_report_that_cannot_be_written_never_hides_the_cell_error(
+        shell: Any, tmp_path: Path) -> None:
+    target = tmp_path / "gone" / "profile.json"
+    target.parent.mkdir()
+    # The directory vanishes while the cell runs: the check before could not see it.
+    cell = f"import shutil; shutil.rmtree({str(target.parent)!r})\n1 / 0"
+    result, captured = run(shell, f"%%memprofile --json {target} -o prof\n{cell}")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)  # the cell's own error
+    assert "could not be completed" in captured.stderr
+    assert "memory profile" in shown(captured)
+    assert shell.user_ns["prof"].error == "ZeroDivisionError"
 
 
 def test_help_is_generated(shell: Any) -> None:

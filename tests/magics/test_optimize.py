@@ -82,3 +82,37 @@ def test_help(shell: Any) -> None:
     doc = shell.find_line_magic("optimize_df").__doc__
     for option in ("--all", "--aggressive", "--rtol X", "--dry-run", "--inplace", "-o NAME"):
         assert option in doc
+
+
+def test_inplace_with_a_bad_frame_among_good_ones_changes_nothing(shell: Any) -> None:
+    shell.run_cell(FRAME + "\ndup = pd.DataFrame([[1, 2]], columns=['a', 'a'])")
+    with pytest.raises(UsageError, match=r"dup: columns must be unique.*repeated: a.*nothing "
+                                         r"changed"):
+        shell.run_line_magic("optimize_df", "sales dup --inplace")
+    assert shell.user_ns["sales"]["store"].dtype == "int64"  # before: uint8 with no undo
+    assert shell.user_ns["alias"] is shell.user_ns["sales"]
+
+
+def test_inplace_interrupted_half_way_puts_the_first_frames_back(shell: Any) -> None:
+    from meno_jupyter.core import dataframe
+
+    shell.run_cell(FRAME + "\nother = sales.copy()")
+    dtypes = list(shell.user_ns["sales"].dtypes)
+    original = dataframe.optimize_dataframe
+    calls = []
+
+    def interrupted(frame: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second frame
+        return original(frame, **kwargs)
+
+    dataframe.optimize_dataframe = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            shell.run_line_magic("optimize_df", "sales other --inplace")
+    finally:
+        dataframe.optimize_dataframe = original
+    assert len(calls) == 2
+    for name in ("sales", "other"):
+        assert list(shell.user_ns[name].dtypes) == dtypes

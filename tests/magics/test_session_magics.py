@@ -92,12 +92,34 @@ def test_ledger_stays_bounded_over_1000_cells(watching: Any) -> None:
     assert len(registry.ledger) <= registry.ledger.max_cells
 
 
+def test_export_then_clear_writes_the_cells_before_forgetting_them(
+        watching: Any, tmp_path: Path) -> None:
+    cells(watching, "a = [0] * 1000", "b = [1] * 1000")
+    with capture_output() as captured:
+        watching.run_line_magic(
+            "memwatch", f"--csv {tmp_path}/out.csv --json {tmp_path}/out.json --clear")
+    exported = json.loads((tmp_path / "out.json").read_text())["cells"]
+    assert [c["source_head"] for c in exported][-2:] == ["a = [0] * 1000", "b = [1] * 1000"]
+    assert "b = [1] * 1000" in (tmp_path / "out.csv").read_text()
+    assert "cells forgotten" in captured.stdout
+    assert len(meno_jupyter.ledger()) == 0
+
+
 @pytest.mark.parametrize(("line", "message"), [("maybe", "invalid choice"),
                                                ("--top 0", "--top"),
-                                               ("--csv /no/such/dir/x.csv", "does not exist")])
+                                               ("--csv /no/such/dir/x.csv", "does not exist"),
+                                               ("--csv /proc/x.csv", "cannot write /proc/x.csv"),
+                                               ("--json /proc/x.json",
+                                                "cannot write /proc/x.json"),
+                                               ("--json /tmp", "is a directory")])
 def test_memwatch_bad_arguments(shell: Any, line: str, message: str) -> None:
+    shell.run_line_magic("memwatch", "on")
+    shell.run_cell("kept_cell = 1", store_history=True)
+    before = len(meno_jupyter.ledger())
     with pytest.raises(UsageError, match=message):
-        shell.run_line_magic("memwatch", line)
+        shell.run_line_magic("memwatch", line + " --clear")
+    assert len(meno_jupyter.ledger()) == before >= 1  # a refused export clears nothing
+    shell.run_line_magic("memwatch", "off")
 
 
 @pytest.mark.skipif(not LINUX, reason="RSS release needs munmap/malloc_trim")

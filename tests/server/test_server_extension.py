@@ -34,9 +34,10 @@ async def error_of(jp_fetch: Any, *parts: str) -> tuple[int, Any]:
 
 async def test_every_route_refuses_an_unauthenticated_request(
         jp_serverapp: Any, http_server_client: Any, jp_base_url: str) -> None:
-    assert len(ROUTES) == 4
+    assert len(ROUTES) == 5
     for route, _ in ROUTES:
-        path = route.replace("(?P<kernel_id>[\\w-]+)", "some-kernel")
+        path = route.replace("(?P<kernel_id>[^/]+)", "some-kernel").replace(
+            "(?P<rest>.*)", "no/such/route")
         url = f"{jp_base_url}meno-jupyter/{path}"
         with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
             await http_server_client.fetch(url, method="GET")
@@ -52,7 +53,13 @@ async def test_unknown_kernel_is_a_json_404(jp_fetch: Any) -> None:
     for part in ("history", "ledger"):
         code, body = await error_of(jp_fetch, "kernels", "no-such-kernel", part)
         assert code == 404
-        assert "no kernel no-such-kernel" in body["message"]
+        assert "no kernel 'no-such-kernel'" in body["message"]
+    for odd in ("a.b", "with space", "x" * 8000, "%E2%9C%93"):
+        code, body = await error_of(jp_fetch, "kernels", odd, "ledger")
+        assert code == 404 and body["message"].startswith("no kernel"), odd
+        assert len(body["message"]) < 100  # an 8 kB id is not echoed back whole
+    code, body = await error_of(jp_fetch, "no", "such", "route")
+    assert code == 404 and "no endpoint" in body["message"]
 
 
 async def test_limit_and_system_figures(jp_fetch: Any) -> None:
@@ -99,6 +106,11 @@ async def test_since_must_be_a_number(jp_fetch: Any, kernel: RunningKernel) -> N
         await jp_fetch("meno-jupyter", "kernels", kernel.id, "history",
                        params={"since": "yesterday"}, method="GET")
     assert caught.value.code == 400
+    for bad in ("nan", "inf", "-inf", "1e400"):
+        with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
+            await jp_fetch("meno-jupyter", "kernels", kernel.id, "history",
+                           params={"since": bad}, method="GET")
+        assert caught.value.code == 400, bad
 
 
 async def test_ledger_returns_cells_after_memprofile_and_memwatch(
@@ -149,3 +161,73 @@ async def test_a_dead_kernel_is_no_longer_sampled(
     assert kernel.id not in sampler.histories
     code, _ = await error_of(jp_fetch, "kernels", kernel.id, "history")
     assert code == 404
+
+
+def _ledger_text(pid: int, cells: object = None) -> str:
+    cell = {"execution_count": 1, "source_head": "x = 1", "started_at": 1.0,
+            "duration_s": 0.5, "start_rss": 100, "end_rss": 120, "peak_rss": 150,
+            "exact_peak": True, "children_peak_rss": 0, "error": None,
+            "peak_increase": 50, "delta": 20}
+    return json.dumps({"schema": 1, "pid": pid, "updated_at": 2.0,
+                       "cells": [cell] if cells is None else cells})
+
+
+async def test_the_ledger_route_reads_only_what_the_kernel_wrote(
+        jp_fetch: Any, jp_serverapp: Any, kernel: RunningKernel, tmp_path: Any) -> None:
+    from meno_jupyter.core.ledger import ledger_path_for
+
+    path = ledger_path_for(kernel.manager.connection_file)
+    pid = kernel.manager.provisioner.pid
+    path.write_text(_ledger_text(pid))
+    good = await get(jp_fetch, "kernels", kernel.id, "ledger")
+    assert good["available"] and good["cells"][0]["source_head"] == "x = 1"
+
+    cases = {
+        "a file from the dead process before a restart": (_ledger_text(pid + 10**6),
+                                                          "earlier process"),
+        "deep nesting": ('{"schema": 1, "cells": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                         "not a readable ledger"),
+        "NaN": (_ledger_text(pid).replace('"duration_s": 0.5', '"duration_s": NaN'),
+                "not a number JSON allows"),
+        "cells not a list": (_ledger_text(pid, cells="not a list"), "cells must be a list"),
+        "a cell without fields": (_ledger_text(pid, cells=[{"source_head": "x"}]),
+                                  "cell 0 has no"),
+        "50 MB": ('{"schema": 1, "pad": "' + "x" * 50 * MIB + '"}', "more than a ledger"),
+    }
+    for what, (text, reason) in cases.items():
+        path.write_text(text)
+        body = await get(jp_fetch, "kernels", kernel.id, "ledger")
+        assert not body["available"] and body["cells"] == [], what
+        assert reason in body["reason"], (what, body["reason"])
+
+    path.unlink()
+    elsewhere = tmp_path / "other.json"
+    elsewhere.write_text(_ledger_text(pid))
+    path.symlink_to(elsewhere)
+    linked = await get(jp_fetch, "kernels", kernel.id, "ledger")
+    assert not linked["available"] and "cannot be opened" in linked["reason"]
+
+    path.unlink()
+    os.mkfifo(path)
+    try:
+        started = time.monotonic()
+        fifo = await get(jp_fetch, "kernels", kernel.id, "ledger")
+        status = await jp_fetch("api", "status", method="GET")
+        assert status.code == 200 and time.monotonic() - started < 2.0  # before: froze
+        assert not fifo["available"] and "not a regular file" in fifo["reason"]
+    finally:
+        path.unlink()
+
+
+async def test_a_kernel_shut_down_leaves_no_ledger_file(
+        jp_fetch: Any, jp_serverapp: Any, kernel: RunningKernel) -> None:
+    from meno_jupyter.core.ledger import ledger_path_for
+
+    await kernel.run("%load_ext meno_jupyter")
+    await kernel.run("%memwatch on")
+    await kernel.run("x = 1")
+    path = ledger_path_for(kernel.manager.connection_file)
+    assert path.exists()
+    kernel.client.stop_channels()
+    await jp_serverapp.kernel_manager.shutdown_kernel(kernel.id)  # a normal shutdown
+    assert not path.exists()
