@@ -11,6 +11,8 @@ cell in the same process (so the wall-time ratio compares like with like). Two w
   increase 164 MiB, of which 64 MiB is the spike above what the cell keeps. (With the spike
   before the kept block the peak would be 100 MiB and no peak figure could show the spike.)
 
+``meno guard: %memguard on`` profiles nothing: it shows what the memory guard costs a cell.
+
 Run ``make bench`` (installs memray, memory_profiler, ipython-memory-usage).
 """
 
@@ -51,6 +53,10 @@ TOOLS: dict[str, dict[str, Any]] = {
                                   "prefix": "%%memprofile -o _meno\n", "rich": True},
     "meno %%memprofile --trace": {"setup": ["%load_ext meno_jupyter"],
                                   "prefix": "%%memprofile --trace -o _meno\n"},
+    # The guard profiles nothing: only its cost is compared (its thread and the allocation
+    # limit it keeps), against the un-profiled cell in the same process.
+    "meno guard: %memguard on": {"setup": ["%load_ext meno_jupyter"], "prefix": "",
+                                 "on": "%memguard on", "off": "%memguard off"},
     "memory_profiler %%memit": {"setup": ["%load_ext memory_profiler"],
                                 "prefix": "%%memit -o -q\n"},
     "memray %%memray_flamegraph": {"setup": ["%load_ext memray"],
@@ -90,6 +96,8 @@ def _reported(  # noqa: PLR0911 - one return per tool
     tool: str, shell: Any, result: Any, stdout: str
 ) -> tuple[float | None, float | None]:
     """Return (peak increase, kept delta) in bytes as the tool reports them."""
+    if tool.startswith("meno guard"):
+        return None, None
     if tool.startswith("meno"):
         prof = shell.user_ns["_meno"]
         return float(prof.peak_increase), float(prof.delta)

@@ -14,6 +14,9 @@ from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+# The guard's notebook runs memory up to the limit on purpose: tests/oom runs it in a
+# kernel inside a 600 MiB cgroup.
+IN_A_CGROUP = {"07_memory_guard.ipynb"}
 PLOTLY = "application/vnd.plotly.v1+json"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -43,7 +46,8 @@ def test_notebooks_are_stored_without_outputs(path: Path) -> None:
             assert cell.outputs == [] and cell.execution_count is None, path.name
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name not in IN_A_CGROUP],
+                         ids=[p.name for p in NOTEBOOKS if p.name not in IN_A_CGROUP])
 def test_notebook_executes(path: Path) -> None:
     notebook = execute(nbformat.read(path, as_version=4))
     errors = [out for cell in notebook.cells if cell.cell_type == "code"

@@ -375,35 +375,150 @@ def _cgroup_paths(proc_cgroup: Path) -> tuple[str | None, str | None]:
     return v2_path, v1_path
 
 
-def cgroup_limit(
+@dataclass(frozen=True)
+class LimitingCgroup:
+    """The cgroup whose memory limit binds this process (its own or an ancestor's).
+
+    Attributes
+    ----------
+    directory : Path
+        The cgroup's directory; ``usage_file``, ``stat_file`` and ``events_file`` are in it.
+    version : str
+        ``"cgroup v2"`` or ``"cgroup v1"``.
+    """
+
+    directory: Path
+    version: str
+    limit_bytes: int
+
+    @property
+    def usage_file(self) -> Path:
+        """The file with the cgroup's memory usage in bytes."""
+        v2 = self.version == "cgroup v2"
+        return self.directory / ("memory.current" if v2 else "memory.usage_in_bytes")
+
+    @property
+    def stat_file(self) -> Path:
+        """The file with the cgroup's memory breakdown (``inactive_file`` among it)."""
+        return self.directory / "memory.stat"
+
+    @property
+    def file_cache_keys(self) -> tuple[bytes, bytes]:
+        """The ``memory.stat`` keys of the page cache (hierarchy included in v1)."""
+        if self.version == "cgroup v2":
+            return b"active_file", b"inactive_file"
+        return b"total_active_file", b"total_inactive_file"
+
+
+def limiting_cgroup(
     cgroup_root: Path = _CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")
-) -> tuple[int, int | None, str] | None:
-    """Return (limit, usage, version) of the tightest cgroup memory limit above this process.
+) -> LimitingCgroup | None:
+    """Return the cgroup with the tightest memory limit above this process, or None.
 
     Walks from the process's own cgroup up to the root, since a parent's ``memory.max``
-    binds as well. Returns None when no limit is set.
+    binds as well.
     """
     v2_path, v1_path = _cgroup_paths(proc_cgroup)
-    best: tuple[int, int | None, str] | None = None
+    best: LimitingCgroup | None = None
     if v2_path is not None:
         current = cgroup_root / v2_path.lstrip("/")
         while True:
             limit = _read_int(current / "memory.max")
-            if limit is not None and (best is None or limit < best[0]):
-                best = (limit, _read_int(current / "memory.current"), "cgroup v2")
+            if limit is not None and (best is None or limit < best.limit_bytes):
+                best = LimitingCgroup(current, "cgroup v2", limit)
             if current == cgroup_root or cgroup_root not in current.parents:
                 break
             current = current.parent
         if best is not None:
             return best
     for base in (cgroup_root / "memory", cgroup_root):
-        candidates = [base / (v1_path or "/").lstrip("/"), base]
-        for directory in candidates:
+        directory = base / (v1_path or "/").lstrip("/")
+        while True:
             limit = _read_int(directory / "memory.limit_in_bytes")
-            if limit is not None and limit < _CGROUP_V1_UNLIMITED:
-                usage = _read_int(directory / "memory.usage_in_bytes")
-                return limit, usage, "cgroup v1"
+            if limit is not None and limit < _CGROUP_V1_UNLIMITED and (
+                    best is None or limit < best.limit_bytes):
+                best = LimitingCgroup(directory, "cgroup v1", limit)
+            if directory == base or base not in directory.parents:
+                break
+            directory = directory.parent
+        if best is not None:
+            return best
     return None
+
+
+def cgroup_limit(
+    cgroup_root: Path = _CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")
+) -> tuple[int, int | None, str] | None:
+    """Return (limit, usage, version) of the tightest cgroup memory limit above this process.
+
+    Returns None when no limit is set.
+    """
+    found = limiting_cgroup(cgroup_root, proc_cgroup)
+    if found is None:
+        return None
+    return found.limit_bytes, _read_int(found.usage_file), found.version
+
+
+def _stat_field(stat: bytes, key: bytes) -> int:
+    """Return a ``memory.stat`` value by its key (0 when absent)."""
+    name = key + b" "
+    if stat.startswith(name):
+        start = len(name)
+    else:
+        start = stat.find(b"\n" + name)
+        if start < 0:
+            return 0
+        start += 1 + len(name)
+    return int(stat[start:stat.index(b"\n", start)])
+
+
+class WorkingSetReader:
+    """What the out-of-memory killer cannot reclaim, read fast: (used bytes, limit bytes).
+
+    Under a cgroup limit: the cgroup's usage minus its page cache (active and inactive file
+    pages, which the kernel writes back and drops before it kills; tmpfs and shared memory
+    stay counted, they sit on the anonymous lists). The kubelet's "working set" keeps the
+    active file pages, so writing through a large ``np.memmap`` would look like a runaway
+    cell. Every process of the cgroup counts. Without a cgroup limit: the machine's total
+    minus ``MemAvailable``. Files are kept open and read with ``pread`` (tens of µs).
+    """
+
+    def __init__(self, cgroup: LimitingCgroup | None = None, *, find: bool = True) -> None:
+        self.cgroup = limiting_cgroup() if cgroup is None and find else cgroup
+        self.source = "system" if self.cgroup is None else self.cgroup.version
+        self._fds: list[int] = []
+        if self.cgroup is not None:
+            self._usage = self._open(self.cgroup.usage_file)
+            self._stat = self._open(self.cgroup.stat_file)
+            self.limit_bytes = self.cgroup.limit_bytes
+        else:
+            self._meminfo = self._open(Path("/proc/meminfo"))
+            self.limit_bytes = self._meminfo_field(b"MemTotal:")
+
+    def _open(self, path: Path) -> int:
+        fd = os.open(path, os.O_RDONLY)
+        self._fds.append(fd)
+        return fd
+
+    def _meminfo_field(self, key: bytes) -> int:
+        text = os.pread(self._meminfo, 8192, 0)
+        start = text.index(key) + len(key)
+        return int(text[start:text.index(b"kB", start)]) * 1024
+
+    def used(self) -> int:
+        """Return the bytes that count against :attr:`limit_bytes` now."""
+        if self.cgroup is None:
+            return self.limit_bytes - self._meminfo_field(b"MemAvailable:")
+        usage = int(os.pread(self._usage, 64, 0))
+        stat = os.pread(self._stat, 16384, 0)
+        cache = sum(_stat_field(stat, key) for key in self.cgroup.file_cache_keys)
+        return max(0, usage - cache)
+
+    def close(self) -> None:
+        """Close the files."""
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
 
 
 def effective_limit() -> MemoryLimit:

@@ -10,6 +10,7 @@ def register(shell: Any) -> None:
     """Register every meno-jupyter magic on ``shell``."""
     from meno_jupyter.magics.clean import CleanMagics
     from meno_jupyter.magics.dash import DashboardMagics
+    from meno_jupyter.magics.guard import MemGuard
     from meno_jupyter.magics.leak import LeakMagics
     from meno_jupyter.magics.optimize import OptimizeMagics
     from meno_jupyter.magics.profile import ProfileMagics
@@ -17,7 +18,7 @@ def register(shell: Any) -> None:
     from meno_jupyter.magics.watch import WatchMagics
 
     shell.register_magics(ProfileMagics, StatusMagics, WatchMagics, CleanMagics, LeakMagics,
-                          OptimizeMagics, DashboardMagics)
+                          OptimizeMagics, DashboardMagics, MemGuard)
 
 
 def unregister(shell: Any) -> None:
@@ -27,3 +28,6 @@ def unregister(shell: Any) -> None:
     watch = shell.magics_manager.registry.get("WatchMagics")
     if watch is not None:
         watch.stop()
+    guard = shell.magics_manager.registry.get("MemGuard")
+    if guard is not None:
+        guard.stop()

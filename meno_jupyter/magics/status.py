@@ -14,6 +14,7 @@ from meno_jupyter.magics._common import (
     show,
     user_variables,
 )
+from meno_jupyter.magics.guard import guard_of
 
 
 @magics_class
@@ -30,7 +31,8 @@ class StatusMagics(Magics):
 
         The limit is the tighter of the machine's memory and a container's cgroup limit
         (JupyterHub, Kubernetes, Docker): the kernel is killed there. Also lists the largest
-        variables by deep size and what IPython's output cache (``Out``, ``_``) holds.
+        variables by deep size and what IPython's output cache (``Out``, ``_``) holds, and
+        whether the memory guard (``%memguard``) is on.
 
         Examples::
 
@@ -49,3 +51,6 @@ class StatusMagics(Magics):
         if args.output and self.shell is not None:
             self.shell.user_ns[args.output] = status
         show(status)
+        guard = guard_of(self.shell)
+        if guard is not None:
+            print(guard.describe())

@@ -1,0 +1,460 @@
+"""The memory guard: a runaway cell ends in ``MemoryError``; the process and its data survive.
+
+Two layers, because out-of-memory deaths come two ways:
+
+1. **Growth in steps** (a loop appending chunks, many library calls): a thread reads what
+   the out-of-memory decision counts (the cgroup's working set, or the machine's used
+   memory) and, when a running cell pushes it past the guard level, raises
+   :class:`MemoryGuardError` in the main thread at its next bytecode
+   (``PyThreadState_SetAsyncExc``), only while the main thread is inside user code.
+2. **One huge allocation** (one C call that asks for more than is left): the process's soft
+   ``RLIMIT_DATA`` is kept at "data now + what is left below the limit", so ``malloc`` and
+   ``mmap`` fail at once and Python, numpy and pandas raise their own ``MemoryError``
+   instead of the kernel's OOM killer ending the process. Linux (4.7+) counts private
+   writable mappings there; file-backed maps (``np.memmap``) and ``PROT_NONE``
+   reservations do not. Children get the original limit back: at fork for Python
+   children, and by ``prlimit`` as soon as the thread sees a new child process.
+
+Nothing of this runs, and nothing is registered, until a guard is started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from meno_jupyter.core.attribution import CodeLine, code_line, user_frame
+from meno_jupyter.core.memory import MIB, PAGE_SIZE, WorkingSetReader, format_bytes
+
+DEFAULT_AT = 0.9
+# A cell may grow this much even when memory is already past the level when it starts.
+GRACE_BYTES = 16 * MIB
+# Kept free below the limit by the allocation limit: the page cache, the kernel's own
+# buffers and the error handling itself need some.
+SAFETY_FRACTION = 0.03
+MIN_SAFETY_BYTES = 32 * MIB
+MIN_INTERVAL_S = 0.002
+MAX_INTERVAL_S = 0.05
+CHILD_SCAN_S = 0.25
+
+_pending_message: list[str] = []
+
+
+class MemoryGuardError(MemoryError):
+    """The memory guard stopped a cell before the process would have been killed.
+
+    Raised with no arguments by the guard's thread (an asynchronous exception carries no
+    message), it takes the message the guard prepared.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if not args and _pending_message:
+            args = (_pending_message[-1],)
+        super().__init__(*args)
+
+
+@dataclass(frozen=True)
+class GuardStatus:
+    """The guard's state and its last reading. Sizes in bytes."""
+
+    on: bool
+    at: float
+    level_bytes: int
+    limit_bytes: int
+    used_bytes: int
+    source: str
+    allocation_limit_bytes: int | None
+    stops: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the fields as a plain dict."""
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One line for people."""
+        if not self.on:
+            return "memory guard off (%memguard on to stop runaway cells before a kill)"
+        share = self.used_bytes / self.limit_bytes if self.limit_bytes else 0.0
+        return (f"memory guard on at {self.at:.0%} of the {format_bytes(self.limit_bytes)} "
+                f"limit ({self.source}): stops a cell at {format_bytes(self.level_bytes)}; "
+                f"now {format_bytes(self.used_bytes)} ({share:.0%}), {self.stops} stopped")
+
+
+def parse_level(text: str | float) -> float:
+    """Parse a guard level: ``"90%"``, ``"0.9"`` or ``90``; must be in (0, 1).
+
+    Examples
+    --------
+    >>> parse_level("85%"), parse_level("0.8"), parse_level(95)
+    (0.85, 0.8, 0.95)
+    """
+    raw = str(text).strip()
+    try:
+        value = float(raw.rstrip("%"))
+    except ValueError:
+        raise ValueError(f"the guard level must be a share like 90% or 0.9, got {text!r}"
+                         ) from None
+    if raw.endswith("%") or value > 1:
+        value /= 100
+    if not 0.1 <= value < 1:
+        raise ValueError(f"the guard level must be between 10% and 99%, got {text!r}")
+    return round(value, 4)
+
+
+def _read_data_bytes() -> int:
+    """Return the process's data size (what ``RLIMIT_DATA`` counts) from ``statm``."""
+    with open("/proc/self/statm", "rb") as handle:
+        return int(handle.read().split()[5]) * PAGE_SIZE
+
+
+def _set_async_exc(thread_id: int, exception: type[BaseException] | None) -> int:
+    setter = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    setter.argtypes = [ctypes.c_ulong, ctypes.py_object]
+    setter.restype = ctypes.c_int
+    if exception is None:  # NULL clears a pending exception
+        setter.argtypes = [ctypes.c_ulong, ctypes.c_void_p]
+        return int(setter(thread_id, None))
+    return int(setter(thread_id, exception))
+
+
+def _restore_limit_in_child() -> None:
+    guard = _active
+    if guard is not None:
+        guard._in_forked_child()
+
+
+_active: MemoryGuard | None = None
+_fork_hook_registered = False
+
+
+class MemoryGuard:
+    """Stop cells that would run the process out of memory; see the module docstring.
+
+    Parameters
+    ----------
+    at : float
+        The share of the limit at which a growing cell is stopped (default 0.9).
+    limit_allocations : bool
+        Also keep ``RLIMIT_DATA`` at what is left below the limit (the second layer).
+
+    Examples
+    --------
+    >>> guard = MemoryGuard(at=0.9)
+    >>> guard.start()
+    >>> guard.status().on
+    True
+    >>> guard.stop()
+    """
+
+    def __init__(self, at: float = DEFAULT_AT, *, limit_allocations: bool = True) -> None:
+        self.at = parse_level(at)
+        self.limit_allocations = limit_allocations and sys.platform.startswith("linux")
+        self._reader: WorkingSetReader | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._main_id = threading.main_thread().ident or 0
+        self._original_limit: tuple[int, int] | None = None
+        self._allocation_limit: int | None = None
+        self._armed = False
+        self._fired = False
+        self._start_used = 0
+        self._cell_peak = 0
+        self._used = 0
+        self._stops = 0
+        self._seen_children: set[int] = set()
+        self._suspended = False
+        self._limit_lock = threading.RLock()
+        self._thread_starter: Any = None
+        self.last_stop: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ life
+
+    @property
+    def running(self) -> bool:
+        """Whether the guard's thread is running."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start watching (a no-op when already on); another guard running is stopped."""
+        global _active, _fork_hook_registered
+        if self.running:
+            return
+        if _active is not None and _active is not self:
+            _active.stop()
+        self._reader = WorkingSetReader()
+        self._used = self._reader.used()
+        if self.limit_allocations:
+            self._original_limit = resource.getrlimit(resource.RLIMIT_DATA)
+            self._seen_children = set(_child_pids())
+            if not _fork_hook_registered:
+                os.register_at_fork(after_in_child=_restore_limit_in_child)
+                _fork_hook_registered = True
+            self._update_allocation_limit(self._used)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="meno-guard", daemon=True)
+        _active = self
+        self._thread.start()
+        if self.limit_allocations:
+            self._wrap_thread_start()
+
+    def stop(self) -> None:
+        """Stop watching and give the allocation limit back."""
+        global _active
+        self._unwrap_thread_start()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.cell_finished()
+        if self._original_limit is not None:
+            resource.setrlimit(resource.RLIMIT_DATA, self._original_limit)
+            self._original_limit = None
+            self._allocation_limit = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if _active is self:
+            _active = None
+
+    def _in_forked_child(self) -> None:
+        # The thread did not survive the fork; the child must not keep the parent's limit.
+        if self._original_limit is not None:
+            with contextlib.suppress(OSError, ValueError):
+                resource.setrlimit(resource.RLIMIT_DATA, self._original_limit)
+        self._thread = None
+        self._original_limit = None
+
+    # ------------------------------------------------------------------ cells
+
+    def cell_started(self) -> None:
+        """Arm the guard for a cell now starting in the main thread."""
+        with self._lock:
+            used = self._reader.used() if self._reader is not None else 0
+            self._start_used = self._cell_peak = self._used = used
+            self._fired = False
+            self._armed = True
+            if self.limit_allocations and self._original_limit is not None:
+                self._update_allocation_limit(used)
+
+    def cell_finished(self) -> None:
+        """Disarm the guard; a stop not yet delivered is withdrawn."""
+        with self._lock:
+            was_armed, self._armed = self._armed, False
+            if was_armed and self._fired:
+                _set_async_exc(self._main_id, None)
+
+    @property
+    def cell_peak_bytes(self) -> int:
+        """The highest usage the guard saw during the current or last cell."""
+        return self._cell_peak
+
+    def status(self) -> GuardStatus:
+        """Return the guard's state and a fresh reading."""
+        reader = self._reader if self.running else None
+        owned = reader is None
+        reader = reader or WorkingSetReader()
+        try:
+            used, limit, source = reader.used(), reader.limit_bytes, reader.source
+        finally:
+            if owned:
+                reader.close()
+        return GuardStatus(self.running, self.at, int(limit * self.at), limit, used, source,
+                           self._allocation_limit, self._stops)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        assert self._reader is not None
+        reader = self._reader
+        next_child_scan = 0.0
+        interval = MAX_INTERVAL_S
+        while not self._stop.wait(interval):
+            try:
+                used = reader.used()
+            except (OSError, ValueError):  # the cgroup went away: keep the last figure
+                continue
+            limit = reader.limit_bytes
+            level = int(limit * self.at)
+            with self._lock:
+                self._used = used
+                if self._armed:
+                    self._cell_peak = max(self._cell_peak, used)
+                    if (not self._fired and used > level
+                            and used > self._start_used + GRACE_BYTES):
+                        self._fire(used, limit)
+            if self._original_limit is not None:
+                self._update_allocation_limit(used)
+                now = time.monotonic()
+                if now >= next_child_scan:
+                    self._release_children()
+                    next_child_scan = now + CHILD_SCAN_S
+            interval = _interval_for(level - used, limit)
+
+    def _fire(self, used: int, limit: int) -> None:
+        frame = sys._current_frames().get(self._main_id)
+        found = user_frame(frame)
+        if found is None:  # not in user code now (between cells, in IPython): not safe
+            return
+        line = code_line(found.f_code.co_filename, found.f_lineno, found.f_code.co_name)
+        self.last_stop = {"used_bytes": used, "limit_bytes": limit, "line": line,
+                          "by": "guard"}
+        _pending_message.clear()
+        _pending_message.append(stop_message(used, limit, line))
+        self._fired = True
+        self._stops += 1
+        _set_async_exc(self._main_id, MemoryGuardError)
+
+    @contextlib.contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Lift the allocation limit while a stop is reported (formatting it needs memory).
+
+        The safety margin kept below the limit is what the report uses meanwhile.
+        """
+        self._suspended = True
+        try:
+            if self._original_limit is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    resource.setrlimit(resource.RLIMIT_DATA, self._original_limit)
+                self._allocation_limit = None
+            yield
+        finally:
+            self._suspended = False
+            if self._original_limit is not None and self._reader is not None:
+                self._update_allocation_limit(self._reader.used())
+
+    def _update_allocation_limit(self, used: int, extra: int = 0) -> None:
+        """Set the soft ``RLIMIT_DATA`` to data now + what is left below the limit (+extra)."""
+        if self._suspended or self._reader is None or self._original_limit is None:
+            return
+        limit = self._reader.limit_bytes
+        safety = max(MIN_SAFETY_BYTES, int(limit * SAFETY_FRACTION))
+        allowance = max(0, limit - safety - used)
+        soft_original, hard = self._original_limit
+        with self._limit_lock:
+            soft = _read_data_bytes() + allowance + extra
+            if soft_original != resource.RLIM_INFINITY:
+                soft = min(soft, soft_original)
+            if hard != resource.RLIM_INFINITY:
+                soft = min(soft, hard)
+            if extra or self._allocation_limit is None or (
+                    abs(soft - self._allocation_limit) >= MIB):
+                with contextlib.suppress(OSError, ValueError):
+                    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+                    self._allocation_limit = soft
+
+    # A new thread's stack (8 MiB by default) is reserved writable, so it counts against
+    # RLIMIT_DATA although almost none of it is ever touched: a burst of thread starts
+    # between two polls would fail ("can't start new thread"). Each start made through
+    # ``threading`` widens the limit by one stack first.
+    _STARTERS = ("_start_new_thread", "_start_joinable_thread")
+
+    def _wrap_thread_start(self) -> None:
+        for name in self._STARTERS:
+            original = getattr(threading, name, None)
+            if original is None or getattr(original, "_meno_guard", False):
+                continue
+
+            def start(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                guard = _active
+                if guard is None:
+                    return _original(*args, **kwargs)
+                with guard._limit_lock:
+                    guard._update_allocation_limit(guard._used, extra=_stack_bytes())
+                    return _original(*args, **kwargs)
+
+            start._meno_guard = True  # type: ignore[attr-defined]
+            self._thread_starter = (name, original)
+            setattr(threading, name, start)
+            return
+
+    def _unwrap_thread_start(self) -> None:
+        if self._thread_starter is not None:
+            name, original = self._thread_starter
+            setattr(threading, name, original)
+            self._thread_starter = None
+
+    def _release_children(self) -> None:
+        """Give new child processes the original allocation limit (they inherited ours)."""
+        assert self._original_limit is not None
+        children = set(_child_pids())
+        for pid in children - self._seen_children:
+            with contextlib.suppress(OSError, ValueError):
+                resource.prlimit(pid, resource.RLIMIT_DATA, self._original_limit)
+        self._seen_children = children
+
+    def note_allocation_failure(self, line: CodeLine | None) -> None:
+        """Record a ``MemoryError`` from the allocation limit (the second layer)."""
+        self._stops += 1
+        limit = self._reader.limit_bytes if self._reader is not None else 0
+        self.last_stop = {"used_bytes": max(self._cell_peak, self._used), "limit_bytes": limit,
+                          "line": line, "by": "allocation limit"}
+
+
+def _stack_bytes() -> int:
+    """Return the stack a new thread reserves (threading's setting, else RLIMIT_STACK)."""
+    size = threading.stack_size()
+    if not size:
+        soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+        size = 8 * MIB if soft == resource.RLIM_INFINITY else min(soft, 64 * MIB)
+    return size + MIB  # and its guard page, rounded up
+
+
+def _interval_for(margin_bytes: int, limit_bytes: int) -> float:
+    """Poll faster as memory nears the level: 50 ms far from it, 2 ms at it."""
+    share = max(0.0, margin_bytes / limit_bytes) if limit_bytes else 1.0
+    return min(MAX_INTERVAL_S, max(MIN_INTERVAL_S, share * 0.25))
+
+
+def _child_pids() -> list[int]:
+    pids: list[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError):
+            pids += map(int, Path(f"/proc/self/task/{task}/children").read_text().split())
+    return pids
+
+
+def stop_message(used: int, limit: int, line: CodeLine | None, detail: str = "") -> str:
+    """Say where and at which figures a cell was stopped (variables are added by the caller).
+
+    Examples
+    --------
+    >>> stop_message(7 * 2**30, 8 * 2**30, None)
+    'meno guard stopped this cell at 7.0 GiB of the 8.0 GiB limit (88 %).'
+    """
+    where = ""
+    if line is not None:
+        place = line.label.split(": ", 1)[0]
+        where = f", in {place}: `{line.source}`" if line.source else f", in {place}"
+    text = (f"meno guard stopped this cell at {format_bytes(used)} of the "
+            f"{format_bytes(limit)} limit ({100 * used / limit:.0f} %){where}.")
+    if detail:
+        text += f" {detail}"
+    return text
+
+
+def frame_line(frame: FrameType | None) -> CodeLine | None:
+    """Return the innermost user line of a traceback's or thread's frame, if any."""
+    found = user_frame(frame)
+    if found is None:
+        return None
+    return code_line(found.f_code.co_filename, found.f_lineno, found.f_code.co_name)
+
+
+def active_guard() -> MemoryGuard | None:
+    """Return the guard running in this process, if any."""
+    return _active

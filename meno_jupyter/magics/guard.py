@@ -1,0 +1,216 @@
+"""``%memguard``: a runaway cell ends in ``MemoryGuardError``; the kernel and its data survive."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from types import TracebackType
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+from traitlets import Bool, Float
+
+from meno_jupyter.core.cleanup import collect_garbage, trim_allocator
+from meno_jupyter.core.guard import (
+    DEFAULT_AT,
+    MemoryGuard,
+    MemoryGuardError,
+    frame_line,
+    parse_level,
+    stop_message,
+)
+from meno_jupyter.core.memory import format_bytes
+from meno_jupyter.core.namespace import largest_variables
+from meno_jupyter.magics._common import parse, user_variables
+
+
+def _innermost_frame(tb: TracebackType | None) -> Any:
+    frame = None
+    while tb is not None:
+        frame, tb = tb.tb_frame, tb.tb_next
+    return frame
+
+
+def _free_traceback_frames(tb: TracebackType | None) -> None:
+    """Drop the locals of a failed cell's function frames: its temporaries go with them."""
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_locals is not frame.f_globals:
+            # A frame still executing (a generator, one above the cell) cannot be cleared.
+            with contextlib.suppress(RuntimeError):
+                frame.clear()
+        tb = tb.tb_next
+
+
+@magics_class
+class MemGuard(Magics):
+    """Holds ``%memguard`` and its hooks; configure with ``c.MemGuard.on_load``/``.at``."""
+
+    on_load = Bool(False, help="Turn the memory guard on when the extension is loaded.").tag(
+        config=True)
+    at = Float(DEFAULT_AT, help="The share of the memory limit at which a cell is stopped.").tag(
+        config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.guard: MemoryGuard | None = None
+        self._depth = 0
+        self._previous_exc: tuple[tuple[type[BaseException], ...], Any] | None = None
+        if self.on_load:
+            self.start(self.at)
+
+    # ------------------------------------------------------------------ on / off
+
+    def start(self, at: float) -> None:
+        """Turn the guard on at ``at`` (or move it there when it is on)."""
+        if self.guard is not None:
+            self.guard.at = parse_level(at)
+            return
+        self.guard = MemoryGuard(at)
+        self.guard.start()
+        shell = self.shell
+        if shell is None:
+            return
+        shell.events.register("pre_run_cell", self._pre_run_cell)
+        shell.events.register("post_run_cell", self._post_run_cell)
+        self._previous_exc = (tuple(shell.custom_exceptions), shell.CustomTB)
+        shell.set_custom_exc((*shell.custom_exceptions, MemoryError), self._handle)
+        # Started from a cell (%memguard on, %load_ext): that cell's end comes next.
+        self._depth = int(getattr(shell.displayhook, "exec_result", None) is not None)
+
+    def stop(self) -> None:
+        """Turn the guard off: its thread ends and the allocation limit is given back."""
+        if self.guard is None:
+            return
+        self.guard.stop()
+        self.guard = None
+        shell = self.shell
+        if shell is not None:
+            for event, hook in (("pre_run_cell", self._pre_run_cell),
+                                ("post_run_cell", self._post_run_cell)):
+                if hook in shell.events.callbacks[event]:
+                    shell.events.unregister(event, hook)
+            if self._previous_exc is not None:
+                exceptions, handler = self._previous_exc
+                shell.custom_exceptions = exceptions
+                shell.CustomTB = handler
+        self._previous_exc = None
+        self._depth = 0
+
+    def _pre_run_cell(self, info: Any) -> None:
+        self._depth += 1
+        if self._depth == 1 and self.guard is not None:
+            self.guard.cell_started()
+
+    def _post_run_cell(self, result: Any) -> None:
+        if self._depth == 1 and self.guard is not None:
+            self.guard.cell_finished()
+        self._depth = max(0, self._depth - 1)
+
+    # ------------------------------------------------------------------ the error
+
+    def _handle(self, shell: Any, etype: type[BaseException], value: BaseException,
+                tb: TracebackType | None, tb_offset: int | None = None) -> None:
+        """Show a MemoryError as the guard's stop, with figures, the line and the data."""
+        if not isinstance(value, MemoryError) or self.guard is None:
+            exceptions, handler = self._previous_exc or ((), None)
+            if handler is not None and isinstance(value, exceptions):
+                return handler(etype, value, tb, tb_offset)  # type: ignore[no-any-return]
+            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+            return None
+        guard = self.guard
+        with guard.reporting():
+            if isinstance(value, MemoryGuardError):
+                message = str(value)
+            else:  # refused by the allocation limit, or a MemoryError of its own
+                line = frame_line(_innermost_frame(tb))
+                guard.note_allocation_failure(line)
+                stop = guard.last_stop or {}
+                detail = "An allocation was refused before the kernel would have been killed"
+                detail += f" ({value})." if str(value) else "."
+                message = stop_message(stop.get("used_bytes", 0), stop.get("limit_bytes", 1),
+                                       line, detail)
+            _free_traceback_frames(tb)
+            collect_garbage()
+            trim_allocator()
+            error = MemoryGuardError(f"{message} {self._variables_note()}")
+            error.__cause__ = None
+            error.__suppress_context__ = True
+            error.original = value  # type: ignore[attr-defined]
+            shell.showtraceback((MemoryGuardError, error, tb), tb_offset=tb_offset)
+        result = getattr(shell.displayhook, "exec_result", None)
+        if result is not None:  # what the kernel's reply names
+            result.error_in_exec = error
+        sys.last_value = error
+        return None
+
+    def _variables_note(self) -> str:
+        if self.shell is None:
+            return ""
+        hidden = getattr(self.shell, "user_ns_hidden", {})
+        largest = [v for v in largest_variables(user_variables(self.shell), top=3,
+                                                hidden=hidden, time_budget_s=0.5)
+                   if v.size_bytes >= 1024]
+        named = ", ".join(f"`{v.name}` {format_bytes(v.size_bytes)}" for v in largest)
+        return ("Your variables are intact" + (f"; the largest: {named}." if named else ".")
+                + " `%memclean` frees the output cache.")
+
+    # ------------------------------------------------------------------ the magic
+
+    @magic_arguments()
+    @argument("action", nargs="?", choices=("on", "off", "status"), default="status",
+              help="on: stop runaway cells from now; off: stop guarding; status (default).")
+    @argument("--at", metavar="LEVEL", default=None,
+              help="Stop a cell when memory passes this share of the limit: 90%% (default), "
+                   "0.8, 75.")
+    @line_magic
+    def memguard(self, line: str) -> None:
+        """Stop a cell that would run the kernel out of memory, and keep every variable.
+
+        With the guard on, a cell that pushes memory past the guard level (90 % of the
+        limit by default) ends in MemoryGuardError, a MemoryError that names the figures
+        and the line, instead of the kernel being killed. The limit is the container's
+        cgroup limit (JupyterHub, Kubernetes, Docker; other processes in it count) or the
+        machine's memory. A single allocation too large for what is left fails at once.
+        Afterwards the cell's temporaries are freed and the next cell runs normally.
+
+        It cannot stop memory taken by other processes, nor GPU memory. Turn it on for
+        every kernel with c.MemGuard.on_load = True (and c.MemGuard.at = 0.9) in an
+        IPython profile.
+
+        Examples:
+          %memguard on
+          %memguard on --at 80%
+          %memguard status
+          %memguard off
+        """
+        args = parse(self.memguard, line)
+        at = self.at
+        if args.at is not None:
+            try:
+                at = parse_level(args.at)
+            except ValueError as error:
+                raise UsageError(f"--at: {error}") from None
+        if args.action == "on":
+            self.start(at)
+        elif args.action == "off":
+            self.stop()
+            print("memory guard off: cells are no longer stopped, the allocation limit is "
+                  "back to what it was")
+            return
+        elif args.at is not None:
+            raise UsageError("--at goes with on: %memguard on --at 80%")
+        print(self.describe())
+
+    def describe(self) -> str:
+        """Say whether the guard is on, and its figures."""
+        return (self.guard or MemoryGuard(self.at)).status().describe()
+
+
+def guard_of(shell: Any) -> MemGuard | None:
+    """Return the shell's ``MemGuard`` magics, if the extension is loaded."""
+    found = shell.magics_manager.registry.get("MemGuard")
+    return found if isinstance(found, MemGuard) else None
+

@@ -1,0 +1,128 @@
+"""The guard's pure parts in this process: levels, the allocation limit, children, stop."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from meno_jupyter.core.guard import (
+    CHILD_SCAN_S,
+    MemoryGuard,
+    MemoryGuardError,
+    active_guard,
+    parse_level,
+    stop_message,
+)
+from meno_jupyter.core.memory import GIB, WorkingSetReader
+
+LINUX = sys.platform.startswith("linux")
+
+
+@pytest.mark.parametrize(("text", "level"), [("90%", 0.9), ("0.75", 0.75), (80, 0.8),
+                                              ("99%", 0.99), (" 50 % ".replace(" ", ""), 0.5)])
+def test_levels(text: object, level: float) -> None:
+    assert parse_level(text) == level  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["5%", "100%", "1.0", "abc", "", "-3"])
+def test_bad_levels(text: str) -> None:
+    with pytest.raises(ValueError, match="guard level"):
+        parse_level(text)
+
+
+def test_the_message_names_figures_and_line() -> None:
+    from meno_jupyter.core.attribution import CodeLine
+
+    line = CodeLine("<ipython-input-3-x>", 3, "<module>", "m = a.merge(b)")
+    text = stop_message(int(7.2 * GIB), 8 * GIB, line)
+    assert text == ("meno guard stopped this cell at 7.2 GiB of the 8.0 GiB limit (90 %), "
+                    "in line 3: `m = a.merge(b)`.")
+    assert issubclass(MemoryGuardError, MemoryError)
+
+
+def test_the_working_set_is_read_against_the_limit() -> None:
+    reader = WorkingSetReader()
+    try:
+        used = reader.used()
+        assert 0 < used < reader.limit_bytes
+    finally:
+        reader.close()
+
+
+@pytest.mark.skipif(not LINUX, reason="RLIMIT_DATA and /proc are Linux's")
+def test_on_and_off_leave_nothing_behind() -> None:
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    guard = MemoryGuard(0.9)
+    guard.start()
+    try:
+        assert active_guard() is guard
+        assert "meno-guard" in [t.name for t in threading.enumerate()]
+        soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+        assert soft != before[0] and soft > 0
+        status = guard.status()
+        assert status.on and status.level_bytes == int(status.limit_bytes * 0.9)
+    finally:
+        guard.stop()
+    assert resource.getrlimit(resource.RLIMIT_DATA) == before
+    assert "meno-guard" not in [t.name for t in threading.enumerate()]
+    assert active_guard() is None and not guard.status().on
+
+
+@pytest.mark.skipif(not LINUX, reason="RLIMIT_DATA is Linux's")
+def test_an_allocation_larger_than_what_is_left_fails_at_once() -> None:
+    guard = MemoryGuard(0.9)
+    guard.start()
+    try:
+        too_big = guard.status().limit_bytes * 2 // 8
+        started = time.monotonic()
+        with pytest.raises(MemoryError):
+            np.ones(too_big)
+        assert time.monotonic() - started < 1
+        assert np.ones(1000).sum() == 1000  # ordinary allocations still work
+    finally:
+        guard.stop()
+
+
+@pytest.mark.skipif(not LINUX, reason="RLIMIT_DATA and fork are Linux's here")
+def test_children_get_the_original_limit_back() -> None:
+    original = resource.getrlimit(resource.RLIMIT_DATA)
+    guard = MemoryGuard(0.9)
+    guard.start()
+    try:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a forked Python child: restored at once by the fork hook
+            os.write(write, repr(resource.getrlimit(resource.RLIMIT_DATA)).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert os.read(read, 200).decode() == repr(original)
+        code = textwrap.dedent(f"""
+            import resource, time
+            time.sleep({4 * CHILD_SCAN_S})
+            print(resource.getrlimit(resource.RLIMIT_DATA))
+        """)
+        # An exec'd child inherits the limit; the guard's thread gives it the original.
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, timeout=60)
+        assert done.stdout.strip() == repr(original)
+    finally:
+        guard.stop()
+
+
+def test_a_guard_error_without_arguments_takes_the_prepared_message() -> None:
+    from meno_jupyter.core import guard as guard_module
+
+    guard_module._pending_message[:] = ["prepared"]
+    try:
+        assert str(MemoryGuardError()) == "prepared"
+        assert str(MemoryGuardError("given")) == "given"
+    finally:
+        guard_module._pending_message.clear()

@@ -1,0 +1,64 @@
+"""Real kernels inside real memory cgroups: the out-of-memory killer is not simulated.
+
+Where no memory cgroup can be made (not root, no controller) these tests are skipped with
+the reason; under CI they fail instead, since CI's machines allow it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.cgrouphelp import MemoryCgroup, start_kernel_in, why_no_memory_cgroup
+
+KERNEL_LIMIT = 600 * 2**20
+
+
+def require_memory_cgroup() -> None:
+    """Skip (or, under CI, fail) when no memory cgroup can be made here."""
+    reason = why_no_memory_cgroup()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must be able to make a memory cgroup: {reason}")
+    pytest.skip(f"needs a writable memory cgroup: {reason}")
+
+
+class CgroupKernel:
+    """A running kernel in its own memory cgroup."""
+
+    def __init__(self, cgroup: MemoryCgroup, manager: Any, client: Any) -> None:
+        self.cgroup = cgroup
+        self.manager = manager
+        self.client = client
+
+    def run(self, code: str, timeout: float = 180) -> tuple[dict[str, Any], str]:
+        """Execute ``code``: (reply content, text output); KernelDiedError if it was killed."""
+        from tests.cgrouphelp import execute
+
+        return execute(self.manager, self.client, code, timeout)
+
+    def ok(self, code: str, timeout: float = 180) -> str:
+        """Execute ``code``, which must succeed; return its text output."""
+        reply, text = self.run(code, timeout)
+        assert reply["status"] == "ok", text
+        return text
+
+
+@pytest.fixture
+def cgroup_kernel() -> Iterator[CgroupKernel]:
+    """A python3 kernel inside a fresh ~600 MiB memory cgroup, removed afterwards."""
+    require_memory_cgroup()
+    with MemoryCgroup(KERNEL_LIMIT) as cgroup:
+        manager, client = start_kernel_in(cgroup)
+        try:
+            yield CgroupKernel(cgroup, manager, client)
+        finally:
+            client.stop_channels()
+            if manager.is_alive():
+                manager.shutdown_kernel(now=True)
+            else:
+                manager.cleanup_resources()

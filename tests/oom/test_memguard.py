@@ -1,0 +1,158 @@
+"""%memguard against the real out-of-memory killer, in a kernel inside a 600 MiB cgroup."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cgrouphelp import KernelDiedError
+from tests.oom.conftest import CgroupKernel
+
+pytestmark = pytest.mark.kernel
+
+GROW_IN_STEPS = ("chunks = []\n"
+                 "for step in range(200):\n"
+                 "    chunks.append(np.ones(20 * 2**20 // 8))  # 20 MiB a step\n")
+SETUP = "import numpy as np\nkeep = np.arange(1_000_000)\n%load_ext meno_jupyter\n"
+
+
+def test_without_the_guard_the_kernel_is_really_oom_killed(cgroup_kernel: CgroupKernel) -> None:
+    # The control: the limit is real, and growth in steps ends in a SIGKILL.
+    cgroup_kernel.ok(SETUP)
+    kills = cgroup_kernel.cgroup.oom_kills()
+    with pytest.raises(KernelDiedError) as died:
+        cgroup_kernel.run(GROW_IN_STEPS)
+    assert died.value.exit_code == -9  # SIGKILL
+    assert cgroup_kernel.cgroup.oom_kills() == kills + 1
+
+
+def test_growth_in_steps_ends_in_memory_guard_error_and_the_data_survives(
+        cgroup_kernel: CgroupKernel) -> None:
+    cgroup_kernel.ok(SETUP + "%memguard on")
+    kills = cgroup_kernel.cgroup.oom_kills()
+    reply, text = cgroup_kernel.run(GROW_IN_STEPS)
+    assert reply["status"] == "error" and reply["ename"] == "MemoryGuardError", text
+    assert "meno guard stopped this cell at" in text and "of the 600.0 MiB limit" in text
+    assert "in line 3: `chunks.append(np.ones(20 * 2**20 // 8))" in text
+    assert "Your variables are intact; the largest: `chunks`" in text
+    assert cgroup_kernel.ok("print(int(keep.sum()), len(chunks) > 10)").split() == [
+        "499999500000", "True"]
+    assert "memory guard on at 90%" in cgroup_kernel.ok("%memstatus --top 3")
+    assert cgroup_kernel.ok("del chunks\nprint('next cell ran')").strip() == "next cell ran"
+    assert cgroup_kernel.cgroup.oom_kills() == kills  # no kill at all
+
+
+def test_one_huge_allocation_fails_at_once_and_the_kernel_survives(
+        cgroup_kernel: CgroupKernel) -> None:
+    cgroup_kernel.ok(SETUP + "%memguard on")
+    kills = cgroup_kernel.cgroup.oom_kills()
+    started = time.monotonic()
+    reply, text = cgroup_kernel.run("big = np.ones(2 * 600 * 2**20 // 8)")
+    assert time.monotonic() - started < 5
+    assert reply["ename"] == "MemoryGuardError", text
+    assert "An allocation was refused" in text and "Unable to allocate 1.17 GiB" in text
+    assert cgroup_kernel.ok("print(int(keep.sum()))").strip() == "499999500000"
+    assert cgroup_kernel.cgroup.oom_kills() == kills
+
+
+def test_no_false_alarms_inside_the_cgroup(cgroup_kernel: CgroupKernel) -> None:
+    cgroup_kernel.ok(SETUP + "%memguard on")
+    kills = cgroup_kernel.cgroup.oom_kills()
+    checks = {
+        "the topics embedder's worker process": (
+            "from meno_jupyter.topics import ChunkedEmbedder\nimport tempfile\n"
+            "store = ChunkedEmbedder(model='static', progress=False).embed("
+            "[f'text {i}' for i in range(2000)], tempfile.mkdtemp() + '/s')\n"
+            "print(store.complete)", "True"),
+        "100 threads": (
+            "import threading, time\n"
+            "threads = [threading.Thread(target=time.sleep, args=(0.3,)) for _ in range(100)]\n"
+            "for t in threads: t.start()\n"
+            "for t in threads: t.join()\nprint(len(threads))", "100"),
+        "importing scikit-learn": ("import sklearn.cluster\nprint('ok')", "ok"),
+        "importing torch": ("import torch\nprint(int(torch.ones(10).sum()))", "10"),
+        "a multiprocessing pool of 2": (
+            "from multiprocessing import Pool\n"
+            "with Pool(2) as pool: print(sum(pool.map(abs, [-1, -2, -3])))", "6"),
+        "a joblib pool of 2": (
+            "from joblib import Parallel, delayed\n"
+            "print(sum(Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(4))))", "6"),
+        "np.memmap of a file twice the limit": (
+            "import tempfile\nhandle = tempfile.NamedTemporaryFile()\n"
+            "handle.truncate(2 * 600 * 2**20)\n"
+            "mapped = np.memmap(handle.name, dtype=np.uint8, mode='r+')\n"
+            "mapped[::4096] = 1\nprint(int(mapped[::4096].sum()))\ndel mapped",
+            str(2 * 600 * 2**20 // 4096)),
+        "!pip --version": ("!pip --version", "pip "),
+    }
+    passed = []
+    for what, (code, expected) in checks.items():
+        reply, text = cgroup_kernel.run(code)
+        assert reply["status"] == "ok", f"{what}: {text}"
+        assert expected in text, f"{what}: {text}"
+        passed.append(what)
+    assert len(passed) == len(checks)
+    assert "0 stopped" in cgroup_kernel.ok("%memguard status")
+    assert cgroup_kernel.cgroup.oom_kills() == kills
+
+
+def test_off_removes_the_thread_and_gives_the_limit_back(cgroup_kernel: CgroupKernel) -> None:
+    probe = ("import resource, threading\n"
+             "print(resource.getrlimit(resource.RLIMIT_DATA),"
+             " 'meno-guard' in [t.name for t in threading.enumerate()])")
+    before = cgroup_kernel.ok("%load_ext meno_jupyter\n" + probe)
+    on = cgroup_kernel.ok("%memguard on\n" + probe)
+    assert on != before and on.strip().endswith("True")
+    off = cgroup_kernel.ok("%memguard off\n" + probe)
+    assert off.splitlines()[-1] == before.strip()
+    assert off.strip().endswith("False")
+
+
+def test_the_guard_notebook_runs_in_a_limited_kernel() -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    from tests.cgrouphelp import CgroupKernelManager, MemoryCgroup
+    from tests.oom.conftest import KERNEL_LIMIT, require_memory_cgroup
+
+    require_memory_cgroup()
+    path = Path(__file__).parents[2] / "notebooks" / "07_memory_guard.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    with MemoryCgroup(KERNEL_LIMIT) as cgroup:
+        manager = CgroupKernelManager(kernel_name="python3")
+        manager.cgroup = cgroup
+        NotebookClient(notebook, km=manager, timeout=300,
+                       resources={"metadata": {"path": "."}}).execute()
+        kills = cgroup.oom_kills()
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    errors = {index: out for index, cell in enumerate(code) for out in cell.outputs
+              if out.output_type == "error"}
+    stopped = [index for index, cell in enumerate(code)
+               if "raises-exception" in cell.metadata.get("tags", [])]
+    assert sorted(errors) == stopped  # the two runaway cells, and nothing else
+    assert all(out.ename == "MemoryGuardError" for out in errors.values())
+    printed = "".join(out.get("text", "") for cell in code for out in cell.outputs)
+    assert "an hour of work 1000000" in printed and "chunks" in printed
+    assert kills == 0
+
+
+def test_config_turns_the_guard_on_for_every_kernel() -> None:
+    from tests.cgrouphelp import MemoryCgroup, execute, start_kernel_in
+    from tests.oom.conftest import KERNEL_LIMIT, require_memory_cgroup
+
+    require_memory_cgroup()
+    with MemoryCgroup(KERNEL_LIMIT) as cgroup:
+        manager, client = start_kernel_in(cgroup, extra_arguments=[
+            "--InteractiveShellApp.extensions=meno_jupyter", "--MemGuard.on_load=True",
+            "--MemGuard.at=0.8"])
+        try:
+            _, status = execute(manager, client, "%memguard status")
+            assert status.startswith("memory guard on at 80%"), status
+            reply, text = execute(manager, client, "import numpy as np\n" + GROW_IN_STEPS)
+            assert reply["ename"] == "MemoryGuardError", text
+            assert cgroup.oom_kills() == 0
+        finally:
+            client.stop_channels()
+            manager.shutdown_kernel(now=True)
