@@ -13,7 +13,7 @@ import { Notification } from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { ICodeCellModel } from '@jupyterlab/cells';
 import { INotebookTracker } from '@jupyterlab/notebook';
-import { ServerConnection } from '@jupyterlab/services';
+import { Kernel, ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
@@ -81,7 +81,36 @@ const plugin: JupyterFrontEndPlugin<void> = {
       return true;
     };
 
-    const panel = new MemoryPanel(model, scrollToCell);
+    const startGuard = (kernelId: string): void => {
+      let kernel: Kernel.IKernelConnection | null = null;
+      tracker.forEach(widget => {
+        const found = widget.sessionContext.session?.kernel;
+        if (found && found.id === kernelId) {
+          kernel = found;
+        }
+      });
+      if (!kernel) {
+        Notification.error('meno-jupyter: that kernel is no longer open');
+        return;
+      }
+      const future = (kernel as Kernel.IKernelConnection).requestExecute({
+        code: '%load_ext meno_jupyter\n%memguard on',
+        silent: true,
+        store_history: false
+      });
+      future.done
+        .then(reply => {
+          if (reply.content.status !== 'ok') {
+            Notification.error(
+              'meno-jupyter: the memory guard could not be turned on in this kernel ' +
+                '(is meno-jupyter installed in its environment?)'
+            );
+          }
+        })
+        .catch(reason => console.warn('meno-jupyter: %memguard on failed', reason));
+    };
+
+    const panel = new MemoryPanel(model, scrollToCell, startGuard);
     panel.title.icon = memoryIcon;
     panel.title.label = labShell ? '' : 'Memory';
     app.shell.add(panel, 'right', { rank: 200 });

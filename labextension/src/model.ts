@@ -18,6 +18,14 @@ export interface IKernelEntry {
   total: number | null;
   percent: number | null;
   pressure: Pressure | null;
+  /** The kernel's memory guard (%memguard), or null when it never said. */
+  guard: IGuard | null;
+}
+
+export interface IGuard {
+  on: boolean;
+  at: number;
+  stops: number;
 }
 
 export interface ILimit {

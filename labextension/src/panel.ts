@@ -19,6 +19,8 @@ const CHART_HEIGHT = 120;
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
 export type CellScroller = (executionCount: number) => boolean;
+/** Turns the memory guard on in a kernel (runs `%memguard on` there). */
+export type GuardStarter = (kernelId: string) => void;
 
 function element<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -38,6 +40,8 @@ export class MemoryPanel extends Widget {
   private _scroll: CellScroller;
   private _status = element('div', 'jp-Meno-panel-status');
   private _figures = element('div', 'jp-Meno-panel-figures');
+  private _guard = element('div', 'jp-Meno-guard');
+  private _startGuard: GuardStarter | null;
   private _chart = document.createElementNS(SVG_NS, 'svg');
   private _rssLine = document.createElementNS(SVG_NS, 'path');
   private _childrenLine = document.createElementNS(SVG_NS, 'path');
@@ -47,10 +51,15 @@ export class MemoryPanel extends Widget {
   private _ledgerNote = element('div', 'jp-Meno-note');
   private _kernels = element('table', 'jp-Meno-kernels');
 
-  constructor(model: MemoryModel, scroll: CellScroller) {
+  constructor(
+    model: MemoryModel,
+    scroll: CellScroller,
+    startGuard: GuardStarter | null = null
+  ) {
     super();
     this._model = model;
     this._scroll = scroll;
+    this._startGuard = startGuard;
     this.id = 'jp-Meno-memory-panel';
     this.addClass('jp-Meno-panel');
     this.title.caption = 'Memory (meno-jupyter)';
@@ -66,6 +75,7 @@ export class MemoryPanel extends Widget {
       element('h3', 'jp-Meno-heading', 'Active kernel'),
       this._status,
       this._figures,
+      this._guard,
       this._chart,
       this._chartLabel,
       element('h3', 'jp-Meno-heading', 'Cells'),
@@ -102,9 +112,48 @@ export class MemoryPanel extends Widget {
         )
       );
     }
+    this._renderGuard();
     this._renderChart();
     this._renderLedger(model.cells);
     this._renderKernels();
+  }
+
+  private _renderGuard(): void {
+    const active = this._model.active;
+    this._guard.replaceChildren();
+    if (!active || !active.measurable) {
+      return;
+    }
+    const guard = active.guard;
+    if (guard && guard.on) {
+      const stops = guard.stops === 1 ? '1 cell stopped' : `${guard.stops} cells stopped`;
+      this._guard.append(
+        element(
+          'span',
+          'jp-Meno-guard-on',
+          `memory guard on at ${Math.round(guard.at * 100)} % · ${stops}`
+        )
+      );
+      this._guard.title =
+        'A cell that would run the kernel out of memory ends in MemoryGuardError; ' +
+        'the kernel and its variables survive.';
+      return;
+    }
+    this._guard.title = '';
+    this._guard.append(element('span', 'jp-Meno-guard-off', 'memory guard off'));
+    if (this._startGuard) {
+      const button = element('button', 'jp-Meno-guard-button jp-mod-styled', 'Turn on');
+      button.title = 'Run %memguard on in this kernel: a runaway cell then stops with ' +
+        'MemoryGuardError instead of the kernel being killed';
+      const start = this._startGuard;
+      const kernelId = active.id;
+      button.addEventListener('click', () => {
+        button.disabled = true;
+        button.textContent = 'turning on…';
+        start(kernelId);
+      });
+      this._guard.append(button);
+    }
   }
 
   private _renderChart(): void {

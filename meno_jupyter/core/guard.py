@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import resource
 import sys
@@ -34,6 +35,7 @@ from types import FrameType
 from typing import Any
 
 from meno_jupyter.core.attribution import CodeLine, code_line, user_frame
+from meno_jupyter.core.ledger import LedgerFileError, read_json_file, write_json_atomic
 from meno_jupyter.core.memory import MIB, PAGE_SIZE, WorkingSetReader, format_bytes
 
 DEFAULT_AT = 0.9
@@ -46,6 +48,8 @@ MIN_SAFETY_BYTES = 32 * MIB
 MIN_INTERVAL_S = 0.002
 MAX_INTERVAL_S = 0.05
 CHILD_SCAN_S = 0.25
+GUARD_SCHEMA_VERSION = 1
+GUARD_FILE_MAX_BYTES = 64 * 1024
 
 _pending_message: list[str] = []
 
@@ -453,6 +457,44 @@ def frame_line(frame: FrameType | None) -> CodeLine | None:
     if found is None:
         return None
     return code_line(found.f_code.co_filename, found.f_lineno, found.f_code.co_name)
+
+
+def guard_path_for(connection_file: str | os.PathLike[str]) -> Path:
+    """Return where a kernel says whether its guard is on, beside its connection file.
+
+    Examples
+    --------
+    >>> guard_path_for("/run/jupyter/kernel-abc.json").name
+    'meno-guard-kernel-abc.json'
+    """
+    path = Path(connection_file)
+    return path.with_name(f"meno-guard-{path.stem}.json")
+
+
+def write_guard_file(path: Path, status: GuardStatus) -> None:
+    """Write the guard's state for the Jupyter server (atomically)."""
+    write_json_atomic(path, json.dumps({
+        "schema": GUARD_SCHEMA_VERSION, "pid": os.getpid(), "on": status.on, "at": status.at,
+        "stops": status.stops, "limit_bytes": status.limit_bytes, "updated_at": time.time()}))
+
+
+def read_guard_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a guard file defensively; raise :class:`LedgerFileError` if it is not one."""
+    data = read_json_file(path, GUARD_FILE_MAX_BYTES)
+    try:
+        if not isinstance(data, dict) or data.get("schema") != GUARD_SCHEMA_VERSION:
+            raise ValueError(f"not a meno-jupyter guard file (schema {GUARD_SCHEMA_VERSION})")
+        for name in ("pid", "stops", "limit_bytes"):
+            if type(data.get(name)) is not int:
+                raise ValueError(f"{name} must be an integer")
+        if type(data.get("on")) is not bool:
+            raise ValueError("on must be true or false")
+        at = data.get("at")
+        if type(at) is not float or not 0 < at < 1:
+            raise ValueError("at must be a share between 0 and 1")
+    except ValueError as error:
+        raise LedgerFileError(f"{path} is not a readable guard file: {error}") from None
+    return {name: data[name] for name in ("pid", "on", "at", "stops", "limit_bytes")}
 
 
 def active_guard() -> MemoryGuard | None:

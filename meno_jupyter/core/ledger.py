@@ -163,13 +163,11 @@ def _check_cell(cell: object, number: int) -> None:
             _check_number(value, f"cell {number}: {name}", name not in _FLOAT_FIELDS)
 
 
-def read_ledger_file(path: str | os.PathLike[str],
-                     max_bytes: int = LEDGER_FILE_MAX_BYTES) -> dict[str, Any]:
-    """Read a ledger file defensively; raise :class:`LedgerFileError` if it is not one.
+def read_json_file(path: str | os.PathLike[str], max_bytes: int) -> Any:
+    """Read a small JSON file that a kernel wrote; raise :class:`LedgerFileError` if unfit.
 
     Only a regular file is read (a link is not followed, a FIFO is not waited on), at most
-    ``max_bytes``; the JSON must follow the schema exactly (finite numbers, a list of
-    cells with every field), so what is returned can be served as it is.
+    ``max_bytes``; NaN and Infinity, invalid UTF-8 and deep nesting are refused.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -187,7 +185,21 @@ def read_ledger_file(path: str | os.PathLike[str],
     try:
         if len(raw) > max_bytes:
             raise ValueError("it grew past the size limit while being read")
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        raise LedgerFileError(f"{path} is not a readable ledger: {error}") from None
+
+
+def read_ledger_file(path: str | os.PathLike[str],
+                     max_bytes: int = LEDGER_FILE_MAX_BYTES) -> dict[str, Any]:
+    """Read a ledger file defensively; raise :class:`LedgerFileError` if it is not one.
+
+    Only a regular file is read (a link is not followed, a FIFO is not waited on), at most
+    ``max_bytes``; the JSON must follow the schema exactly (finite numbers, a list of
+    cells with every field), so what is returned can be served as it is.
+    """
+    data = read_json_file(path, max_bytes)
+    try:
         if not isinstance(data, dict) or data.get("schema") != LEDGER_SCHEMA_VERSION:
             raise ValueError(f"not a meno-jupyter ledger (schema {LEDGER_SCHEMA_VERSION})")
         _check_number(data.get("pid"), "pid", integer=True)

@@ -51,6 +51,18 @@ def writable_file(text: str | None, option: str) -> Path | None:
     return path
 
 
+def kernel_connection_file(shell: Any) -> str | None:
+    """Return the connection file of the kernel running ``shell``; None outside a kernel."""
+    if getattr(shell, "kernel", None) is None:
+        return None
+    try:
+        from ipykernel.connect import get_connection_file
+
+        return str(get_connection_file())
+    except Exception:  # no kernel app (embedded kernels, tests)
+        return None
+
+
 def rich_output(shell: Any) -> bool:
     """Tell whether the front end shows more than text (a kernel rather than a terminal)."""
     return "text/html" in getattr(shell.display_formatter, "active_types", ())

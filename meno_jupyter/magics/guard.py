@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import sys
 from types import TracebackType
@@ -18,12 +19,14 @@ from meno_jupyter.core.guard import (
     MemoryGuard,
     MemoryGuardError,
     frame_line,
+    guard_path_for,
     parse_level,
     stop_message,
+    write_guard_file,
 )
 from meno_jupyter.core.memory import format_bytes
 from meno_jupyter.core.namespace import largest_variables
-from meno_jupyter.magics._common import parse, user_variables
+from meno_jupyter.magics._common import kernel_connection_file, parse, user_variables
 
 
 def _innermost_frame(tb: TracebackType | None) -> Any:
@@ -56,6 +59,11 @@ class MemGuard(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.guard: MemoryGuard | None = None
+        connection_file = kernel_connection_file(shell)
+        # In a kernel, a small file tells the Jupyter server (and its sidebar) the state.
+        self.state_path = None if connection_file is None else guard_path_for(connection_file)
+        if self.state_path is not None:
+            atexit.register(self.state_path.unlink, missing_ok=True)
         self._depth = 0
         self._previous_exc: tuple[tuple[type[BaseException], ...], Any] | None = None
         if self.on_load:
@@ -70,6 +78,7 @@ class MemGuard(Magics):
             return
         self.guard = MemoryGuard(at)
         self.guard.start()
+        self._write_state()
         shell = self.shell
         if shell is None:
             return
@@ -86,6 +95,7 @@ class MemGuard(Magics):
             return
         self.guard.stop()
         self.guard = None
+        self._write_state()
         shell = self.shell
         if shell is not None:
             for event, hook in (("pre_run_cell", self._pre_run_cell),
@@ -98,6 +108,13 @@ class MemGuard(Magics):
                 shell.CustomTB = handler
         self._previous_exc = None
         self._depth = 0
+
+    def _write_state(self) -> None:
+        if self.state_path is None:
+            return
+        status = (self.guard or MemoryGuard(self.at)).status()
+        with contextlib.suppress(OSError):  # the sidebar's view is not worth a failed cell
+            write_guard_file(self.state_path, status)
 
     def _pre_run_cell(self, info: Any) -> None:
         self._depth += 1
@@ -140,6 +157,7 @@ class MemGuard(Magics):
             error.__suppress_context__ = True
             error.original = value  # type: ignore[attr-defined]
             shell.showtraceback((MemoryGuardError, error, tb), tb_offset=tb_offset)
+        self._write_state()
         result = getattr(shell.displayhook, "exec_result", None)
         if result is not None:  # what the kernel's reply names
             result.error_in_exec = error

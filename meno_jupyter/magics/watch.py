@@ -20,6 +20,7 @@ from meno_jupyter.core.ledger import (
 )
 from meno_jupyter.magics._common import (
     check_identifier,
+    kernel_connection_file,
     parse,
     rich_output,
     show,
@@ -29,14 +30,8 @@ from meno_jupyter.magics._common import (
 
 def kernel_ledger_path(shell: Any) -> Path | None:
     """Return the ledger file for the kernel running ``shell``, None outside a kernel."""
-    if getattr(shell, "kernel", None) is None:
-        return None
-    try:
-        from ipykernel.connect import get_connection_file
-
-        return ledger_path_for(get_connection_file())
-    except Exception:  # no kernel app (embedded kernels, tests): keep the ledger in memory
-        return None
+    connection_file = kernel_connection_file(shell)
+    return None if connection_file is None else ledger_path_for(connection_file)
 
 
 @magics_class

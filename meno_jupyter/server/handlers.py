@@ -14,6 +14,7 @@ import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
+from meno_jupyter.core.guard import guard_path_for, read_guard_file
 from meno_jupyter.core.ledger import LedgerFileError, ledger_path_for, read_ledger_file
 from meno_jupyter.core.memory import MemoryLimit
 from meno_jupyter.server.sampler import KernelProcess, KernelSampler
@@ -103,7 +104,7 @@ class KernelsHandler(MenoHandler):
                 "execution_state": getattr(kernel, "execution_state", "unknown"),
                 "measurable": located.measurable, "reason": located.reason,
                 "rss": None, "children": None, "total": None, "percent": None,
-                "pressure": None,
+                "pressure": None, "guard": guard_state(kernel, located.pid),
             }
             figures = sampler.latest(located.kernel_id) if located.measurable else None
             if figures is not None:
@@ -180,6 +181,27 @@ class LedgerHandler(MenoHandler):
     def unavailable(self, kernel_id: str, reason: str) -> None:
         """Answer that there is no ledger to show, and why."""
         self.send({"kernel_id": kernel_id, "available": False, "cells": [], "reason": reason})
+
+
+def guard_state(kernel: Any, kernel_pid: int | None) -> dict[str, Any] | None:
+    """Return the kernel's memory guard (on, at, stops), or None when it never said.
+
+    The file is tiny and read without following links or waiting on a FIFO, so it is read
+    on the event loop; one from an earlier process of the kernel is ignored.
+    """
+    connection_file = getattr(kernel, "connection_file", "")
+    if not connection_file or kernel_pid is None:
+        return None
+    path = guard_path_for(connection_file)
+    if not os.path.lexists(path):
+        return None
+    try:
+        state = read_guard_file(path)
+    except LedgerFileError:
+        return None
+    if not belongs_to(state["pid"], kernel_pid):
+        return None
+    return {"on": state["on"], "at": state["at"], "stops": state["stops"]}
 
 
 def belongs_to(pid: int, kernel_pid: int) -> bool:

@@ -112,3 +112,23 @@ def test_panel_follows_a_busy_kernel_and_scrolls_to_ledger_cells(lab: Lab, page:
     viewport = page.viewport_size
     assert box is not None and 0 <= box["y"] <= viewport["height"]
     page.screenshot(path=str(ARTIFACTS / "sidebar-ledger.png"))
+
+
+def test_the_panel_turns_the_memory_guard_on(lab: Lab, page: Any) -> None:
+    lab.notebook("guard.ipynb", "import resource\nprint(resource.getrlimit("
+                 "resource.RLIMIT_DATA)[0] != resource.RLIM_INFINITY)")
+    open_notebook(page, lab, "guard.ipynb")
+    open_panel(page)
+    guard = page.locator("#jp-Meno-memory-panel .jp-Meno-guard")
+    guard.locator(".jp-Meno-guard-off").wait_for(timeout=30_000)
+    assert "memory guard off" in guard.inner_text()
+    guard.locator("button").click()
+    guard.locator(".jp-Meno-guard-on").wait_for(timeout=30_000)
+    assert guard.inner_text() == "memory guard on at 90 % · 0 cells stopped"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "sidebar-guard-on.png"))
+    # The kernel itself is guarded: its allocation limit is set.
+    run_cell(page, 0)
+    output = page.locator(".jp-Notebook .jp-Cell").nth(0).locator(".jp-OutputArea-output")
+    output.wait_for(timeout=30_000)
+    assert output.inner_text().strip() == "True"

@@ -231,3 +231,24 @@ async def test_a_kernel_shut_down_leaves_no_ledger_file(
     kernel.client.stop_channels()
     await jp_serverapp.kernel_manager.shutdown_kernel(kernel.id)  # a normal shutdown
     assert not path.exists()
+
+
+async def test_kernels_say_whether_the_memory_guard_is_on(
+        jp_fetch: Any, kernel: RunningKernel) -> None:
+    from meno_jupyter.core.guard import guard_path_for
+
+    async def guard() -> Any:
+        listing = await get(jp_fetch, "kernels")
+        return next(k for k in listing["kernels"] if k["id"] == kernel.id)["guard"]
+
+    assert await guard() is None  # never loaded
+    await kernel.run("%load_ext meno_jupyter\n%memguard on --at 85%")
+    assert await guard() == {"on": True, "at": 0.85, "stops": 0}
+    await kernel.run("%memguard off")
+    assert (await guard())["on"] is False
+    path = guard_path_for(kernel.manager.connection_file)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "pid": data["pid"] + 10**6, "on": True}))
+    assert await guard() is None  # an earlier process's file says nothing of this one
+    path.write_text('{"schema": 1, "on": "yes"}')
+    assert await guard() is None

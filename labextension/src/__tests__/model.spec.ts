@@ -22,7 +22,8 @@ function kernel(id: string, total: number, pressure: 'low' | 'high'): IKernelEnt
     children: 0,
     total,
     percent: total / 10,
-    pressure
+    pressure,
+    guard: null
   };
 }
 

@@ -22,12 +22,12 @@ function model(): MemoryModel {
         {
           id: 'k', name: 'python3', pid: 42, path: 'work/a.ipynb', execution_state: 'busy',
           measurable: true, reason: '', rss: 3 * 2 ** 30, children: 2 ** 30, total: 4 * 2 ** 30,
-          percent: 50, pressure: 'low'
+          percent: 50, pressure: 'low', guard: null
         },
         {
           id: 'remote', name: 'python3', pid: null, path: 'b.ipynb', execution_state: 'idle',
           measurable: false, reason: 'not measurable: remote', rss: null, children: null,
-          total: null, percent: null, pressure: null
+          total: null, percent: null, pressure: null, guard: null
         }
       ]
     },
@@ -85,6 +85,24 @@ describe('MemoryPanel', () => {
     expect(kernels[0].textContent).toBe('a.ipynb4.0 GiB');
     expect(kernels[1].textContent).toBe('b.ipynbnot measurable');
     Widget.detach(panel);
+  });
+
+  it('shows the memory guard, and turns it on from a button', async () => {
+    const state = model();
+    const started: string[] = [];
+    const panel = new MemoryPanel(state, () => true, id => started.push(id));
+    state.setActiveKernel('k');
+    await state.poll();
+    const guard = panel.node.querySelector('.jp-Meno-guard') as HTMLElement;
+    expect(guard.textContent).toContain('memory guard off');
+    const button = guard.querySelector('button') as HTMLButtonElement;
+    button.click();
+    expect(started).toEqual(['k']);
+    expect(button.disabled).toBe(true);
+    state.kernels[0].guard = { on: true, at: 0.9, stops: 2 };
+    panel.render();
+    expect(guard.textContent).toBe('memory guard on at 90 % · 2 cells stopped');
+    expect(guard.querySelector('button')).toBeNull();
   });
 
   it('says why instead of showing blanks', () => {
