@@ -2,7 +2,9 @@
 
 Each tool runs in a fresh interpreter with a real IPython shell; a trivial cell (``x = 1``)
 is run many times with the tool on and, interleaved, with it off, so the difference is the
-tool's own cost per cell. The peers: ipython-memory-usage (``%imu_start``, a per-cell
+tool's own cost per cell. "(+in-flight)" adds what a kernel also does: the cell in flight
+written atomically to a small file at its start and removed at its end (for post-mortems).
+The peers: ipython-memory-usage (``%imu_start``, a per-cell
 hook) and memory_profiler's ``%memit`` (per cell, by hand). Also checks that the ledger
 caught a 64 MiB spike exactly. Run ``make bench``.
 """
@@ -18,9 +20,19 @@ import time
 from typing import Any
 
 CELLS = 300
+# A plain shell has no connection file; give the in-flight record one, as a kernel would.
+INFLIGHT_IN_A_TEMP_DIR = (
+    "import pathlib, tempfile\n"
+    "from meno_jupyter.magics._common import cell_in_flight\n"
+    "cell_in_flight(get_ipython()).path = "
+    "pathlib.Path(tempfile.mkdtemp()) / 'meno-inflight-kernel-bench.json'")
 TOOLS: dict[str, dict[str, Any]] = {
     "meno %memwatch": {"setup": ["%load_ext meno_jupyter"], "on": "%memwatch on",
                        "off": "%memwatch off", "prefix": ""},
+    # As in a kernel: the cell in flight is also written to its file for post-mortems.
+    "meno %memwatch (+in-flight)": {
+        "setup": ["%load_ext meno_jupyter", INFLIGHT_IN_A_TEMP_DIR], "on": "%memwatch on",
+        "off": "%memwatch off", "prefix": ""},
     "ipython-memory-usage": {"setup": ["%load_ext ipython_memory_usage"], "on": "%imu_start",
                              "off": "%imu_stop", "prefix": ""},
     "memory_profiler %memit": {"setup": ["%load_ext memory_profiler"], "on": None, "off": None,

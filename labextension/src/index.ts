@@ -9,21 +9,44 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { Notification } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { ICodeCellModel } from '@jupyterlab/cells';
-import { INotebookTracker } from '@jupyterlab/notebook';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel, ServerConnection } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+
+import { deathBody, goToCellLabel } from './deaths';
 
 import { highPressureMessage, shortPath } from './format';
-import { FetchError, Fetcher, MemoryModel } from './model';
+import { FetchError, Fetcher, IDeath, MemoryModel } from './model';
 import { MemoryPanel } from './panel';
 import { MemoryStatusItem } from './status';
 
 const PLUGIN_ID = '@meno/jupyter:plugin';
+const SHOWN_DEATHS_KEY = 'meno-jupyter:deaths-shown';
+const KILLER_CELL_CLASS = 'jp-Meno-killer-cell';
+
+/** The post-mortems already shown in this browser (so each is shown once). */
+function shownDeaths(): Set<string> {
+  try {
+    return new Set(JSON.parse(window.localStorage.getItem(SHOWN_DEATHS_KEY) ?? '[]'));
+  } catch {
+    return new Set();
+  }
+}
+
+function rememberShown(id: string): void {
+  const shown = [...shownDeaths(), id].slice(-200);
+  try {
+    window.localStorage.setItem(SHOWN_DEATHS_KEY, JSON.stringify(shown));
+  } catch {
+    // private mode: the death may be shown again after a reload, nothing worse
+  }
+}
 const MIN_INTERVAL_MS = 250;
 
 const memoryIcon = new LabIcon({
@@ -110,7 +133,84 @@ const plugin: JupyterFrontEndPlugin<void> = {
         .catch(reason => console.warn('meno-jupyter: %memguard on failed', reason));
     };
 
-    const panel = new MemoryPanel(model, scrollToCell, startGuard);
+    /** The open notebook whose kernel died, if any. */
+    const notebookOf = (death: IDeath): NotebookPanel | null => {
+      let found: NotebookPanel | null = null;
+      tracker.forEach(widget => {
+        if (widget.sessionContext.session?.kernel?.id === death.kernel_id) {
+          found = widget;
+        }
+      });
+      return found;
+    };
+
+    const showDeath = (death: IDeath): boolean => {
+      const widget = notebookOf(death);
+      if (!widget) {
+        return false;
+      }
+      const notebook = widget.content;
+      let index = death.cell_id
+        ? notebook.widgets.findIndex(cell => cell.model.id === death.cell_id)
+        : -1;
+      if (index < 0 && death.execution_count !== null) {
+        index = notebook.widgets.findIndex(
+          cell =>
+            cell.model.type === 'code' &&
+            (cell.model as ICodeCellModel).executionCount === death.execution_count
+        );
+      }
+      if (index < 0) {
+        return false;
+      }
+      app.shell.activateById(widget.id);
+      notebook.activeCellIndex = index;
+      notebook.widgets[index].addClass(KILLER_CELL_CLASS);
+      notebook.widgets[index].node.title = death.summary;
+      void notebook.scrollToItem(index, 'center');
+      return true;
+    };
+    // The marker stays on the killing cell until it is run again.
+    NotebookActions.executed.connect((_, args) => {
+      if (args.cell.hasClass(KILLER_CELL_CLASS)) {
+        args.cell.removeClass(KILLER_CELL_CLASS);
+        args.cell.node.title = '';
+      }
+    });
+
+    let dialogOpen = false;
+    const announceDeaths = (): void => {
+      if (dialogOpen) {
+        return;
+      }
+      const shown = shownDeaths();
+      const death = [...model.deaths]
+        .reverse()
+        .find(d => !shown.has(d.id) && notebookOf(d) !== null);
+      if (!death) {
+        return;
+      }
+      rememberShown(death.id);
+      dialogOpen = true;
+      const found = death.execution_count !== null || death.cell_id !== null;
+      void showDialog({
+        title: 'The kernel died',
+        body: new Widget({ node: deathBody(death) }),
+        buttons: found
+          ? [
+              Dialog.cancelButton({ label: 'Close' }),
+              Dialog.okButton({ label: goToCellLabel(death) })
+            ]
+          : [Dialog.okButton({ label: 'Close' })]
+      }).then(result => {
+        dialogOpen = false;
+        if (found && result.button.accept) {
+          showDeath(death);
+        }
+      });
+    };
+
+    const panel = new MemoryPanel(model, scrollToCell, startGuard, showDeath);
     panel.title.icon = memoryIcon;
     panel.title.label = labShell ? '' : 'Memory';
     app.shell.add(panel, 'right', { rank: 200 });
@@ -140,6 +240,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       added.sessionContext.ready.then(follow).catch(() => undefined);
     });
 
+    model.onChange(announceDeaths);
     model.onChange(() => {
       if (!notify || !model.limit) {
         return;

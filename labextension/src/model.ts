@@ -70,6 +70,33 @@ export interface ILedgerReply {
   cells: ICell[];
 }
 
+/** A post-mortem of a kernel that died (GET /meno-jupyter/deaths). */
+export interface IDeath {
+  id: string;
+  kernel_id: string;
+  pid: number;
+  died_at: number;
+  cause: string;
+  summary: string;
+  exit_code: number | null;
+  signal: string | null;
+  execution_count: number | null;
+  cell_id: string | null;
+  source_head: string;
+  rss_bytes: number | null;
+  peak_rss_bytes: number | null;
+  limit_bytes: number | null;
+  limit_source: string;
+  path: string;
+  times: number[];
+  rss: number[];
+}
+
+export interface IDeathsReply {
+  time: number;
+  deaths: IDeath[];
+}
+
 /** Why the panel has no figures to show, or 'ok'. */
 export type Availability =
   | 'ok'
@@ -107,6 +134,9 @@ export class MemoryModel {
   updates = 0;
   /** Kernels that have just crossed into high pressure (filled by each poll). */
   crossings: IKernelEntry[] = [];
+  /** Post-mortems of kernels that died, newest first. */
+  deaths: IDeath[] = [];
+  private _deathsSince: number | null = null;
 
   private _fetch: Fetcher;
   private _listeners: Array<() => void> = [];
@@ -169,6 +199,7 @@ export class MemoryModel {
       }
     }
     this._watcher.retain(listing.kernels.map(k => k.id));
+    await this._pollDeaths();
     if (kernelId === null) {
       this._emit();
       return;
@@ -201,6 +232,27 @@ export class MemoryModel {
     this.cells = ledger.cells;
     this.ledgerReason = ledger.available ? '' : ledger.reason;
     this._emit();
+  }
+
+  /** Fetch the post-mortems recorded since the last poll (all of them the first time). */
+  private async _pollDeaths(): Promise<void> {
+    const query = this._deathsSince === null ? '' : `?since=${this._deathsSince}`;
+    let reply: IDeathsReply;
+    try {
+      reply = (await this._fetch(`deaths${query}`)) as IDeathsReply;
+    } catch {
+      return; // an older server extension: no post-mortems, nothing else lost
+    }
+    if (!reply || !Array.isArray(reply.deaths)) {
+      return;
+    }
+    const known = new Set(this.deaths.map(d => d.id));
+    const fresh = reply.deaths.filter(d => !known.has(d.id));
+    if (fresh.length) {
+      this.deaths = fresh.concat(this.deaths).sort((a, b) => b.died_at - a.died_at);
+    }
+    const newest = this.deaths.length ? this.deaths[0].died_at : null;
+    this._deathsSince = newest ?? this._deathsSince;
   }
 
   private _fail(error: unknown, generation: number, listing = false): void {

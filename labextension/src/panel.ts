@@ -12,7 +12,7 @@ import {
   pressureClass,
   shortPath
 } from './format';
-import { ICell, MemoryModel } from './model';
+import { ICell, IDeath, MemoryModel } from './model';
 
 const CHART_WIDTH = 300;
 const CHART_HEIGHT = 120;
@@ -21,6 +21,8 @@ const SVG_NS = 'http://www.w3.org/2000/svg';
 export type CellScroller = (executionCount: number) => boolean;
 /** Turns the memory guard on in a kernel (runs `%memguard on` there). */
 export type GuardStarter = (kernelId: string) => void;
+/** Goes to (and marks) the cell a dead kernel was running; false if it is not open. */
+export type DeathShower = (death: IDeath) => boolean;
 
 function element<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -50,16 +52,21 @@ export class MemoryPanel extends Widget {
   private _ledger = element('table', 'jp-Meno-ledger');
   private _ledgerNote = element('div', 'jp-Meno-note');
   private _kernels = element('table', 'jp-Meno-kernels');
+  private _deaths = element('table', 'jp-Meno-deaths');
+  private _deathsNote = element('div', 'jp-Meno-note');
+  private _showDeath: DeathShower | null;
 
   constructor(
     model: MemoryModel,
     scroll: CellScroller,
-    startGuard: GuardStarter | null = null
+    startGuard: GuardStarter | null = null,
+    showDeath: DeathShower | null = null
   ) {
     super();
     this._model = model;
     this._scroll = scroll;
     this._startGuard = startGuard;
+    this._showDeath = showDeath;
     this.id = 'jp-Meno-memory-panel';
     this.addClass('jp-Meno-panel');
     this.title.caption = 'Memory (meno-jupyter)';
@@ -82,7 +89,10 @@ export class MemoryPanel extends Widget {
       this._ledgerNote,
       this._ledger,
       element('h3', 'jp-Meno-heading', 'All kernels'),
-      this._kernels
+      this._kernels,
+      element('h3', 'jp-Meno-heading', 'Deaths'),
+      this._deathsNote,
+      this._deaths
     );
     model.onChange(() => this.render());
     this.render();
@@ -116,6 +126,34 @@ export class MemoryPanel extends Widget {
     this._renderChart();
     this._renderLedger(model.cells);
     this._renderKernels();
+    this._renderDeaths();
+  }
+
+  private _renderDeaths(): void {
+    const deaths = this._model.deaths;
+    this._deathsNote.textContent = deaths.length ? '' : 'no kernel has died';
+    const rows = deaths.slice(0, 20).map(death => {
+      const row = element('tr', 'jp-Meno-death-row');
+      row.dataset.deathId = death.id;
+      const cell = death.execution_count === null ? '' : `[${death.execution_count}]`;
+      const when = new Date(death.died_at * 1000).toLocaleTimeString();
+      row.append(
+        element('td', '', cell),
+        element('td', 'jp-Meno-source', death.cause),
+        element('td', 'jp-Meno-note', `${shortPath(death.path) || 'kernel'} · ${when}`)
+      );
+      row.title = death.summary;
+      if (this._showDeath) {
+        const show = this._showDeath;
+        row.addEventListener('click', () => {
+          if (!show(death)) {
+            this._deathsNote.textContent = `${cell || 'that cell'} is not in the open notebook`;
+          }
+        });
+      }
+      return row;
+    });
+    this._deaths.replaceChildren(...rows);
   }
 
   private _renderGuard(): void {

@@ -35,7 +35,12 @@ from types import FrameType
 from typing import Any
 
 from meno_jupyter.core.attribution import CodeLine, code_line, user_frame
-from meno_jupyter.core.ledger import LedgerFileError, read_json_file, write_json_atomic
+from meno_jupyter.core.ledger import (
+    LedgerFileError,
+    kernel_file_for,
+    read_json_file,
+    write_json_atomic,
+)
 from meno_jupyter.core.memory import MIB, PAGE_SIZE, WorkingSetReader, format_bytes
 
 DEFAULT_AT = 0.9
@@ -460,15 +465,8 @@ def frame_line(frame: FrameType | None) -> CodeLine | None:
 
 
 def guard_path_for(connection_file: str | os.PathLike[str]) -> Path:
-    """Return where a kernel says whether its guard is on, beside its connection file.
-
-    Examples
-    --------
-    >>> guard_path_for("/run/jupyter/kernel-abc.json").name
-    'meno-guard-kernel-abc.json'
-    """
-    path = Path(connection_file)
-    return path.with_name(f"meno-guard-{path.stem}.json")
+    """Return where a kernel says whether its guard is on (``meno-guard-<kernel>.json``)."""
+    return kernel_file_for(connection_file, "guard")
 
 
 def write_guard_file(path: Path, status: GuardStatus) -> None:

@@ -99,16 +99,21 @@ def source_head(source: str) -> str:
     return ""
 
 
-def ledger_path_for(connection_file: str | os.PathLike[str]) -> Path:
-    """Return where a kernel's ledger lives, named after its connection file.
+def kernel_file_for(connection_file: str | os.PathLike[str], kind: str) -> Path:
+    """Return where a kernel keeps one of its meno files, beside its connection file.
 
     Examples
     --------
-    >>> ledger_path_for("/run/jupyter/kernel-abc.json").name
+    >>> kernel_file_for("/run/jupyter/kernel-abc.json", "ledger").name
     'meno-ledger-kernel-abc.json'
     """
     path = Path(connection_file)
-    return path.with_name(f"meno-ledger-{path.stem}.json")
+    return path.with_name(f"meno-{kind}-{path.stem}.json")
+
+
+def ledger_path_for(connection_file: str | os.PathLike[str]) -> Path:
+    """Return where a kernel's ledger lives (``meno-ledger-<kernel>.json``)."""
+    return kernel_file_for(connection_file, "ledger")
 
 
 def write_json_atomic(path: Path, text: str) -> None:
@@ -212,6 +217,57 @@ def read_ledger_file(path: str | os.PathLike[str],
     except (ValueError, RecursionError) as error:
         raise LedgerFileError(f"{path} is not a readable ledger: {error}") from None
     return data
+
+
+INFLIGHT_SCHEMA_VERSION = 1
+INFLIGHT_MAX_BYTES = 64 * 1024
+_INFLIGHT_FIELDS = ("pid", "running", "execution_count", "cell_id", "source_head", "started_at",
+                    "start_rss")
+
+
+def inflight_path_for(connection_file: str | os.PathLike[str]) -> Path:
+    """Return where a kernel records the cell it is running (``meno-inflight-<kernel>.json``)."""
+    return kernel_file_for(connection_file, "inflight")
+
+
+def write_inflight(path: Path, execution_count: int | None, cell_id: str | None,
+                   source: str, rss_bytes: int, *, running: bool = True) -> None:
+    """Record (atomically) the cell a kernel is running, or that it finished.
+
+    If the kernel dies, the Jupyter server finds here which cell it was running.
+    """
+    write_json_atomic(path, json.dumps({
+        "schema": INFLIGHT_SCHEMA_VERSION, "pid": os.getpid(), "running": running,
+        "execution_count": execution_count, "cell_id": cell_id,
+        "source_head": source_head(source), "started_at": time.time(),
+        "start_rss": rss_bytes}))
+
+
+def read_inflight_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an in-flight file defensively; raise :class:`LedgerFileError` if it is not one."""
+    data = read_json_file(path, INFLIGHT_MAX_BYTES)
+    try:
+        if not isinstance(data, dict) or data.get("schema") != INFLIGHT_SCHEMA_VERSION:
+            raise ValueError(f"not a meno-jupyter in-flight file (schema "
+                             f"{INFLIGHT_SCHEMA_VERSION})")
+        missing = [name for name in _INFLIGHT_FIELDS if name not in data]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        _check_number(data.get("pid"), "pid", integer=True)
+        _check_number(data.get("start_rss"), "start_rss", integer=True)
+        _check_number(data.get("started_at"), "started_at", integer=False)
+        if type(data.get("running")) is not bool:
+            raise ValueError("running must be true or false")
+        count = data.get("execution_count")
+        if count is not None:
+            _check_number(count, "execution_count", integer=True)
+        for name in ("cell_id", "source_head"):
+            value = data.get(name)
+            if not (isinstance(value, str) or (name == "cell_id" and value is None)):
+                raise ValueError(f"{name} must be text")
+    except ValueError as error:
+        raise LedgerFileError(f"{path} is not a readable in-flight file: {error}") from None
+    return {name: data[name] for name in _INFLIGHT_FIELDS}
 
 
 class Ledger(RendersAsTable):

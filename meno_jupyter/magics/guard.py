@@ -26,7 +26,12 @@ from meno_jupyter.core.guard import (
 )
 from meno_jupyter.core.memory import format_bytes
 from meno_jupyter.core.namespace import largest_variables
-from meno_jupyter.magics._common import kernel_connection_file, parse, user_variables
+from meno_jupyter.magics._common import (
+    cell_in_flight,
+    kernel_connection_file,
+    parse,
+    user_variables,
+)
 
 
 def _innermost_frame(tb: TracebackType | None) -> Any:
@@ -84,6 +89,7 @@ class MemGuard(Magics):
             return
         shell.events.register("pre_run_cell", self._pre_run_cell)
         shell.events.register("post_run_cell", self._post_run_cell)
+        cell_in_flight(shell).use("memguard")
         self._previous_exc = (tuple(shell.custom_exceptions), shell.CustomTB)
         shell.set_custom_exc((*shell.custom_exceptions, MemoryError), self._handle)
         # Started from a cell (%memguard on, %load_ext): that cell's end comes next.
@@ -102,6 +108,7 @@ class MemGuard(Magics):
                                 ("post_run_cell", self._post_run_cell)):
                 if hook in shell.events.callbacks[event]:
                     shell.events.unregister(event, hook)
+            cell_in_flight(shell).release("memguard")
             if self._previous_exc is not None:
                 exceptions, handler = self._previous_exc
                 shell.custom_exceptions = exceptions

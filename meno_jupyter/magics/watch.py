@@ -19,6 +19,7 @@ from meno_jupyter.core.ledger import (
     set_current_ledger,
 )
 from meno_jupyter.magics._common import (
+    cell_in_flight,
     check_identifier,
     kernel_connection_file,
     parse,
@@ -61,6 +62,7 @@ class WatchMagics(Magics):
             return
         self.shell.events.register("pre_run_cell", self._pre_run_cell)
         self.shell.events.register("post_run_cell", self._post_run_cell)
+        cell_in_flight(self.shell).use("memwatch")
         self.watching = True
         set_current_ledger(self.ledger)
 
@@ -70,6 +72,7 @@ class WatchMagics(Magics):
             return
         self.shell.events.unregister("pre_run_cell", self._pre_run_cell)
         self.shell.events.unregister("post_run_cell", self._post_run_cell)
+        cell_in_flight(self.shell).release("memwatch")
         self._recorder.cancel()
         self._depth = 0
         self.watching = False

@@ -10,8 +10,10 @@ Enabled on install (``jupyter-config/``). Configure with traitlets, for example 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any
 
 from traitlets import Float, Int, default
@@ -52,18 +54,48 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
     """Start the kernel sampler and add the ``/meno-jupyter/`` routes."""
     from tornado.ioloop import PeriodicCallback
 
+    from meno_jupyter.server.deaths import DeathWatch
     from meno_jupyter.server.handlers import handlers, locate_kernels
     from meno_jupyter.server.sampler import KernelSampler
 
     config = MenoServer(parent=serverapp)
-    sampler = KernelSampler(lambda: locate_kernels(serverapp.kernel_manager),
+    kernel_manager = serverapp.kernel_manager
+    sampler = KernelSampler(lambda: locate_kernels(kernel_manager),
                             interval_s=config.interval_s, history_s=config.history_s,
                             limit_reader=config.limit)
+
+    def samples(kernel_id: str) -> dict[str, Any] | None:
+        try:
+            return sampler.history(kernel_id)
+        except KeyError:
+            return None
+
+    def server_limit() -> tuple[int, str]:
+        limit = config.limit()
+        return limit.limit_bytes, limit.source
+
+    deaths = DeathWatch(Path(serverapp.data_dir) / "meno-jupyter", samples, server_limit)
+    deaths.on_death.append(lambda death: serverapp.log.warning(deaths.describe(death)))
+    orphans = deaths.scan_orphans(Path(serverapp.runtime_dir))
+    if orphans:
+        serverapp.log.warning("meno-jupyter: %d kernel(s) died while the server was down",
+                              orphans)
     web_app = serverapp.web_app
     web_app.settings["meno_jupyter_sampler"] = sampler
+    web_app.settings["meno_jupyter_deaths"] = deaths
     web_app.add_handlers(".*$", handlers(web_app.settings["base_url"]))
+
+    async def tick() -> None:
+        sampler.sample()
+        with contextlib.suppress(Exception):  # the sessions only name the notebooks
+            deaths.paths = {s["kernel"]["id"]: s.get("path", "")
+                            for s in await serverapp.session_manager.list_sessions()
+                            if s.get("kernel")}
+        deaths.tick((located.kernel_id, located.pid, kernel)
+                    for located, kernel in locate_kernels(kernel_manager, with_kernels=True))
+
     sampler.sample()
-    callback = PeriodicCallback(sampler.sample, config.interval_s * 1000)
+    callback = PeriodicCallback(tick, config.interval_s * 1000)
     callback.start()
     web_app.settings["meno_jupyter_sampler_callback"] = callback
     serverapp.log.info("meno-jupyter: sampling kernel memory every %.1f s", config.interval_s)

@@ -17,6 +17,7 @@ from jupyter_server.utils import url_path_join
 from meno_jupyter.core.guard import guard_path_for, read_guard_file
 from meno_jupyter.core.ledger import LedgerFileError, ledger_path_for, read_ledger_file
 from meno_jupyter.core.memory import MemoryLimit
+from meno_jupyter.server.deaths import DeathWatch
 from meno_jupyter.server.sampler import KernelProcess, KernelSampler
 
 # Any path segment reaches the handler, so that every unknown id gets the same JSON 404.
@@ -52,6 +53,19 @@ class MenoHandler(APIHandler):
             shown = (kernel_id if len(kernel_id) <= SHOWN_ID_CHARS
                      else kernel_id[:SHOWN_ID_CHARS] + "…")
             raise tornado.web.HTTPError(404, f"no kernel {shown!r}") from None
+
+    def since_argument(self) -> float | None:
+        """Return the ``since`` query argument as a finite Unix time; 400 otherwise."""
+        since_text = self.get_query_argument("since", None)
+        try:
+            since = float(since_text) if since_text else None
+            if since is not None and not math.isfinite(since):
+                raise ValueError(since_text)
+        except ValueError:
+            raise tornado.web.HTTPError(
+                400, f"since must be a Unix time, got {(since_text or '')[:SHOWN_ID_CHARS]!r}"
+            ) from None
+        return since
 
     def send(self, data: dict[str, Any]) -> None:
         """Write ``data`` as JSON, never cached."""
@@ -126,15 +140,7 @@ class HistoryHandler(MenoHandler):
     def get(self, kernel_id: str) -> None:
         """One kernel's RSS history."""
         self.kernel_or_404(kernel_id)
-        since_text = self.get_query_argument("since", None)
-        try:
-            since = float(since_text) if since_text else None
-            if since is not None and not math.isfinite(since):
-                raise ValueError(since_text)
-        except ValueError:
-            raise tornado.web.HTTPError(
-                400, f"since must be a Unix time, got {(since_text or '')[:SHOWN_ID_CHARS]!r}"
-            ) from None
+        since = self.since_argument()
         sampler = self.sampler
         if kernel_id in sampler.unmeasurable:
             self.send({"kernel_id": kernel_id, "measurable": False,
@@ -223,6 +229,18 @@ class UnknownRouteHandler(MenoHandler):
         raise tornado.web.HTTPError(404, f"no endpoint {rest[:SHOWN_ID_CHARS]!r}")
 
 
+class DeathsHandler(MenoHandler):
+    """``GET /meno-jupyter/deaths?since=T&kernel=ID``: post-mortems of dead kernels."""
+
+    @tornado.web.authenticated
+    def get(self) -> None:
+        """Answer with the post-mortems, newest first."""
+        since = self.since_argument()
+        kernel_id = self.get_query_argument("kernel", None)
+        deaths: DeathWatch = self.settings["meno_jupyter_deaths"]
+        self.send({"time": time.time(), "deaths": deaths.list(since, kernel_id)})
+
+
 class LimitHandler(MenoHandler):
     """``GET /meno-jupyter/limit``: the effective memory limit and the system's figures."""
 
@@ -239,6 +257,7 @@ ROUTES: list[tuple[str, type[MenoHandler]]] = [
     (f"kernels/{KERNEL_ID}/history", HistoryHandler),
     (f"kernels/{KERNEL_ID}/ledger", LedgerHandler),
     ("limit", LimitHandler),
+    ("deaths", DeathsHandler),
     ("(?P<rest>.*)", UnknownRouteHandler),  # last: only what nothing above matched
 ]
 

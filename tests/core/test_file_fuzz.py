@@ -161,3 +161,23 @@ def test_a_damaged_disk_file_is_a_miss_with_a_warning(
         assert np.array_equal(back, array) and mapped_ok and np.array_equal(mapped, array)
     else:
         assert back is None and not mapped_ok
+
+
+@FUZZ
+@given(cut=st.integers(0, 400), flips=FLIPS)
+def test_a_damaged_inflight_file_reads_right_or_raises_ledger_file_error(
+        tmp_path_factory: pytest.TempPathFactory, cut: int, flips: list[tuple[int, int]]
+) -> None:
+    from meno_jupyter.core.ledger import read_inflight_file, write_inflight
+
+    path = tmp_path_factory.mktemp("inflight") / "meno-inflight-kernel-1.json"
+    write_inflight(path, 12, "cell-id", "m = a.merge(b)", 123_456)
+    expected = read_inflight_file(path)
+    path.write_bytes(damaged(path.read_bytes(), cut, flips))
+    try:
+        found = read_inflight_file(path)
+    except LedgerFileError:
+        return
+    assert set(found) == set(expected)
+    assert isinstance(found["running"], bool) and isinstance(found["source_head"], str)
+    assert found["execution_count"] is None or isinstance(found["execution_count"], int)

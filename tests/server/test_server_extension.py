@@ -34,7 +34,7 @@ async def error_of(jp_fetch: Any, *parts: str) -> tuple[int, Any]:
 
 async def test_every_route_refuses_an_unauthenticated_request(
         jp_serverapp: Any, http_server_client: Any, jp_base_url: str) -> None:
-    assert len(ROUTES) == 5
+    assert len(ROUTES) == 6
     for route, _ in ROUTES:
         path = route.replace("(?P<kernel_id>[^/]+)", "some-kernel").replace(
             "(?P<rest>.*)", "no/such/route")

@@ -105,6 +105,31 @@ describe('MemoryPanel', () => {
     expect(guard.querySelector('button')).toBeNull();
   });
 
+  it('lists the deaths, and goes to the killing cell', async () => {
+    const state = model();
+    const shown: number[] = [];
+    const panel = new MemoryPanel(state, () => true, null, death => {
+      shown.push(death.pid);
+      return false;
+    });
+    state.deaths = [
+      {
+        id: 'k:7:5.000', kernel_id: 'k', pid: 7, died_at: 5, cause: 'crashed: segmentation fault',
+        summary: 'The kernel crashed (segmentation fault) while running cell [3].',
+        exit_code: -11, signal: 'SIGSEGV', execution_count: 3, cell_id: null, source_head: 'x',
+        rss_bytes: null, peak_rss_bytes: null, limit_bytes: null, limit_source: '',
+        path: 'work/a.ipynb', times: [], rss: []
+      }
+    ];
+    panel.render();
+    const rows = panel.node.querySelectorAll<HTMLElement>('.jp-Meno-death-row');
+    expect(rows.length).toBe(1);
+    expect(rows[0].textContent).toContain('[3]crashed: segmentation faulta.ipynb');
+    rows[0].click();
+    expect(shown).toEqual([7]);
+    expect(panel.node.textContent).toContain('[3] is not in the open notebook');
+  });
+
   it('says why instead of showing blanks', () => {
     const state = model();
     const panel = new MemoryPanel(state, () => true);

@@ -1,0 +1,75 @@
+"""A kernel killed by the real out-of-memory killer, explained in a real JupyterLab."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pytest
+
+from tests.browser.conftest import ARTIFACTS, Lab, open_notebook, run_cell, wait_for_prompt
+from tests.cgrouphelp import MemoryCgroup, why_no_memory_cgroup
+
+pytestmark = pytest.mark.browser
+
+GROW = ("import numpy as np, time\nchunks = []\nfor step in range(100):\n"
+        "    chunks.append(np.ones(20 * 2**20 // 8))\n    time.sleep(0.03)")
+
+
+def kernel_pid(lab: Lab, page: Any) -> int:
+    kernel_id = page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.id")
+    listing = lab.api("/meno-jupyter/kernels")
+    return int(next(k["pid"] for k in listing["kernels"] if k["id"] == kernel_id))
+
+
+def test_an_oom_death_is_explained_and_its_cell_marked(lab: Lab, page: Any) -> None:
+    reason = why_no_memory_cgroup()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must be able to make a memory cgroup: {reason}")
+        pytest.skip(f"needs a writable memory cgroup: {reason}")
+    filler = [f"# filler cell {i}\npass" for i in range(25)]
+    lab.notebook("oom.ipynb", "%load_ext meno_jupyter\n%memwatch on", *filler, GROW)
+    grow_index = 1 + len(filler)
+    open_notebook(page, lab, "oom.ipynb")
+    run_cell(page, 0)
+    with MemoryCgroup(600 * 2**20) as cgroup:
+        cgroup.add(kernel_pid(lab, page))
+        time.sleep(1.5)  # the server has seen the kernel in its cgroup
+        run_cell(page, grow_index, wait=False)
+        wait_for_prompt(page, grow_index, "*")
+        # JupyterLab's own "Kernel Restarting" comes first (its dialogs queue), then ours.
+        dialog = page.locator(".jp-Dialog:has(.jp-Meno-death)")
+        generic = page.locator(".jp-Dialog:not(:has(.jp-Meno-death))")
+        deadline = time.monotonic() + 60
+        while not dialog.count() and time.monotonic() < deadline:
+            if generic.count():
+                generic.get_by_role("button", name="Ok").click()
+            page.wait_for_timeout(250)
+        dialog.wait_for(timeout=1_000)
+        assert cgroup.oom_kills() == 1
+    text = dialog.inner_text()
+    assert "The kernel died" in text
+    assert ("The kernel was killed by the out-of-memory killer while running cell [2] "
+            "(import numpy as np, time).") in text
+    assert "%memguard on" in text
+    assert dialog.locator(".jp-Meno-death-chart .jp-Meno-chart-rss").count() == 1
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "death-dialog.png"))
+    page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 0; }")
+    dialog.get_by_role("button", name="Go to cell [2]").click()
+    page.wait_for_function(
+        f"() => window.jupyterapp.shell.currentWidget.content.activeCellIndex === {grow_index}",
+        timeout=10_000)
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(grow_index)
+    page.wait_for_timeout(500)
+    assert cell.is_visible()
+    assert "jp-Meno-killer-cell" in (cell.get_attribute("class") or "")
+    page.screenshot(path=str(ARTIFACTS / "death-cell-marked.png"))
+    # The sidebar keeps the death for the session.
+    page.click(".jp-SideBar .lm-TabBar-tab[data-id='jp-Meno-memory-panel']")
+    row = page.locator("#jp-Meno-memory-panel .jp-Meno-death-row")
+    row.first.wait_for(timeout=10_000)
+    assert "killed by the out-of-memory killer" in row.first.inner_text()

@@ -1,0 +1,146 @@
+"""Post-mortems of real kernel deaths: the OOM killer in a real cgroup, a crash, an exit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meno_jupyter.core.ledger import inflight_path_for
+from meno_jupyter.server.deaths import DeathWatch
+from tests.cgrouphelp import MemoryCgroup, why_no_memory_cgroup
+from tests.server.conftest import RunningKernel
+
+pytestmark = pytest.mark.server
+
+MIB = 2**20
+
+
+async def deaths_of(jp_fetch: Any, kernel: RunningKernel, timeout: float = 30) -> list[Any]:
+    """Wait for the server to record a death of ``kernel``; return its post-mortems.
+
+    Returns once the server has restarted the kernel too (shutting a kernel down in the
+    middle of its restart fails in jupyter_client).
+    """
+    deadline = time.monotonic() + timeout
+    deaths: list[Any] = []
+    while time.monotonic() < deadline:
+        response = await jp_fetch("meno-jupyter", "deaths", params={"kernel": kernel.id},
+                                  method="GET")
+        deaths = json.loads(response.body)["deaths"]
+        ready = kernel.manager.ready
+        if deaths and ready.done() and await kernel.manager.is_alive():
+            break
+        await asyncio.sleep(0.3)
+    return list(deaths)
+
+
+async def start_dying_cell(kernel: RunningKernel, code: str) -> None:
+    """Send a cell that kills the kernel (no reply will come)."""
+    kernel.client.execute(code)
+    await asyncio.sleep(0.5)
+
+
+async def test_an_oom_kill_is_named_with_its_cell_and_memory(
+        jp_fetch: Any, kernel: RunningKernel) -> None:
+    reason = why_no_memory_cgroup()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must be able to make a memory cgroup: {reason}")
+        pytest.skip(f"needs a writable memory cgroup: {reason}")
+    await kernel.run("%load_ext meno_jupyter\n%memwatch on")
+    with MemoryCgroup(600 * MIB) as cgroup:
+        cgroup.add(kernel.manager.provisioner.pid)
+        await asyncio.sleep(1.0)  # the server sees the kernel in its new cgroup
+        await start_dying_cell(kernel, "import numpy as np, time\nchunks = []\n"
+                                       "for step in range(100):\n"
+                                       "    chunks.append(np.ones(20 * 2**20 // 8))\n"
+                                       "    time.sleep(0.03)")
+        deaths = await deaths_of(jp_fetch, kernel)
+        assert cgroup.oom_kills() == 1
+    assert len(deaths) == 1, deaths
+    death = deaths[0]
+    assert death["cause"] == "killed by the out-of-memory killer"
+    assert death["signal"] == "SIGKILL" and death["exit_code"] == -9
+    assert death["execution_count"] == 2
+    assert death["source_head"] == "import numpy as np, time"
+    assert death["summary"] == ("The kernel was killed by the out-of-memory killer while "
+                                "running cell [2] (import numpy as np, time).")
+    assert death["limit_bytes"] == 600 * MIB
+    assert death["peak_rss_bytes"] >= 0.5 * 600 * MIB  # the last minute reached the limit
+    assert len(death["times"]) == len(death["rss"]) >= 3
+
+
+@pytest.mark.parametrize(("code", "cause", "signal_name"), [
+    ("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", "crashed: segmentation fault",
+     "SIGSEGV"),
+    ("import os\nos._exit(3)", "exited with code 3", None),
+])
+async def test_a_crash_and_an_exit_are_told_apart(
+        jp_fetch: Any, kernel: RunningKernel, code: str, cause: str,
+        signal_name: str | None) -> None:
+    await kernel.run("%load_ext meno_jupyter\n%memguard on")
+    await asyncio.sleep(0.5)
+    await start_dying_cell(kernel, code)
+    deaths = await deaths_of(jp_fetch, kernel)
+    assert [d["cause"] for d in deaths] == [cause]
+    assert deaths[0]["signal"] == signal_name
+    assert deaths[0]["execution_count"] == 2
+    assert deaths[0]["source_head"] == code.partition("\n")[0]
+
+
+async def test_a_restart_or_shutdown_from_the_ui_is_not_a_death(
+        jp_fetch: Any, kernel: RunningKernel) -> None:
+    await kernel.run("%load_ext meno_jupyter\n%memwatch on")
+    await asyncio.sleep(0.5)
+    response = await jp_fetch("api", "kernels", kernel.id, "restart", method="POST",
+                              body="")
+    assert response.code == 200
+    assert await deaths_of(jp_fetch, kernel, timeout=6) == []
+
+
+async def test_deaths_survive_the_server_and_orphans_are_found(tmp_path: Path) -> None:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    dead_pid = int(child.stdout)
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    inflight = inflight_path_for(runtime / "kernel-abc-123.json")
+    inflight.write_text(json.dumps({
+        "schema": 1, "pid": dead_pid, "running": True, "execution_count": 7,
+        "cell_id": "c7", "source_head": "model.fit(X)", "started_at": 1.0,
+        "start_rss": 10 * MIB}))
+    for name, text in [("meno-inflight-kernel-huge.json", "x" * 200_000),
+                       ("meno-inflight-kernel-schema.json", '{"schema": 2}'),
+                       ("meno-inflight-kernel-bytes.json", "\udcff")]:
+        (runtime / name).write_bytes(text.encode("utf-8", "surrogateescape"))
+    watch = DeathWatch(tmp_path / "data", lambda kernel_id: None, lambda: (8 * 2**30, "system"))
+    assert watch.scan_orphans(runtime) == 1
+    assert not inflight.exists()  # reported once
+    again = DeathWatch(tmp_path / "data", lambda kernel_id: None, lambda: (1, "system"))
+    (death,) = again.list()
+    assert death["kernel_id"] == "abc-123" and death["execution_count"] == 7
+    assert death["summary"] == ("The kernel stopped while running cell [7] (model.fit(X)); "
+                                "no exit status was recorded.")
+    with open(again.file, "ab") as handle:  # damage does not lose the good lines
+        handle.write(b'{"not": "a death"}\n\xff\xfe\n[' + b"[" * 50_000 + b"\n")
+    third = DeathWatch(tmp_path / "data", lambda kernel_id: None, lambda: (1, "system"))
+    assert len(third.list()) == 1 and third.unreadable_lines == 3
+    assert (os.stat(again.file).st_mode & 0o777) == 0o600
+
+
+async def test_deaths_refuses_a_bad_since(jp_fetch: Any) -> None:
+    import tornado.httpclient
+
+    with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
+        await jp_fetch("meno-jupyter", "deaths", params={"since": "nan"}, method="GET")
+    assert caught.value.code == 400
+    response = await jp_fetch("meno-jupyter", "deaths", method="GET")
+    assert json.loads(response.body)["deaths"] == []
