@@ -53,6 +53,11 @@ def test_notebook_executes(path: Path) -> None:
     errors = [out for cell in notebook.cells if cell.cell_type == "code"
               for out in outputs_of(cell, "error")]
     assert not errors
+    # A background thread's failure shows only on stderr: that counts as an error too.
+    stderr = [out.text for cell in notebook.cells if cell.cell_type == "code"
+              for out in outputs_of(cell, "stream") if out.name == "stderr"]
+    assert not [text for text in stderr if "Traceback" in text or "failed to update" in text], \
+        stderr
 
 
 def test_quickstart_shows_timelines_exact_peaks_and_status() -> None:
@@ -145,6 +150,23 @@ def test_in_a_kernel_the_ledger_file_sits_beside_the_connection_file() -> None:
     deltas = eval(printed[1])  # a printed list of ints
     assert 15 <= deltas[-1] <= 18  # the 16 MiB block of the cell before
     assert printed[2] == "True"
+
+
+def test_in_a_kernel_memprofile_numbers_cells_as_the_notebook_does() -> None:
+    notebook = execute(magic_notebook(
+        "x = 1",
+        "%%memprofile --no-plot -o prof\nblock = bytearray(2**20)",
+        "%memprofile --no-plot -o line_prof other = bytearray(2**20)",
+        "import meno_jupyter\nprint(prof.label, '|', line_prof.label, '|',"
+        " list(meno_jupyter.ledger().execution_count))",
+    ))
+    profiled, line_profiled, printed = notebook.cells[2], notebook.cells[3], notebook.cells[4]
+    text = "".join(out.text for out in outputs_of(printed, "stream")).strip()
+    assert text == (f"cell [{profiled.execution_count}] | cell [{line_profiled.execution_count}] "
+                    f"| [{profiled.execution_count}, {line_profiled.execution_count}]")
+    shown = "".join(out.data.get("text/plain", "") for out in outputs_of(profiled,
+                                                                           "display_data"))
+    assert f"memory profile · cell [{profiled.execution_count}]" in shown
 
 
 def test_dashboard_notebook_runs_headless_and_closes_its_dashboards() -> None:

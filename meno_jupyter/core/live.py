@@ -7,6 +7,7 @@ fastest interval asked for, keeps a bounded history, and stops when the last vie
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -211,6 +212,10 @@ class LiveFeed:
             self.samples += 1
             with self._lock:
                 due = [s for s in self._subscriptions if s.next_due <= time.monotonic()]
+            if due and import_in_progress():
+                # A view must not call into a module that another thread is still importing
+                # (plotly asking for a half-imported pandas): deliver at the next wake.
+                due = []
             for subscription in due:
                 subscription.next_due = time.monotonic() + subscription.interval_s
                 self._deliver(subscription, sample)
@@ -230,6 +235,20 @@ class LiveFeed:
             subscription.failures += 1
             if subscription.failures == 1:  # say it once, keep the feed alive
                 logger.exception("live memory view failed to update")
+
+
+def import_in_progress() -> bool:
+    """Tell whether some thread is importing a module right now (it may be half-made).
+
+    Examples
+    --------
+    >>> import_in_progress()
+    False
+    """
+    for module in list(sys.modules.values()):
+        if getattr(getattr(module, "__spec__", None), "_initializing", False):
+            return True
+    return False
 
 
 _SHARED_FEED: LiveFeed | None = None

@@ -95,7 +95,7 @@ def profile_figure_spec(result: ProfileResult, height: int = 320) -> dict[str, A
          "marker": {"color": _PEAK_COLOUR, "size": 8},
          "hovertemplate": "highest sample %{y:.1f} MiB at %{x:.3f} s<extra></extra>"},
     ]
-    title = "memory profile" + (f" — {result.label}" if result.label else "")
+    title = "memory profile" + (f" · {result.label}" if result.label else "")
     layout = {
         "title": {"text": title, "font": {"size": 14}}, "height": height,
         "margin": {"l": 60, "r": 20, "t": 40, "b": 40},

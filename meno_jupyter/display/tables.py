@@ -103,7 +103,7 @@ def sparkline(values: Sequence[float], width: int = 60) -> str:
 
 def profile_text(result: ProfileResult) -> str:
     """Render a profile for terminals and logs."""
-    title = f"memory profile{f' [{result.label}]' if result.label else ''}"
+    title = f"memory profile{f' · {result.label}' if result.label else ''}"
     lines = [title, text_table(("figure", "value"), result.summary_rows())]
     if len(result.timeline_rss_bytes) > 2:
         lines.append(f"RSS  {sparkline(result.timeline_rss_bytes)}")
@@ -124,7 +124,7 @@ def profile_text(result: ProfileResult) -> str:
 
 def profile_html(result: ProfileResult) -> str:
     """Render a profile as HTML tables."""
-    caption = f"memory profile{f' [{result.label}]' if result.label else ''}"
+    caption = f"memory profile{f' · {result.label}' if result.label else ''}"
     parts = ['<div class="jp-Meno-profile">', html_table((), result.summary_rows(), caption)]
     if result.growth_lines:
         rows = [(format_bytes(g.growth_bytes, signed=True), g.events, g.line.label)

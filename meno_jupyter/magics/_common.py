@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import difflib
 import keyword
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,57 @@ from IPython.display import display
 
 
 def parse(magic: Callable[..., Any], line: str) -> Any:
-    """Parse a magic's arguments; on a mistake, raise UsageError with the full help."""
+    """Parse a magic's arguments; on a mistake, raise UsageError with the full help.
+
+    An unknown option gets the closest known one suggested ("did you mean --top?").
+    """
     try:
         return parse_argstring(magic, line)
     except UsageError as error:
-        raise UsageError(f"{error}\n\n{magic.__doc__ or ''}".rstrip()) from None
+        message = str(error)
+        hint = _closest_options(magic, message)
+        raise UsageError(f"{message}{hint}\n\n{magic.__doc__ or ''}".rstrip()) from None
+
+
+def _closest_options(magic: Callable[..., Any], message: str) -> str:
+    parser = getattr(magic, "parser", None)
+    if parser is None or "unrecognized arguments:" not in message:
+        return ""
+    known = [option for action in parser._actions for option in action.option_strings]
+    unknown = message.split("unrecognized arguments:", 1)[1].split()
+    hints = []
+    for token in unknown:
+        if token.startswith("-"):
+            close = difflib.get_close_matches(token.split("=")[0], known, n=1, cutoff=0.5)
+            if close:
+                hints.append(f"{token}: did you mean {close[0]}?")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+def plain_help(magic: Callable[..., Any]) -> Callable[..., Any]:
+    """Make a magic's generated help read as plain text (``%magic?`` shows no reST marks).
+
+    Apply it above ``magic_arguments()``, which writes the help it rewrites.
+    """
+    doc = magic.__doc__ or ""
+    doc = re.sub(r"^::\n\n", "Usage:\n\n", doc)
+    doc = doc.replace("::\n", ":\n").replace("``", "")
+    magic.__doc__ = doc
+    return magic
+
+
+def running_cell_number(shell: Any) -> int | None:
+    """Return the ``In [N]`` of the cell running now: one source for every record.
+
+    IPython 9 counts a stored cell before it runs (``execution_count`` is then N + 1);
+    the running cell's own result carries N either way.
+    """
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    number = getattr(result, "execution_count", None)
+    if isinstance(number, int):
+        return number
+    count = getattr(shell, "execution_count", None)
+    return count if isinstance(count, int) else None
 
 
 def check_identifier(name: str | None, option: str) -> None:

@@ -14,7 +14,7 @@ from meno_jupyter.core.attribution import is_user_file
 from meno_jupyter.core.cleanup import Released, ReleaseReport, finish_release
 from meno_jupyter.core.memory import parse_size, read_rss
 from meno_jupyter.core.namespace import deep_sizeof, held_bytes
-from meno_jupyter.magics._common import check_identifier, parse, show
+from meno_jupyter.magics._common import check_identifier, parse, plain_help, show
 
 _LAST_ERROR_ATTRIBUTES = ("last_type", "last_value", "last_traceback", "last_exc")
 
@@ -42,6 +42,7 @@ def _last_error_frames_locals() -> list[object]:
 class CleanMagics(Magics):
     """Holds ``%memclean``."""
 
+    @plain_help
     @magic_arguments()
     @argument("--dry-run", action="store_true", help="List what would be dropped; drop nothing.")
     @argument("--min-size", default="0", metavar="SIZE",

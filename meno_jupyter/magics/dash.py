@@ -9,7 +9,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from meno_jupyter.core.live import validate_refresh
-from meno_jupyter.magics._common import check_identifier, parse, show
+from meno_jupyter.magics._common import check_identifier, parse, plain_help, show
 
 SIDECAR_HINT = ("--sidebar docks the dashboard with the sidecar package (JupyterLab only): "
                 "pip install sidecar, then reload the page. Showing it here instead.")
@@ -28,6 +28,7 @@ def _ensure_ledger(shell: Any) -> str | None:
 class DashboardMagics(Magics):
     """Holds ``%memdash``."""
 
+    @plain_help
     @magic_arguments()
     @argument("--sidebar", action="store_true",
               help="Dock it in JupyterLab's right side area (needs the sidecar package).")

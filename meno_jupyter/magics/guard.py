@@ -30,6 +30,7 @@ from meno_jupyter.magics._common import (
     cell_in_flight,
     kernel_connection_file,
     parse,
+    plain_help,
     user_variables,
 )
 
@@ -184,6 +185,7 @@ class MemGuard(Magics):
 
     # ------------------------------------------------------------------ the magic
 
+    @plain_help
     @magic_arguments()
     @argument("action", nargs="?", choices=("on", "off", "status"), default="status",
               help="on: stop runaway cells from now; off: stop guarding; status (default).")

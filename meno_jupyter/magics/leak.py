@@ -10,7 +10,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.capture import capture_output
 
 from meno_jupyter.core.leaks import find_leaks
-from meno_jupyter.magics._common import check_identifier, parse, show
+from meno_jupyter.magics._common import check_identifier, parse, plain_help, show
 from meno_jupyter.magics.profile import raise_cell_error, run_cell_capturing_error
 
 
@@ -27,6 +27,7 @@ class _CellFailedError(Exception):
 class LeakMagics(Magics):
     """Holds ``%%memleak``."""
 
+    @plain_help
     @magic_arguments()
     @argument("-n", "--repeat", type=int, default=10, metavar="N",
               help="Measured runs (default 10, at least 3).")

@@ -8,13 +8,14 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from meno_jupyter.magics._common import check_identifier, parse, show, user_variables
+from meno_jupyter.magics._common import check_identifier, parse, plain_help, show, user_variables
 
 
 @magics_class
 class OptimizeMagics(Magics):
     """Holds ``%optimize_df``."""
 
+    @plain_help
     @magic_arguments()
     @argument("names", nargs="*", metavar="NAME", help="DataFrames to optimize.")
     @argument("--all", action="store_true", help="Every DataFrame in the namespace.")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 import time
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from meno_jupyter.core.ledger import CellRecord, source_head
@@ -17,7 +18,9 @@ from meno_jupyter.core.sampler import DEFAULT_INTERVAL_S, validate_interval
 from meno_jupyter.magics._common import (
     check_identifier,
     parse,
+    plain_help,
     rich_output,
+    running_cell_number,
     show,
     writable_file,
 )
@@ -59,13 +62,14 @@ def raise_cell_error(result: Any, traceback_lines: list[str] | None) -> None:
     raise error
 
 
-def _add_to_ledger(shell: Any, result: ProfileResult, cell: str, started_at: float) -> None:
+def _add_to_ledger(shell: Any, result: ProfileResult, cell: str, started_at: float,
+                   number: int | None) -> None:
     """Record a profiled cell in the session ledger (``%memwatch`` records it itself)."""
     watch = shell.magics_manager.registry.get("WatchMagics")
     if watch is None or watch.watching:
         return
     watch.ledger.add(CellRecord(
-        execution_count=shell.execution_count, source_head=source_head(cell),
+        execution_count=number, source_head=source_head(cell),
         started_at=started_at, duration_s=result.duration_s, start_rss=result.start_rss,
         end_rss=result.end_rss, peak_rss=result.peak_rss, exact_peak=result.exact_peak,
         children_peak_rss=result.children_peak_rss, error=result.error,
@@ -76,6 +80,7 @@ def _add_to_ledger(shell: Any, result: ProfileResult, cell: str, started_at: flo
 class ProfileMagics(Magics):
     """Holds ``%%memprofile``."""
 
+    @plain_help
     @magic_arguments()
     @argument("-o", "--output", metavar="NAME", help="Store the ProfileResult in this variable.")
     @argument(
@@ -88,24 +93,36 @@ class ProfileMagics(Magics):
               help="Lines to list for growth and allocations (default 10).")
     @argument("--no-plot", action="store_true", help="Show the table without the timeline.")
     @argument("--json", metavar="PATH", help="Also write the result as JSON to this file.")
-    @cell_magic
-    def memprofile(self, line: str, cell: str) -> None:
-        """Profile the memory of a cell: exact peak, timeline, and the lines that grew it.
+    @argument("statement", nargs=argparse.REMAINDER,
+              help="As a line magic: the statement to profile (after the options).")
+    @line_cell_magic
+    def memprofile(self, line: str, cell: str | None = None) -> None:
+        """Profile the memory of a cell or a statement: exact peak, timeline, growing lines.
 
-        The cell runs as usual (output, tracebacks, history). Afterwards a timeline of the
-        process's RSS is shown with the exact peak (the kernel's high-water mark, on Linux)
-        and the lines that were running while memory grew, then a summary table. If the cell
-        raises, the profile is shown and the exception surfaces as without the magic.
+        %%memprofile profiles the whole cell; %memprofile STATEMENT one line, like
+        %time/%%time. The code runs as usual (output, tracebacks, history). Afterwards a
+        timeline of the process's RSS is shown with the exact peak (the kernel's high-water
+        mark, on Linux) and the lines that were running while memory grew, then a summary
+        table. If the code raises, the profile is shown and the exception surfaces as
+        without the magic.
 
         Examples::
 
             %%memprofile -o prof
             frame = pd.read_csv("big.csv")
 
-            %%memprofile --trace --top 5
-            rows = [{"id": i} for i in range(1_000_000)]
+            %memprofile --top 5 rows = [{"id": i} for i in range(1_000_000)]
         """
         args = parse(self.memprofile, line)
+        statement = " ".join(args.statement).strip()
+        if cell is None:
+            if not statement:
+                raise UsageError("%memprofile needs a statement to profile (or use "
+                                 "%%memprofile for a whole cell)")
+            cell = statement
+        elif statement:
+            raise UsageError(f"%%memprofile takes options only on its line, not "
+                             f"{statement!r}; the code goes in the cell below")
         check_identifier(args.output, "-o/--output")
         try:
             validate_interval(args.interval)
@@ -117,7 +134,8 @@ class ProfileMagics(Magics):
 
         shell = self.shell
         assert shell is not None  # a registered magic always has its shell
-        label = f"cell [{shell.execution_count}]"
+        number = running_cell_number(shell)
+        label = f"cell [{number}]"
         started_at = time.time()
         with Profiler(label, interval_s=args.interval, trace=args.trace, top_n=args.top) as prof:
             outcome, traceback_lines = run_cell_capturing_error(shell, cell)
@@ -129,7 +147,7 @@ class ProfileMagics(Magics):
         if args.output:
             shell.user_ns[args.output] = result
         try:
-            _add_to_ledger(shell, result, cell, started_at)
+            _add_to_ledger(shell, result, cell, started_at, number)
             self._display(result, plot=not args.no_plot)
             if json_path is not None:
                 json_path.write_text(result.to_json())

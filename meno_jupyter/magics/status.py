@@ -11,6 +11,7 @@ from meno_jupyter.magics._common import (
     check_identifier,
     output_cache_objects,
     parse,
+    plain_help,
     show,
     user_variables,
 )
@@ -21,6 +22,7 @@ from meno_jupyter.magics.guard import guard_of
 class StatusMagics(Magics):
     """Holds ``%memstatus``."""
 
+    @plain_help
     @magic_arguments()
     @argument("-o", "--output", metavar="NAME", help="Store the MemoryStatus in this variable.")
     @argument("--top", type=int, default=10, metavar="N",

@@ -23,6 +23,7 @@ from meno_jupyter.magics._common import (
     check_identifier,
     kernel_connection_file,
     parse,
+    plain_help,
     rich_output,
     show,
     writable_file,
@@ -92,6 +93,7 @@ class WatchMagics(Magics):
                                getattr(result, "execution_count", None))
         self._depth = max(0, self._depth - 1)
 
+    @plain_help
     @magic_arguments()
     @argument("action", nargs="?", choices=("on", "off"),
               help="on: record every cell from now; off: stop. Without it, show the ledger.")

@@ -132,3 +132,28 @@ def test_the_panel_turns_the_memory_guard_on(lab: Lab, page: Any) -> None:
     output = page.locator(".jp-Notebook .jp-Cell").nth(0).locator(".jp-OutputArea-output")
     output.wait_for(timeout=30_000)
     assert output.inner_text().strip() == "True"
+
+
+def test_a_memprofile_row_carries_the_prompt_number_and_leads_to_its_cell(
+        lab: Lab, page: Any) -> None:
+    filler = [f"# filler cell {i}\npass" for i in range(25)]
+    lab.notebook("numbers.ipynb", "%load_ext meno_jupyter", "x = 1", *filler,
+                 "%%memprofile --no-plot\nz = bytearray(30 * 2**20)")
+    profiled_index = 2 + len(filler)
+    open_notebook(page, lab, "numbers.ipynb")
+    open_panel(page)
+    run_cell(page, 0)
+    run_cell(page, 1)
+    run_cell(page, profiled_index)
+    wait_for_prompt(page, profiled_index, "[3]")  # the prompt the row must carry
+    row = page.locator(".jp-Meno-ledger-row[data-execution-count='3']")
+    row.wait_for(timeout=20_000)
+    assert "z = bytearray" in row.inner_text() or "%%memprofile" in row.inner_text()
+    assert page.locator(".jp-Meno-ledger-row[data-execution-count='4']").count() == 0
+    page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 0; }")
+    row.click()
+    page.wait_for_function(
+        "() => window.jupyterapp.shell.currentWidget.content.activeCellIndex === "
+        f"{profiled_index}", timeout=5_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "sidebar-memprofile-row.png"))

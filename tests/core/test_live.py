@@ -123,3 +123,49 @@ def test_refresh_interval_out_of_range_is_refused(interval: float) -> None:
         validate_refresh(interval)
     with pytest.raises(ValueError, match="refresh interval"):
         FakeMemory(LIMIT).feed.subscribe(lambda s: None, interval)
+
+
+def test_no_view_is_called_while_a_module_is_half_imported() -> None:
+    # A real import in another thread, held open half-way: what plotly met in notebook 05
+    # ("partially initialized module 'pandas' has no attribute 'Series'").
+    import importlib.abc
+    import importlib.util
+    import sys
+    import threading
+
+    inside, release = threading.Event(), threading.Event()
+
+    class SlowLoader(importlib.abc.Loader):
+        def create_module(self, spec: object) -> None:
+            return None
+
+        def exec_module(self, module: object) -> None:
+            inside.set()
+            release.wait(10)
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: object, target: object = None) -> object:
+            if name == "meno_slow_module":
+                return importlib.util.spec_from_loader(name, SlowLoader())
+            return None
+
+    finder = Finder()
+    sys.meta_path.insert(0, finder)
+    feed = FakeMemory(LIMIT).feed
+    calls: list[LiveSample] = []
+    importer = threading.Thread(target=importlib.import_module, args=("meno_slow_module",))
+    try:
+        importer.start()
+        assert inside.wait(10)
+        subscription = feed.subscribe(calls.append, 0.1)
+        assert feed.wait_for_samples(6)
+        assert calls == []  # nothing delivered during the import
+        release.set()
+        importer.join(10)
+        assert feed.wait_for_samples(6)
+        assert calls  # delivered again once it is done
+        subscription.close()
+    finally:
+        release.set()
+        sys.meta_path.remove(finder)
+        sys.modules.pop("meno_slow_module", None)

@@ -179,6 +179,33 @@ def test_a_report_that_cannot_be_written_never_hides_the_cell_error(
     assert shell.user_ns["prof"].error == "ZeroDivisionError"
 
 
+def test_memprofile_is_a_line_magic_too(shell: Any) -> None:
+    result, captured = run(shell, "%memprofile --no-plot -o prof data = bytearray(8 * 2**20)")
+    assert result.success and len(shell.user_ns["data"]) == 8 * 2**20
+    assert shell.user_ns["prof"].peak_increase >= 7 * MIB
+    assert "memory profile" in shown(captured)
+    with pytest.raises(UsageError, match="needs a statement"):
+        shell.run_line_magic("memprofile", "--no-plot")
+    with pytest.raises(UsageError, match="options only on its line"):
+        shell.run_cell_magic("memprofile", "--no-plot x = 1", "y = 2")
+
+
+def test_an_unknown_option_gets_the_closest_suggested(shell: Any) -> None:
+    with pytest.raises(UsageError, match=r"--tpo: did you mean --top\?"):
+        shell.run_cell_magic("memprofile", "--tpo 3", "x = 1")
+    with pytest.raises(UsageError, match=r"--clera: did you mean --clear\?"):
+        shell.run_line_magic("memwatch", "--clera")
+
+
+def test_help_reads_as_plain_text(shell: Any) -> None:
+    for doc in (shell.find_cell_magic("memprofile").__doc__,
+                *(shell.find_line_magic(name).__doc__ for name in (
+                    "memprofile", "memwatch", "memstatus", "memclean", "optimize_df",
+                    "memdash", "memguard"))):
+        assert "::" not in doc and "``" not in doc
+        assert doc.startswith("Usage:")
+
+
 def test_help_is_generated(shell: Any) -> None:
     doc = shell.find_cell_magic("memprofile").__doc__
     for option in ("-o NAME", "--interval SECONDS", "--trace", "--top N", "--no-plot", "--json"):
