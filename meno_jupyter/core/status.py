@@ -66,7 +66,8 @@ class MemoryStatus(RendersAsTable):
         if self.output_cache_bytes is not None:
             rows.append(
                 ("output cache", f"{format_bytes(self.output_cache_bytes)} in "
-                 f"{self.output_cache_entries} entries")
+                 f"{self.output_cache_entries} "
+                 f"{'entry' if self.output_cache_entries == 1 else 'entries'}")
             )
         return rows
 

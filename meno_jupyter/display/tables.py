@@ -160,7 +160,7 @@ def status_html(status: MemoryStatus) -> str:
     badge = (f'<span class="jp-Meno-pressure jp-Meno-pressure-{status.pressure}" '
              f'style="color:white;background:{colour};padding:1px 6px;border-radius:3px">'
              f"{html.escape(status.pressure)} pressure</span>")
-    parts = ['<div class="jp-Meno-status">', badge,
+    parts = ['<div class="jp-Meno-memstatus">', badge,
              html_table((), status.summary_rows(), "memory status")]
     if status.largest:
         rows = [(v.name, v.type_name, format_bytes(v.size_bytes), v.note)

@@ -36,6 +36,8 @@ def test_output_cache_holding_a_deleted_frame_is_reported(shell: Any) -> None:
     status = shell.user_ns["status"]
     assert status.output_cache_bytes >= 150 * MIB
     assert "%memclean" in shown(captured)
+    entries = status.output_cache_entries
+    assert f"in {entries} {'entry' if entries == 1 else 'entries'}" in shown(captured)
 
 
 def test_html_rendering_has_the_pressure_badge(rich_shell: Any) -> None:
@@ -43,6 +45,8 @@ def test_html_rendering_has_the_pressure_badge(rich_shell: Any) -> None:
         rich_shell.run_line_magic("memstatus", "")
     html = next(out.data["text/html"] for out in captured.outputs if "text/html" in out.data)
     assert "jp-Meno-pressure" in html and "effective limit" in html
+    # Not the status bar's class: that one has a pointer cursor and a click handler.
+    assert 'class="jp-Meno-memstatus"' in html and 'class="jp-Meno-status"' not in html
 
 
 @pytest.mark.parametrize(("line", "message"), [("--top -1", "--top"), ("-o 9x", "variable"),
