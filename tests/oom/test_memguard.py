@@ -156,3 +156,25 @@ def test_config_turns_the_guard_on_for_every_kernel() -> None:
         finally:
             client.stop_channels()
             manager.shutdown_kernel(now=True)
+
+
+def test_each_layer_on_its_own(cgroup_kernel: CgroupKernel) -> None:
+    # Layer 2 alone (the thread's level set above the allocation limit): growth in steps
+    # is refused by malloc before a kill, with numpy's own bare MemoryError.
+    cgroup_kernel.ok("import numpy as np\nfrom meno_jupyter.core.guard import MemoryGuard\n"
+                     "guard = MemoryGuard(at=0.99)\nguard.start()\nguard.cell_started()")
+    reply, text = cgroup_kernel.run(GROW_IN_STEPS)
+    assert reply["status"] == "error" and "MemoryError" in reply["ename"], text
+    assert "meno guard" not in text  # no figures, no line: what the magic adds
+    assert cgroup_kernel.cgroup.oom_kills() == 0
+    # Layer 1 alone (no allocation limit): it stops growth in steps with its message ...
+    cgroup_kernel.ok("guard.stop()\ndel chunks\nimport gc; gc.collect()\n"
+                     "guard = MemoryGuard(at=0.9, limit_allocations=False)\nguard.start()\n"
+                     "guard.cell_started()")
+    reply, text = cgroup_kernel.run(GROW_IN_STEPS)
+    assert reply["ename"] == "MemoryGuardError" and "in line 3" in text, text
+    cgroup_kernel.ok("del chunks\ngc.collect()\nguard.cell_started()")
+    # ... but one huge allocation inside one C call gets past it: the kernel is killed.
+    with pytest.raises(KernelDiedError) as died:
+        cgroup_kernel.run("big = np.ones(2 * 600 * 2**20 // 8)")
+    assert died.value.exit_code == -9 and cgroup_kernel.cgroup.oom_kills() == 1
