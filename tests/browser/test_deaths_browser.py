@@ -73,3 +73,27 @@ def test_an_oom_death_is_explained_and_its_cell_marked(lab: Lab, page: Any) -> N
     row = page.locator("#jp-Meno-memory-panel .jp-Meno-death-row")
     row.first.wait_for(timeout=10_000)
     assert "killed by the out-of-memory killer" in row.first.inner_text()
+
+
+def test_a_death_while_the_page_was_closed_is_shown_when_the_notebook_opens(
+        lab: Lab, page: Any) -> None:
+    import signal
+
+    lab.notebook("away.ipynb", "%load_ext meno_jupyter\n%memguard on", "x = 1")
+    open_notebook(page, lab, "away.ipynb")
+    run_cell(page, 0)
+    pid = kernel_pid(lab, page)
+    page.goto("about:blank")  # the browser is gone ...
+    os.kill(pid, signal.SIGSEGV)  # ... when the kernel crashes
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not lab.api("/meno-jupyter/deaths")["deaths"]:
+        time.sleep(0.5)
+    deaths = [d for d in lab.api("/meno-jupyter/deaths")["deaths"] if d["pid"] == pid]
+    assert [d["cause"] for d in deaths] == ["crashed: segmentation fault"]
+    open_notebook(page, lab, "away.ipynb")  # the same kernel, restarted
+    dialog = page.locator(".jp-Dialog:has(.jp-Meno-death)")
+    dialog.wait_for(timeout=30_000)
+    assert "The kernel crashed (segmentation fault)." in dialog.inner_text()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "death-shown-on-reopen.png"))
+    dialog.get_by_role("button", name="Close").click()
