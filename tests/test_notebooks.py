@@ -128,8 +128,9 @@ def test_session_notebook_frees_the_cached_frame_and_finds_the_leak() -> None:
     assert "memory ledger" in ledger_html
     # The ledger numbers cells as the notebook does.
     csv_cell = next(c for c in code if c.source.startswith("sales = pd.read_csv"))
-    assert f"<td style=\"padding:2px 8px;border-bottom:1px solid #ddd;text-align:left\">" \
-           f"{csv_cell.execution_count}</td>" in ledger_html
+    from meno_jupyter.display.tables import _CELL_STYLE
+
+    assert f'<td style="{_CELL_STYLE}">{csv_cell.execution_count}</td>' in ledger_html
 
 
 def test_in_a_kernel_the_ledger_file_sits_beside_the_connection_file() -> None:

@@ -19,10 +19,14 @@ PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 _LINE_COLOUR = "#1565c0"
 _PEAK_COLOUR = "#c62828"
 _GROWTH_COLOUR = "#ef6c00"
-# A light template inlined: plotly's named templates need plotly to expand them.
-_TEMPLATE = {"layout": {"paper_bgcolor": "white", "plot_bgcolor": "white",
-                        "xaxis": {"gridcolor": "#ebebeb", "zeroline": False},
-                        "yaxis": {"gridcolor": "#ebebeb", "zeroline": False}}}
+# A template that reads on light and dark themes alike, inlined (plotly's named templates
+# need plotly to expand them): transparent backgrounds, mid-grey text, translucent grid.
+_NEUTRAL_TEXT = "#8a8a8a"
+_GRID = "rgba(128,128,128,0.25)"
+_TEMPLATE = {"layout": {"paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+                        "font": {"color": _NEUTRAL_TEXT},
+                        "xaxis": {"gridcolor": _GRID, "zeroline": False, "linecolor": _GRID},
+                        "yaxis": {"gridcolor": _GRID, "zeroline": False, "linecolor": _GRID}}}
 PLOTLY_CDN = "https://cdn.plot.ly/plotly-2.35.2.min.js"
 
 
@@ -164,7 +168,7 @@ def ledger_figure(ledger: Ledger, height: int = 320) -> Figure:
         title={"text": f"memory across the session ({len(records)} cells)", "font": {"size": 14}},
         height=height, margin={"l": 60, "r": 20, "t": 40, "b": 40},
         xaxis_title="seconds since the first recorded cell", yaxis_title="RSS (MiB)",
-        showlegend=False, template="plotly_white",
+        showlegend=False, template=_TEMPLATE,
     )
     return fig
 
@@ -286,7 +290,7 @@ def svg_timeline(times: list[float], rss_bytes: list[int], colour: str,
                       for t, v in zip(x, y, strict=True))
     return (f'<svg class="jp-Meno-sparkline" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
-            f'<rect width="{width}" height="{height}" fill="white" stroke="#ddd"/>'
+            f'<rect width="{width}" height="{height}" fill="none" stroke="{_GRID}"/>'
             f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>'
-            f'<text x="4" y="14" font-size="11" fill="#555">max '
+            f'<text x="4" y="14" font-size="11" fill="{_NEUTRAL_TEXT}">max '
             f'{format_bytes(int(max(y)))}</text></svg>')

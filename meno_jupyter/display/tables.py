@@ -21,7 +21,9 @@ _TABLE_STYLE = (
     "border-collapse:collapse;font-family:var(--jp-code-font-family,monospace);"
     "font-size:12px;margin:4px 0"
 )
-_CELL_STYLE = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:left"
+# JupyterLab's theme variables, with light fallbacks for HTML outside JupyterLab.
+_CELL_STYLE = ("padding:2px 8px;border-bottom:1px solid var(--jp-border-color2,#ddd);"
+               "text-align:left")
 PRESSURE_COLOURS = {"low": "#2e7d32", "medium": "#ef6c00", "high": "#c62828"}
 
 

@@ -157,7 +157,7 @@ class MemoryDashboard:
             [self._header, self._gauge, self._chart, self._notice,
              widgets.HTML("<b>largest variables</b>"), self._variables_box, self._confirm,
              widgets.HBox([free, refresh, close]), self._message],
-            layout=widgets.Layout(border="1px solid #ddd", padding="6px"),
+            layout=widgets.Layout(border="1px solid var(--jp-border-color2, #ddd)", padding="6px"),
         )
         self.widget.add_class("jp-Meno-dashboard")
         self.update(sample)
@@ -247,7 +247,8 @@ class MemoryDashboard:
         widgets = self._widgets
         label = widgets.HTML(
             f"<code>{html.escape(variable.name)}</code> "
-            f"<span style='color:#666'>{html.escape(variable.type_name)}</span> "
+            f"<span style='color:var(--jp-ui-font-color2,#666)'>"
+            f"{html.escape(variable.type_name)}</span> "
             f"<b>{format_bytes(variable.size_bytes)}</b>",
             layout=widgets.Layout(width="55%"))
         buttons = []

@@ -157,3 +157,31 @@ def test_a_memprofile_row_carries_the_prompt_number_and_leads_to_its_cell(
         f"{profiled_index}", timeout=5_000)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "sidebar-memprofile-row.png"))
+
+
+def test_figures_and_tables_follow_the_dark_theme(lab: Lab, page: Any) -> None:
+    lab.notebook("dark.ipynb", "%load_ext meno_jupyter",
+                 "%%memprofile\nblock = bytearray(40 * 2**20)")
+    open_notebook(page, lab, "dark.ipynb")
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme',"
+                  " {theme: 'JupyterLab Dark'})")
+    try:
+        page.wait_for_function(
+            "() => document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
+        run_cell(page, 0)
+        run_cell(page, 1)
+        figure = page.locator(".jp-Notebook .js-plotly-plot .main-svg").first
+        figure.wait_for(timeout=30_000)
+        background = figure.evaluate("node => getComputedStyle(node).backgroundColor")
+        assert background in ("rgba(0, 0, 0, 0)", "transparent"), background
+        rule = page.locator(".jp-Notebook .jp-OutputArea-output table td").first
+        rule.wait_for(timeout=10_000)
+        border = rule.evaluate("node => getComputedStyle(node).borderBottomColor")
+        assert border != "rgb(221, 221, 221)", border  # the theme's, not a bright rule
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dark-theme-profile.png"))
+    finally:
+        page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme',"
+                      " {theme: 'JupyterLab Light'})")
+        page.wait_for_function(
+            "() => document.body.dataset.jpThemeLight === 'true'", timeout=30_000)

@@ -55,6 +55,9 @@ def test_notebook_gets_the_plotly_timeline_and_a_table(rich_shell: Any) -> None:
     figure = next(out.data for out in captured.outputs
                   if "application/vnd.plotly.v1+json" in out.data)
     assert figure["application/vnd.plotly.v1+json"]["data"][0]["name"] == "RSS"
+    # Transparent, so it reads on JupyterLab's dark theme as on the light one.
+    template = figure["application/vnd.plotly.v1+json"]["layout"]["template"]["layout"]
+    assert template["paper_bgcolor"] == template["plot_bgcolor"] == "rgba(0,0,0,0)"
     assert any("text/html" in kind and "<table" in out.data["text/html"]
                for kind, out in zip(kinds, captured.outputs, strict=True))
 
