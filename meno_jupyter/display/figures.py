@@ -31,6 +31,7 @@ PLOTLY_CDN = "https://cdn.plot.ly/plotly-2.35.2.min.js"
 
 
 MAX_POINTS = 2_000
+MAX_GROWTH_MARKERS = 5
 
 
 def decimate(times: list[float], values: list[float], max_points: int = MAX_POINTS
@@ -79,16 +80,17 @@ def profile_figure_spec(result: ProfileResult, height: int = 320) -> dict[str, A
     ):
         shapes.append(shape)
         annotations.append(note)
-    for growth in result.growth_lines[:5]:
+    # Growth lines as numbered markers along the top (the tables below use the same
+    # numbers); the line itself is in the hover, never rotated text over the ticks.
+    growth = result.growth_lines[:MAX_GROWTH_MARKERS]
+    for number, found in enumerate(growth, start=1):
         shapes.append({"type": "line", "yref": "paper", "y0": 0, "y1": 1,
-                       "x0": growth.first_t_s, "x1": growth.first_t_s,
+                       "x0": found.first_t_s, "x1": found.first_t_s,
                        "line": {"color": _GROWTH_COLOUR, "width": 1, "dash": "dot"}})
         annotations.append({
-            "x": growth.first_t_s, "y": 1.0, "yref": "paper", "showarrow": False,
-            "textangle": -90, "xanchor": "right", "yanchor": "top",
-            "font": {"size": 10, "color": _GROWTH_COLOUR},
-            "text": f"{format_bytes(growth.growth_bytes, signed=True)} {growth.line.label[:50]}",
-        })
+            "x": found.first_t_s, "y": 1.0, "yref": "paper", "showarrow": False,
+            "yanchor": "bottom", "font": {"size": 11, "color": _GROWTH_COLOUR},
+            "text": str(number)})
     data = [
         {"type": "scatter", "x": times, "y": rss_mib, "mode": "lines", "name": "RSS",
          "line": {"color": _LINE_COLOUR, "width": 2}, "fill": "tozeroy",
@@ -99,6 +101,15 @@ def profile_figure_spec(result: ProfileResult, height: int = 320) -> dict[str, A
          "marker": {"color": _PEAK_COLOUR, "size": 8},
          "hovertemplate": "highest sample %{y:.1f} MiB at %{x:.3f} s<extra></extra>"},
     ]
+    if growth:
+        top = max(rss_mib, default=0.0)
+        data.append({
+            "type": "scatter", "mode": "markers", "name": "growth",
+            "x": [g.first_t_s for g in growth], "y": [top] * len(growth),
+            "marker": {"color": _GROWTH_COLOUR, "size": 7, "symbol": "triangle-down"},
+            "text": [f"{n}: {format_bytes(g.growth_bytes, signed=True)} while running "
+                     f"{g.line.label}" for n, g in enumerate(growth, start=1)],
+            "hovertemplate": "%{text}<extra></extra>"})
     title = "memory profile" + (f" · {result.label}" if result.label else "")
     layout = {
         "title": {"text": title, "font": {"size": 14}}, "height": height,

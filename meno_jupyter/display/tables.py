@@ -110,10 +110,10 @@ def profile_text(result: ProfileResult) -> str:
     if len(result.timeline_rss_bytes) > 2:
         lines.append(f"RSS  {sparkline(result.timeline_rss_bytes)}")
     if result.growth_lines:
-        rows = [(format_bytes(g.growth_bytes, signed=True), g.line.label)
-                for g in result.growth_lines]
+        rows = [(str(n), format_bytes(g.growth_bytes, signed=True), g.line.label)
+                for n, g in enumerate(result.growth_lines, start=1)]
         lines.append("RSS grew while running:")
-        lines.append(text_table(("growth", "line"), rows))
+        lines.append(text_table(("#", "growth", "line"), rows))
     if result.top_lines:
         traced: Rows = [(format_bytes(t.peak_bytes), format_bytes(t.retained_bytes), t.line.label)
                         for t in result.top_lines]
@@ -129,9 +129,10 @@ def profile_html(result: ProfileResult) -> str:
     caption = f"memory profile{f' · {result.label}' if result.label else ''}"
     parts = ['<div class="jp-Meno-profile">', html_table((), result.summary_rows(), caption)]
     if result.growth_lines:
-        rows = [(format_bytes(g.growth_bytes, signed=True), g.events, g.line.label)
-                for g in result.growth_lines]
-        parts.append(html_table(("growth", "samples", "line"), rows,
+        # Numbered as the figure's markers.
+        rows = [(n, format_bytes(g.growth_bytes, signed=True), g.events, g.line.label)
+                for n, g in enumerate(result.growth_lines, start=1)]
+        parts.append(html_table(("#", "growth", "samples", "line"), rows,
                                 "RSS grew while running (sampled)"))
     if result.top_lines:
         traced: Rows = [(format_bytes(t.peak_bytes), format_bytes(t.retained_bytes), t.count,

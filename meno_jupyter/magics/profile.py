@@ -76,6 +76,9 @@ def _add_to_ledger(shell: Any, result: ProfileResult, cell: str, started_at: flo
     ))
 
 
+MIN_CHART_GROWTH_BYTES = 1024 * 1024
+
+
 @magics_class
 class ProfileMagics(Magics):
     """Holds ``%%memprofile``."""
@@ -157,7 +160,9 @@ class ProfileMagics(Magics):
         raise_cell_error(outcome, traceback_lines)
 
     def _display(self, result: ProfileResult, plot: bool) -> None:
-        if plot and rich_output(self.shell):
+        # Nothing grew: a flat full-size chart says nothing the table does not.
+        grew = result.peak_increase >= MIN_CHART_GROWTH_BYTES or result.growth_lines
+        if plot and grew and rich_output(self.shell):
             from meno_jupyter.display.figures import figure_bundle, profile_figure_spec
 
             show(figure_bundle(profile_figure_spec(result), "memory timeline"), raw=True)

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,8 +58,35 @@ def test_the_working_set_is_read_against_the_limit() -> None:
         reader.close()
 
 
+def in_a_child(name: str) -> None:
+    """Run ``name()`` of this module in a fresh interpreter.
+
+    The guard changes process-wide state (RLIMIT_DATA, and with it how malloc grows the
+    heap): the test process itself must not carry that into later tests.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", f"from tests.core.test_guard import {name}; {name}()"],
+        capture_output=True, text=True, timeout=120, check=False,
+        cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.mark.skipif(not LINUX, reason="RLIMIT_DATA and /proc are Linux's")
 def test_on_and_off_leave_nothing_behind() -> None:
+    in_a_child("on_and_off_leave_nothing_behind")
+
+
+@pytest.mark.skipif(not LINUX, reason="RLIMIT_DATA is Linux's")
+def test_an_allocation_larger_than_what_is_left_fails_at_once() -> None:
+    in_a_child("an_allocation_larger_than_what_is_left_fails_at_once")
+
+
+@pytest.mark.skipif(not LINUX, reason="RLIMIT_DATA and fork are Linux's here")
+def test_children_get_the_original_limit_back() -> None:
+    in_a_child("children_get_the_original_limit_back")
+
+
+def on_and_off_leave_nothing_behind() -> None:
     before = resource.getrlimit(resource.RLIMIT_DATA)
     guard = MemoryGuard(0.9)
     guard.start()
@@ -76,8 +104,7 @@ def test_on_and_off_leave_nothing_behind() -> None:
     assert active_guard() is None and not guard.status().on
 
 
-@pytest.mark.skipif(not LINUX, reason="RLIMIT_DATA is Linux's")
-def test_an_allocation_larger_than_what_is_left_fails_at_once() -> None:
+def an_allocation_larger_than_what_is_left_fails_at_once() -> None:
     guard = MemoryGuard(0.9)
     guard.start()
     try:
@@ -91,8 +118,7 @@ def test_an_allocation_larger_than_what_is_left_fails_at_once() -> None:
         guard.stop()
 
 
-@pytest.mark.skipif(not LINUX, reason="RLIMIT_DATA and fork are Linux's here")
-def test_children_get_the_original_limit_back() -> None:
+def children_get_the_original_limit_back() -> None:
     original = resource.getrlimit(resource.RLIMIT_DATA)
     guard = MemoryGuard(0.9)
     guard.start()

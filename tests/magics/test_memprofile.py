@@ -213,3 +213,30 @@ def test_help_is_generated(shell: Any) -> None:
     doc = shell.find_cell_magic("memprofile").__doc__
     for option in ("-o NAME", "--interval SECONDS", "--trace", "--top N", "--no-plot", "--json"):
         assert option in doc
+
+
+def test_growth_lines_are_numbered_markers_not_rotated_labels(rich_shell: Any) -> None:
+    from meno_jupyter.core.attribution import CodeLine, GrowthLine
+    from meno_jupyter.display.figures import profile_figure_spec
+    from meno_jupyter.display.tables import profile_html
+
+    _, _ = run(rich_shell, "%%memprofile -o prof --no-plot\n" + SPIKE_THEN_KEEP)
+    prof = rich_shell.user_ns["prof"]
+    lines = tuple(GrowthLine(CodeLine("<ipython-input-1-x>", n, "<module>", f"step_{n}()"),
+                             n * MIB, 1, n * 0.1) for n in (1, 2))
+    import dataclasses
+
+    spec = profile_figure_spec(dataclasses.replace(prof, growth_lines=lines))
+    notes = spec["layout"]["annotations"]
+    assert not any("textangle" in note for note in notes)
+    assert [note["text"] for note in notes if note["text"] in ("1", "2")] == ["1", "2"]
+    growth = next(trace for trace in spec["data"] if trace["name"] == "growth")
+    assert growth["text"][1] == "2: +2.0 MiB while running line 2: step_2()"
+    html = profile_html(dataclasses.replace(prof, growth_lines=lines))
+    assert "<th" in html and ">#</th>" in html
+
+
+def test_a_cell_that_grows_nothing_gets_no_chart(rich_shell: Any) -> None:
+    _, captured = run(rich_shell, "%%memprofile\nx = 1")
+    assert not any("application/vnd.plotly.v1+json" in out.data for out in captured.outputs)
+    assert "memory profile" in shown(captured)
