@@ -60,6 +60,14 @@ class ColumnChange:
     hazard: str = ""
     max_error: float | None = None
 
+    @property
+    def needs_care(self) -> bool:
+        """Whether the new dtype can change results: values changed, or integers that wrap.
+
+        Other hazards (categories refuse new values, sparse columns densify) are notes.
+        """
+        return not self.exact or WRAPS in self.hazard
+
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a plain dict."""
         return asdict(self)
@@ -143,12 +151,15 @@ def nullable_dtype(dtype: np.dtype[Any]) -> Any:
     return pd.api.types.pandas_dtype(dtype.name.capitalize().replace("Ui", "UI"))
 
 
+WRAPS = "wraps on arithmetic"
+
+
 def _int_hazard(dtype: np.dtype[Any]) -> str:
     info = np.iinfo(dtype)
     if dtype.kind == "u":
-        return f"{dtype.name} wraps on arithmetic: 0 - 1 gives {info.max}"
+        return f"{dtype.name} {WRAPS}: 0 - 1 gives {info.max}"
     if dtype.itemsize < 8:
-        return f"{dtype.name} wraps on arithmetic past {info.max} (e.g. int8 100 + 120 = -16)"
+        return f"{dtype.name} {WRAPS} past {info.max} (e.g. int8 100 + 120 = -16)"
     return ""
 
 
@@ -320,8 +331,11 @@ def _sparse_candidate(series: pd.Series) -> _Candidate | None:
     fill = counts.index[0]
     sparse = series.astype(pd.SparseDtype(series.dtype, fill_value=fill))
     original = series.dtype
+    shown = fill.item() if isinstance(fill, np.generic) else fill
+    share = counts.iloc[0] / len(series)
+    percent = f"{share:.0%}" if share < 0.995 or share == 1 else f"{share:.1%}"  # not "100%"
     return _Candidate(sparse, lambda s: cast(Any, s).sparse.to_dense().astype(original),
-                      f"{counts.iloc[0] / len(series):.0%} of rows are {fill!r}",
+                      f"sparse: {percent} are {shown!r}",
                       "sparse: some operations turn it dense again")
 
 
@@ -434,10 +448,12 @@ class OptimizeResult(RendersAsTable):
     def summary_rows(self) -> list[tuple[str, str]]:
         """Return (name, value) rows for a summary table."""
         changed = sum(1 for c in self.changes if c.dtype_before != c.dtype_after)
+        before = format_bytes(self.bytes_before)
+        if format_bytes(self.distinct_bytes_before) != before:  # shared objects: say both
+            before += (f" (pandas deep count; {format_bytes(self.distinct_bytes_before)} "
+                       "counting each distinct object once)")
         return [
-            ("memory before", f"{format_bytes(self.bytes_before)} (pandas deep count; "
-                              f"{format_bytes(self.distinct_bytes_before)} counting each "
-                              "distinct object once)"),
+            ("memory before", before),
             ("memory after", format_bytes(self.bytes_after)),
             ("saved", f"{format_bytes(self.saved_bytes)} ({self.reduction:.1%})"),
             ("columns changed", f"{changed} of {len(self.changes)}"),

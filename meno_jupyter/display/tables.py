@@ -290,12 +290,13 @@ def optimize_text(result: OptimizeResult) -> str:
 
 
 def optimize_html(result: OptimizeResult) -> str:
-    """Render an optimization report as HTML, columns with hazards highlighted."""
-    styles = [_HAZARD_STYLE if c.hazard else "" for c in result.changes]
+    """Render an optimization report as HTML, the columns that need care shaded."""
+    styles = [_HAZARD_STYLE if c.needs_care else "" for c in result.changes]
     return "".join([
         '<div class="jp-Meno-optimize">',
         html_table((), result.summary_rows(), "optimize_df"),
-        html_table(_OPTIMIZE_HEADERS, _optimize_rows(result), "per column (hazards shaded)",
+        html_table(_OPTIMIZE_HEADERS, _optimize_rows(result),
+                   "per column (shaded: arithmetic can wrap, or values changed)",
                    row_styles=styles),
         "</div>",
     ])

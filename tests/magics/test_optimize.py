@@ -60,6 +60,14 @@ def test_html_report_shades_hazards(rich_shell: Any) -> None:
         rich_shell.run_line_magic("optimize_df", "sales")
     html = next(o.data["text/html"] for o in captured.outputs if "text/html" in o.data)
     assert "jp-Meno-optimize" in html and "rgba(239,108,0" in html
+    # Only what can change results is shaded: the narrowed integers (they wrap), not the
+    # text that became a category.
+    rows = html.split("per column")[1].split("<tr")[2:]
+    shaded = {row.split("<td")[1].split(">")[1].split("<")[0] for row in rows
+              if "rgba(239,108,0" in row}
+    assert shaded == {"store"}, shaded
+    # Every object is distinct here: the second "before" figure would only repeat the first.
+    assert "counting each distinct object once" not in html
 
 
 @pytest.mark.parametrize(("line", "message"), [
