@@ -81,6 +81,7 @@ class MemGuard(Magics):
         """Turn the guard on at ``at`` (or move it there when it is on)."""
         if self.guard is not None:
             self.guard.at = parse_level(at)
+            self._write_state()
             return
         self.guard = MemoryGuard(at)
         self.guard.start()

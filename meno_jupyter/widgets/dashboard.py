@@ -112,6 +112,8 @@ class MemoryDashboard:
         self.top = top
         self.feed = feed if feed is not None else shared_feed()
         self.variables: list[VariableSize] = []
+        # The frames this dashboard optimized (by id; weak, so a new frame never inherits it).
+        self._optimized: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self.pending_delete: str | None = None
         self.message = ""
         self.updates = 0
@@ -235,10 +237,15 @@ class MemoryDashboard:
         if self.shell is None or self.closed:
             return self.variables
         hidden = getattr(self.shell, "user_ns_hidden", {})
-        self.variables = largest_variables(self.shell.user_ns, top=self.top, hidden=hidden,
+        # meno-jupyter's own objects (this dashboard, results) are not the user's data.
+        theirs = {name: value for name, value in self.shell.user_ns.items()
+                  if not type(value).__module__.startswith("meno_jupyter.")}
+        self.variables = largest_variables(theirs, top=self.top, hidden=hidden,
                                            time_budget_s=VARIABLES_TIME_BUDGET_S)
         old_rows = self._variables_box.children
-        self._variables_box.children = [self._row(v) for v in self.variables]
+        rows = [self._row(v) for v in self.variables]
+        self._variables_box.children = rows or [self._widgets.HTML(
+            "<i>none yet: variables appear here as cells define them</i>")]
         for row in old_rows:  # a widget lives until closed: close what is replaced
             self._close_tree(row)
         return self.variables
@@ -252,13 +259,19 @@ class MemoryDashboard:
             f"<b>{format_bytes(variable.size_bytes)}</b>",
             layout=widgets.Layout(width="55%"))
         buttons = []
-        if variable.type_name == "DataFrame":
+        button_width = widgets.Layout(width="96px")
+        value = self.shell.user_ns.get(variable.name) if self.shell is not None else None
+        if variable.type_name == "DataFrame" and self._optimized.get(id(value)) is not value:
             optimize = widgets.Button(description="optimize", icon="compress",
-                                      tooltip=f"shrink dtypes of {variable.name}, losslessly")
+                                      tooltip=f"shrink dtypes of {variable.name}, losslessly",
+                                      layout=button_width)
             optimize.on_click(lambda _, name=variable.name: self.optimize(name))
             buttons.append(optimize)
+        else:  # the same column of buttons on every row
+            buttons.append(widgets.Label("", layout=button_width))
         delete = widgets.Button(description="delete", icon="trash",
-                                tooltip=f"del {variable.name} (asks first)")
+                                tooltip=f"del {variable.name} (asks first)",
+                                layout=button_width)
         delete.on_click(lambda _, name=variable.name: self.request_delete(name))
         buttons.append(delete)
         return widgets.HBox([label, *buttons])
@@ -293,6 +306,7 @@ class MemoryDashboard:
             return self.message
         result = optimize_dataframe(frame)
         self.shell.user_ns[name] = result.frame
+        self._optimized[id(result.frame)] = result.frame  # offered no more
         del frame
         self._say(f"{name}: {format_bytes(result.bytes_before)} → "
                   f"{format_bytes(result.bytes_after)} ({100 * result.reduction:.0f}% "

@@ -147,6 +147,22 @@ def test_optimize_rebinds_the_name_to_a_smaller_frame(dash: Any, shell: Any) -> 
     assert smaller.memory_usage(deep=True).sum() < frame.memory_usage(deep=True).sum()
     assert (smaller["n"] == frame["n"]).all() and (smaller["s"] == frame["s"]).all()
     assert "smaller, every value kept" in message
+    # Optimized once: not offered again; the buttons stay in one column.
+    row = next(r for r in dash._variables_box.children if "frame" in r.children[0].value)
+    assert [getattr(b, "description", "") for b in row.children[1:]] == ["", "delete"]
+    assert row.children[1].layout.width == row.children[2].layout.width == "96px"
+
+
+def test_the_dashboard_does_not_list_itself_and_says_when_there_is_nothing(
+        dash: Any, shell: Any) -> None:
+    shell.user_ns["dashboard"] = dash  # what `dash = %memdash -o` leaves in the namespace
+    hidden = shell.user_ns_hidden
+    for name in [n for n in shell.user_ns
+                 if not n.startswith("_") and n not in hidden and n != "dashboard"]:
+        shell.user_ns.pop(name)
+    dash.refresh_variables()
+    assert all(v.name != "dashboard" for v in dash.variables)
+    assert "none yet" in dash._variables_box.children[0].value
 
 
 def test_optimize_refuses_what_is_not_a_dataframe(dash: Any, shell: Any) -> None:
