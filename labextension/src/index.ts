@@ -227,9 +227,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
 
     const follow = (): void => {
-      const kernel = tracker.currentWidget?.sessionContext.session?.kernel;
+      // With the Launcher (or any other document) in front, no notebook is active.
+      const front = labShell?.currentWidget;
+      const notebook =
+        front && !tracker.has(front) ? null : tracker.currentWidget;
+      const kernel = notebook?.sessionContext.session?.kernel;
       model.setActiveKernel(kernel?.id ?? null);
     };
+    labShell?.currentChanged.connect(follow);
     tracker.currentChanged.connect((_, current) => {
       follow();
       current?.sessionContext.kernelChanged.connect(follow);

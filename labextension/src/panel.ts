@@ -40,6 +40,7 @@ function element<K extends keyof HTMLElementTagNameMap>(
 export class MemoryPanel extends Widget {
   private _model: MemoryModel;
   private _scroll: CellScroller;
+  private _heading = element('h3', 'jp-Meno-heading', 'Active kernel');
   private _status = element('div', 'jp-Meno-panel-status');
   private _figures = element('div', 'jp-Meno-panel-figures');
   private _guard = element('div', 'jp-Meno-guard');
@@ -79,7 +80,7 @@ export class MemoryPanel extends Widget {
     this._chart.append(this._limitLine, this._childrenLine, this._rssLine);
     const node = this.node;
     node.append(
-      element('h3', 'jp-Meno-heading', 'Active kernel'),
+      this._heading,
       this._status,
       this._figures,
       this._guard,
@@ -102,6 +103,9 @@ export class MemoryPanel extends Widget {
   render(): void {
     const model = this._model;
     const active = model.active;
+    this._heading.textContent =
+      active && active.path ? `Active kernel · ${shortPath(active.path)}` : 'Active kernel';
+    this._heading.title = active?.path ?? '';
     this._status.textContent = model.availability === 'ok' ? '' : model.reason;
     this._status.dataset.availability = model.availability;
     this._figures.replaceChildren();
@@ -243,9 +247,12 @@ export class MemoryPanel extends Widget {
           element('td', '', formatDelta(cell.peak_increase)),
           element('td', '', formatDelta(cell.delta))
         );
+        row.title =
+          `${cell.source_head}\npeak ${formatDelta(cell.peak_increase)}, ` +
+          `kept ${formatDelta(cell.delta)}`;
         if (cell.error) {
           row.classList.add('jp-Meno-ledger-error');
-          row.title = `raised ${cell.error}`;
+          row.title += `\nraised ${cell.error}`;
         }
         if (count !== null) {
           row.dataset.executionCount = `${count}`;

@@ -185,3 +185,34 @@ def test_figures_and_tables_follow_the_dark_theme(lab: Lab, page: Any) -> None:
                       " {theme: 'JupyterLab Light'})")
         page.wait_for_function(
             "() => document.body.dataset.jpThemeLight === 'true'", timeout=30_000)
+
+
+def test_the_panel_fits_its_default_width_and_follows_the_front_document(
+        lab: Lab, page: Any) -> None:
+    lab.notebook("a-notebook-with-a-long-name.ipynb", "%load_ext meno_jupyter\n%memwatch on",
+                 "values = bytearray(30 * 2**20)  # a long line of source that must be cut"
+                 " with an ellipsis, not push the figures out of the sidebar")
+    open_notebook(page, lab, "a-notebook-with-a-long-name.ipynb")
+    open_panel(page)
+    run_cell(page, 0)
+    run_cell(page, 1)
+    panel = page.locator("#jp-Meno-memory-panel")
+    page.locator(".jp-Meno-ledger-row").first.wait_for(timeout=20_000)
+    heading = panel.locator(".jp-Meno-heading").first
+    assert heading.inner_text().lower().endswith("a-notebook-with-a-long-name.ipynb")
+    fits = page.evaluate(
+        "() => { const p = document.querySelector('#jp-Meno-memory-panel')"
+        ".getBoundingClientRect();"
+        " const cells = [...document.querySelectorAll("
+        "'.jp-Meno-ledger-row td:nth-child(4), .jp-Meno-kernel-row td:nth-child(2)')];"
+        " return [p.width, cells.length, cells.every(c => c.getBoundingClientRect().right"
+        " <= p.right + 1 && c.scrollWidth <= c.clientWidth)]; }")
+    _, count, all_fit = fits
+    assert count >= 2 and all_fit, fits  # the Δ column and the kernels' figures, whole
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "sidebar-default-width.png"))
+    page.evaluate("() => window.jupyterapp.commands.execute('launcher:create')")
+    page.wait_for_function(
+        "() => document.querySelector('.jp-Meno-panel-status').textContent"
+        ".includes('no notebook with a kernel is active')", timeout=10_000)
+    assert heading.inner_text().lower() == "active kernel"
