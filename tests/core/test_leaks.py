@@ -34,8 +34,10 @@ def test_a_leak_is_flagged_with_its_line(attempt: int) -> None:
     KEPT.clear()
     report = find_leaks(leaky, repeat=8)
     assert report.leaking, report
-    # RSS is the coarse figure (a step of tracemalloc's own tables can join in): ~800 kB a run.
-    assert 500_000 <= report.growth_per_run_bytes <= 2_000_000, report
+    # RSS is the coarse figure: ~800 kB a run on a fresh heap, less when the arrays reuse
+    # memory that earlier tests freed in this process (seen: 340 kB), more when a step of
+    # tracemalloc's own tables joins in.
+    assert 100_000 <= report.growth_per_run_bytes <= 2_000_000, report
     line = report.growing_lines[0]
     assert "KEPT.append" in line.line.source, report
     assert 790_000 <= line.per_run_bytes <= 810_000, report  # the traced line is exact
