@@ -52,7 +52,9 @@ SAFETY_FRACTION = 0.03
 MIN_SAFETY_BYTES = 32 * MIB
 MIN_INTERVAL_S = 0.002
 MAX_INTERVAL_S = 0.05
-CHILD_SCAN_S = 0.25
+# Every system call made by the thread hands the GIL back and forth with the main thread,
+# which costs the main thread far more than the call: few calls, kept-open files.
+CHILD_SCAN_S = 1.0
 GUARD_SCHEMA_VERSION = 1
 GUARD_FILE_MAX_BYTES = 64 * 1024
 
@@ -120,8 +122,10 @@ def parse_level(text: str | float) -> float:
     return round(value, 4)
 
 
-def _read_data_bytes() -> int:
+def _read_data_bytes(fd: int | None = None) -> int:
     """Return the process's data size (what ``RLIMIT_DATA`` counts) from ``statm``."""
+    if fd is not None:
+        return int(os.pread(fd, 128, 0).split()[5]) * PAGE_SIZE
     with open("/proc/self/statm", "rb") as handle:
         return int(handle.read().split()[5]) * PAGE_SIZE
 
@@ -183,6 +187,7 @@ class MemoryGuard:
         self._stops = 0
         self._seen_children: set[int] = set()
         self._suspended = False
+        self._statm: int | None = None
         self._limit_lock = threading.RLock()
         self._thread_starter: Any = None
         self.last_stop: dict[str, Any] | None = None
@@ -204,6 +209,7 @@ class MemoryGuard:
         self._reader = WorkingSetReader()
         self._used = self._reader.used()
         if self.limit_allocations:
+            self._statm = os.open("/proc/self/statm", os.O_RDONLY)
             self._original_limit = resource.getrlimit(resource.RLIMIT_DATA)
             self._seen_children = set(_child_pids())
             if not _fork_hook_registered:
@@ -233,6 +239,9 @@ class MemoryGuard:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._statm is not None:
+            os.close(self._statm)
+            self._statm = None
         if _active is self:
             _active = None
 
@@ -351,7 +360,7 @@ class MemoryGuard:
         allowance = max(0, limit - safety - used)
         soft_original, hard = self._original_limit
         with self._limit_lock:
-            soft = _read_data_bytes() + allowance + extra
+            soft = _read_data_bytes(self._statm) + allowance + extra
             if soft_original != resource.RLIM_INFINITY:
                 soft = min(soft, soft_original)
             if hard != resource.RLIM_INFINITY:
