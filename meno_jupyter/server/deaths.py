@@ -159,13 +159,13 @@ def _cgroup_dirs(pid: int) -> list[Path]:
         if not v2:
             return []
         start, top = root / v2[0].lstrip("/"), root
+    # The hierarchy's root is left out: its counters count every OOM kill on the machine.
     found = []
     current = start
-    while True:
+    while current != top and top in current.parents:
         found.append(current)
-        if current == top or top not in current.parents:
-            return found
         current = current.parent
+    return found
 
 
 def _oom_kills(directory: Path) -> int | None:
@@ -305,11 +305,16 @@ class DeathWatch:
                     pid, [], {}, None, getattr(kernel, "connection_file", "") or "")
             if not _alive(pid):  # dead, not yet restarted: keep the figures from before
                 continue
-            cgroups = _cgroup_dirs(pid)  # a process can be moved between cgroups
-            if cgroups:  # the counters' last values before a death
-                if cgroups != watched.cgroups:
-                    watched.cgroups, watched.limit_bytes = cgroups, _cgroup_limit(cgroups)
-                watched.oom_kills = {d: _oom_kills(d) for d in cgroups}
+            # A process can be moved between cgroups; an exiting one shows only the root
+            # (an empty list here), which must not replace what it lived in.
+            cgroups = _cgroup_dirs(pid)
+            if cgroups and cgroups != watched.cgroups:
+                watched.cgroups, watched.limit_bytes = cgroups, _cgroup_limit(cgroups)
+            for directory in cgroups:
+                # The count when the kernel was first seen there: an OOM kill counts the
+                # victim before it has exited, so a later reading could already include it.
+                if directory not in watched.oom_kills:
+                    watched.oom_kills[directory] = _oom_kills(directory)
         for gone in set(self._watched) - seen:
             del self._watched[gone]
 
