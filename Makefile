@@ -117,6 +117,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/profile_overhead.py
 	$(BIN)/python bench/ledger_overhead.py
 	$(BIN)/python bench/server_latency.py
+	$(BIN)/python bench/guard_overshoot.py
 
 clean:
 	rm -rf $(VENV) $(PANDAS2_VENV) build .mypy_cache .ruff_cache .pytest_cache \

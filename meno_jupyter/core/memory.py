@@ -29,8 +29,48 @@ PressureLevel = Literal["low", "medium", "high"]
 DEFAULT_PRESSURE_THRESHOLDS = (0.70, 0.85)
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+_pread_in_place: Callable[[int, int], bytes] | None = None
 # cgroup v1 reports "no limit" as a huge page-rounded number rather than "max".
 _CGROUP_V1_UNLIMITED = 1 << 60
+
+
+def pread_holding_gil(fd: int, size: int) -> bytes:
+    """Read up to ``size`` bytes at offset 0 of ``fd`` without letting go of the GIL.
+
+    ``os.pread`` releases the GIL around the system call; a watching thread that has just
+    got the GIL would then wait for the main thread to hand it back (up to the end of its
+    current C call) once more per read. Reads of ``/proc`` and cgroup files take
+    microseconds, so holding the GIL through them costs less than the hand-over.
+    """
+    global _pread_in_place
+    if _pread_in_place is None:
+        _pread_in_place = _make_pread_holding_gil()
+    return _pread_in_place(fd, size)
+
+
+def _make_pread_holding_gil() -> Callable[[int, int], bytes]:
+    try:
+        import ctypes
+
+        libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the call keeps the GIL
+        pread = libc.pread
+    except (OSError, AttributeError):
+        return lambda fd, size: os.pread(fd, size, 0)
+    pread.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long]
+    pread.restype = ctypes.c_ssize_t
+    buffers = threading.local()
+
+    def read(fd: int, size: int) -> bytes:
+        buffer = getattr(buffers, "buffer", None)
+        if buffer is None or len(buffer) < size:
+            buffer = buffers.buffer = ctypes.create_string_buffer(max(size, 16384))
+        count = pread(fd, buffer, size, 0)
+        if count < 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+        return buffer.raw[:count]
+
+    return read
 
 
 class _StatmReader:
@@ -61,7 +101,7 @@ class _StatmReader:
     def _read(self, field: int, psutil_name: str) -> int:
         if self._fd is not None:
             # pread does not move a shared offset, so threads may share the descriptor.
-            fields = os.pread(self._fd, 128, 0).split()
+            fields = pread_holding_gil(self._fd, 128).split()
             return int(fields[field]) * PAGE_SIZE
         if self._process is None:
             import psutil
@@ -480,7 +520,8 @@ class WorkingSetReader:
     stay counted, they sit on the anonymous lists). The kubelet's "working set" keeps the
     active file pages, so writing through a large ``np.memmap`` would look like a runaway
     cell. Every process of the cgroup counts. Without a cgroup limit: the machine's total
-    minus ``MemAvailable``. Files are kept open and read with ``pread`` (tens of µs).
+    minus ``MemAvailable``. Files are kept open and read with ``pread`` (tens of µs), the
+    GIL held (:func:`pread_holding_gil`).
     """
 
     def __init__(self, cgroup: LimitingCgroup | None = None, *, find: bool = True) -> None:
@@ -501,7 +542,7 @@ class WorkingSetReader:
         return fd
 
     def _meminfo_field(self, key: bytes) -> int:
-        text = os.pread(self._meminfo, 8192, 0)
+        text = pread_holding_gil(self._meminfo, 8192)
         start = text.index(key) + len(key)
         return int(text[start:text.index(b"kB", start)]) * 1024
 
@@ -509,8 +550,8 @@ class WorkingSetReader:
         """Return the bytes that count against :attr:`limit_bytes` now."""
         if self.cgroup is None:
             return self.limit_bytes - self._meminfo_field(b"MemAvailable:")
-        usage = int(os.pread(self._usage, 64, 0))
-        stat = os.pread(self._stat, 16384, 0)
+        usage = int(pread_holding_gil(self._usage, 64))
+        stat = pread_holding_gil(self._stat, 16384)
         cache = sum(_stat_field(stat, key) for key in self.cgroup.file_cache_keys)
         return max(0, usage - cache)
 

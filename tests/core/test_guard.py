@@ -10,6 +10,8 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from meno_jupyter.core.guard import (
     MemoryGuard,
     MemoryGuardError,
     active_guard,
+    interruptible_user_frame,
     parse_level,
     stop_message,
 )
@@ -152,3 +155,42 @@ def test_a_guard_error_without_arguments_takes_the_prepared_message() -> None:
         assert str(MemoryGuardError("given")) == "given"
     finally:
         guard_module._pending_message.clear()
+
+
+def _stack_of_a_thread_blocked_in(call: Any) -> tuple[FrameType | None, FrameType]:
+    """Run ``call`` in a thread from a user function: (the thread's frame now, that function's)."""
+    entered = threading.Event()
+    frames: list[FrameType] = []
+
+    def user_function() -> None:
+        frames.append(sys._getframe())
+        entered.set()
+        call()
+
+    thread = threading.Thread(target=user_function, daemon=True)
+    thread.start()
+    entered.wait(5)
+    time.sleep(0.2)  # now inside ``call``
+    current = sys._current_frames().get(thread.ident or 0)
+    return current, frames[0]
+
+
+def test_the_guard_interrupts_user_code_and_the_libraries_it_calls() -> None:
+    # Inside subprocess's Python code (waiting on the child): an ordinary library, safe.
+    current, user = _stack_of_a_thread_blocked_in(
+        lambda: subprocess.run([sys.executable, "-c", "import time; time.sleep(0.6)"], check=True))
+    assert current is not None and current.f_globals["__name__"] == "subprocess"
+    found = interruptible_user_frame(current)
+    assert found is not None and found.f_back is user  # the lambda, called by user_function
+
+
+def test_the_guard_never_interrupts_locks_imports_or_the_kernel() -> None:
+    release = threading.Event()
+    current, user = _stack_of_a_thread_blocked_in(lambda: release.wait(5))
+    try:
+        assert current is not None and current.f_globals["__name__"] == "threading"
+        assert interruptible_user_frame(current) is None  # a lock could be left taken
+        assert interruptible_user_frame(user) is user  # the user frame alone is fine
+        assert interruptible_user_frame(None) is None
+    finally:
+        release.set()

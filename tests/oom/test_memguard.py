@@ -168,8 +168,10 @@ def test_each_layer_on_its_own(cgroup_kernel: CgroupKernel) -> None:
     assert "meno guard" not in text  # no figures, no line: what the magic adds
     assert cgroup_kernel.cgroup.oom_kills() == 0
     # Layer 1 alone (no allocation limit): it stops growth in steps with its message ...
+    # (it reacts within one or two 20 MiB steps, bench/guard_overshoot.py; alone it needs
+    # a wider margin than the 60 MiB that 90% leaves, which layer 2 backs up)
     cgroup_kernel.ok("guard.stop()\ndel chunks\nimport gc; gc.collect()\n"
-                     "guard = MemoryGuard(at=0.9, limit_allocations=False)\nguard.start()\n"
+                     "guard = MemoryGuard(at=0.85, limit_allocations=False)\nguard.start()\n"
                      "guard.cell_started()")
     reply, text = cgroup_kernel.run(GROW_IN_STEPS)
     assert reply["ename"] == "MemoryGuardError" and "in line 3" in text, text
