@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from meno_jupyter._version import __version__
 from meno_jupyter.core.batching import adaptive_batch_size
 from meno_jupyter.core.caches import BoundedCache, CompressedCache, WeakValueCache
+from meno_jupyter.core.cellbadges import CellMemory, notebook_memory
 from meno_jupyter.core.cleanup import ReleaseReport, trim_allocator
 from meno_jupyter.core.dataframe import (
     ArrayOptimizeResult,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ArrayOptimizeResult",
     "BoundedCache",
+    "CellMemory",
     "CellRecord",
     "CompressedCache",
     "LeakReport",
@@ -76,6 +78,7 @@ __all__ = [
     "ledger",
     "load_ipython_extension",
     "memory_status",
+    "notebook_memory",
     "optimize_array",
     "optimize_dataframe",
     "pressure_level",

@@ -117,3 +117,66 @@ export function linePath(
   });
   return `M${points.join('L')}`;
 }
+
+/**
+ * A round top for a chart's y axis at or above `peak`: 1, 2 or 5 times a power of two
+ * of MiB (or of KiB below 1 MiB), so that its label reads "256 MiB", "1.0 GiB".
+ */
+export function niceTop(peak: number): number {
+  if (!(peak > 0)) {
+    return 1024 * 1024;
+  }
+  const base = peak < 1024 * 1024 ? 1024 : 1024 * 1024;
+  let power = base;
+  while (power * 2 < peak) {
+    power *= 2;
+  }
+  for (const factor of [1, 1.25, 1.5, 2]) {
+    if (power * factor >= peak) {
+      return power * factor;
+    }
+  }
+  return power * 2;
+}
+
+export interface IChartMark {
+  /** Where the cell started, 0 (left) to `width` (right). */
+  x: number;
+  executionCount: number;
+  title: string;
+}
+
+/**
+ * Markers for the cells that started inside the chart's time window, left to right;
+ * cells without a number are left out.
+ */
+export function cellMarks(
+  times: number[],
+  cells: {
+    execution_count: number | null;
+    started_at: number;
+    source_head: string;
+    peak_increase: number;
+  }[],
+  width: number
+): IChartMark[] {
+  if (times.length < 2) {
+    return [];
+  }
+  const t0 = times[0];
+  const t1 = times[times.length - 1];
+  const span = Math.max(t1 - t0, 1e-9);
+  return cells
+    .filter(
+      cell =>
+        cell.execution_count !== null && cell.started_at >= t0 && cell.started_at <= t1
+    )
+    .sort((a, b) => a.started_at - b.started_at)
+    .map(cell => ({
+      x: ((cell.started_at - t0) / span) * width,
+      executionCount: cell.execution_count as number,
+      title: `[${cell.execution_count}] ${cell.source_head} · peak ${formatDelta(
+        cell.peak_increase
+      )}`
+    }));
+}

@@ -9,7 +9,12 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
+import {
+  Dialog,
+  ICommandPalette,
+  Notification,
+  showDialog
+} from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { ICodeCellModel } from '@jupyterlab/cells';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
@@ -19,6 +24,8 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
+import { ALL_FIGURES, BadgeFigure } from './badges';
+import { CellBadges } from './badgeview';
 import { deathBody, goToCellLabel } from './deaths';
 
 import { highPressureMessage, shortPath } from './format';
@@ -29,6 +36,7 @@ import { MemoryStatusItem } from './status';
 const PLUGIN_ID = '@meno/jupyter:plugin';
 const SHOWN_DEATHS_KEY = 'meno-jupyter:deaths-shown';
 const KILLER_CELL_CLASS = 'jp-Meno-killer-cell';
+const GOTO_HEAVIEST = 'meno-jupyter:goto-heaviest-cell';
 
 /** The post-mortems already shown in this browser (so each is shown once). */
 function shownDeaths(): Set<string> {
@@ -73,13 +81,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Live kernel memory: sidebar panel and status bar item.',
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [ILabShell, IStatusBar, ISettingRegistry],
+  optional: [ILabShell, IStatusBar, ISettingRegistry, ICommandPalette],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
     labShell: ILabShell | null,
     statusBar: IStatusBar | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    palette: ICommandPalette | null
   ) => {
     const model = new MemoryModel(serverFetcher());
     let intervalMs = 1000;
@@ -104,7 +113,30 @@ const plugin: JupyterFrontEndPlugin<void> = {
       return true;
     };
 
-    const startGuard = (kernelId: string): void => {
+    const badges = new CellBadges(tracker, model);
+    app.commands.addCommand(GOTO_HEAVIEST, {
+      label: 'Memory: Go to the Heaviest Cell',
+      caption: 'The cell of this notebook with the largest measured peak',
+      isEnabled: () => tracker.currentWidget !== null,
+      execute: () => {
+        const panel = tracker.currentWidget;
+        const index = panel ? badges.heaviestIndex(panel) : -1;
+        if (!panel || index < 0) {
+          Notification.info(
+            'meno-jupyter: no cell of this notebook has memory figures yet ' +
+              '(watch the kernel from the Memory panel, then run cells)'
+          );
+          return;
+        }
+        app.shell.activateById(panel.id);
+        panel.content.activeCellIndex = index;
+        void panel.content.scrollToItem(index, 'center');
+      }
+    });
+    palette?.addItem({ command: GOTO_HEAVIEST, category: 'Memory' });
+
+    /** Run `code` silently in the open kernel `kernelId`; say so if it fails. */
+    const runInKernel = (kernelId: string, code: string, what: string): void => {
       let kernel: Kernel.IKernelConnection | null = null;
       tracker.forEach(widget => {
         const found = widget.sessionContext.session?.kernel;
@@ -117,7 +149,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return;
       }
       const future = (kernel as Kernel.IKernelConnection).requestExecute({
-        code: '%load_ext meno_jupyter\n%memguard on',
+        code,
         silent: true,
         store_history: false
       });
@@ -125,13 +157,18 @@ const plugin: JupyterFrontEndPlugin<void> = {
         .then(reply => {
           if (reply.content.status !== 'ok') {
             Notification.error(
-              'meno-jupyter: the memory guard could not be turned on in this kernel ' +
+              `meno-jupyter: ${what} could not be turned on in this kernel ` +
                 '(is meno-jupyter installed in its environment?)'
             );
           }
         })
-        .catch(reason => console.warn('meno-jupyter: %memguard on failed', reason));
+        .catch(reason => console.warn(`meno-jupyter: ${what} failed`, reason));
     };
+    const startWatch = (kernelId: string): void =>
+      runInKernel(kernelId, '%load_ext meno_jupyter\n%memwatch on', 'recording every cell');
+
+    const startGuard = (kernelId: string): void =>
+      runInKernel(kernelId, '%load_ext meno_jupyter\n%memguard on', 'the memory guard');
 
     /** The open notebook whose kernel died, if any. */
     const notebookOf = (death: IDeath): NotebookPanel | null => {
@@ -210,7 +247,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       });
     };
 
-    const panel = new MemoryPanel(model, scrollToCell, startGuard, showDeath);
+    const panel = new MemoryPanel(model, scrollToCell, startGuard, showDeath, startWatch);
     panel.title.icon = memoryIcon;
     panel.title.label = labShell ? '' : 'Memory';
     app.shell.add(panel, 'right', { rank: 200 });
@@ -275,6 +312,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
         settings.get('refreshIntervalMs').composite as number
       );
       notify = settings.get('notifyHighPressure').composite as boolean;
+      const figures = settings.get('badgeFigures').composite as BadgeFigure[];
+      badges.settings = {
+        enabled: settings.get('cellBadges').composite as boolean,
+        figures: figures.filter(f => ALL_FIGURES.includes(f)),
+        colourFrom: settings.get('badgeColourFrom').composite as number
+      };
+      badges.refreshAll();
     };
     if (settingRegistry) {
       settingRegistry

@@ -61,6 +61,8 @@ export interface ICell {
   delta: number;
   peak_rss: number;
   error: string | null;
+  /** The notebook cell's id (absent from ledgers written before cell ids). */
+  cell_id?: string | null;
 }
 
 export interface ILedgerReply {
@@ -119,6 +121,8 @@ export class FetchError extends Error {
 }
 
 export const MAX_POINTS = 3600;
+/** Ledger rows kept in the browser (the kernel's file keeps 1,000). */
+export const MAX_CELLS = 1000;
 
 export class MemoryModel {
   kernels: IKernelEntry[] = [];
@@ -128,7 +132,11 @@ export class MemoryModel {
   rss: number[] = [];
   children: number[] = [];
   cells: ICell[] = [];
+  /** The ledger records that arrived with the last poll (for the per-cell badges). */
+  newCells: ICell[] = [];
   ledgerReason = '';
+  /** Whether the kernel is recording cells (its ledger file exists). */
+  ledgerAvailable = false;
   availability: Availability = 'no-kernel';
   reason = 'no notebook with a kernel is active';
   updates = 0;
@@ -168,7 +176,9 @@ export class MemoryModel {
     this.rss = [];
     this.children = [];
     this.cells = [];
+    this.newCells = [];
     this.ledgerReason = '';
+    this.ledgerAvailable = false;
     if (kernelId === null) {
       this.availability = 'no-kernel';
       this.reason = 'no notebook with a kernel is active';
@@ -205,12 +215,17 @@ export class MemoryModel {
       return;
     }
     const since = this.times.length ? this.times[this.times.length - 1] : 0;
+    // Only the ledger's new rows: the cells that started after the last one known.
+    const lastCell = this.cells.length
+      ? this.cells[this.cells.length - 1].started_at
+      : null;
+    const ledgerQuery = lastCell === null ? '' : `?since=${lastCell}`;
     let history: IHistoryReply;
     let ledger: ILedgerReply;
     try {
       [history, ledger] = (await Promise.all([
         this._fetch(`kernels/${kernelId}/history?since=${since}`),
-        this._fetch(`kernels/${kernelId}/ledger`)
+        this._fetch(`kernels/${kernelId}/ledger${ledgerQuery}`)
       ])) as [IHistoryReply, ILedgerReply];
     } catch (error) {
       this._fail(error, generation);
@@ -229,8 +244,12 @@ export class MemoryModel {
       this.availability = this.times.length ? 'ok' : 'loading';
       this.reason = this.times.length ? '' : 'waiting for the first sample';
     }
-    this.cells = ledger.cells;
-    this.ledgerReason = ledger.available ? '' : ledger.reason;
+    // An older server ignores `since`: keep only what is really new.
+    const arrived = Array.isArray(ledger?.cells) ? ledger.cells : [];
+    this.newCells = arrived.filter(c => lastCell === null || c.started_at > lastCell);
+    this.cells = this.cells.concat(this.newCells).slice(-MAX_CELLS);
+    this.ledgerAvailable = ledger?.available === true;
+    this.ledgerReason = ledger?.available || this.cells.length ? '' : (ledger?.reason ?? '');
     this._emit();
   }
 

@@ -6,9 +6,11 @@
 import { Widget } from '@lumino/widgets';
 
 import {
+  cellMarks,
   formatBytes,
   formatDelta,
   linePath,
+  niceTop,
   pressureClass,
   shortPath
 } from './format';
@@ -23,6 +25,8 @@ export type CellScroller = (executionCount: number) => boolean;
 export type GuardStarter = (kernelId: string) => void;
 /** Goes to (and marks) the cell a dead kernel was running; false if it is not open. */
 export type DeathShower = (death: IDeath) => boolean;
+/** Starts recording every cell in a kernel (runs `%memwatch on` there). */
+export type WatchStarter = (kernelId: string) => void;
 
 function element<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -49,9 +53,22 @@ export class MemoryPanel extends Widget {
   private _rssLine = document.createElementNS(SVG_NS, 'path');
   private _childrenLine = document.createElementNS(SVG_NS, 'path');
   private _limitLine = document.createElementNS(SVG_NS, 'line');
+  private _gridLine = document.createElementNS(SVG_NS, 'line');
+  private _markLines = document.createElementNS(SVG_NS, 'g');
+  private _chartBox = element('div', 'jp-Meno-chart-box');
+  private _scaleTop = element('span', 'jp-Meno-chart-scale jp-Meno-chart-scale-top');
+  private _scaleMid = element('span', 'jp-Meno-chart-scale jp-Meno-chart-scale-mid');
+  private _limitLabel = element('span', 'jp-Meno-chart-limit-label');
+  private _markLabels = element('div', 'jp-Meno-chart-marks');
   private _chartLabel = element('div', 'jp-Meno-chart-label');
   private _ledger = element('table', 'jp-Meno-ledger');
   private _ledgerNote = element('div', 'jp-Meno-note');
+  private _watchButton = element(
+    'button',
+    'jp-Meno-watch-button jp-mod-styled',
+    'Watch this kernel'
+  );
+  private _startWatch: WatchStarter | null;
   private _kernels = element('table', 'jp-Meno-kernels');
   private _deaths = element('table', 'jp-Meno-deaths');
   private _deathsNote = element('div', 'jp-Meno-note');
@@ -61,9 +78,22 @@ export class MemoryPanel extends Widget {
     model: MemoryModel,
     scroll: CellScroller,
     startGuard: GuardStarter | null = null,
-    showDeath: DeathShower | null = null
+    showDeath: DeathShower | null = null,
+    startWatch: WatchStarter | null = null
   ) {
     super();
+    this._startWatch = startWatch;
+    this._watchButton.title =
+      'Run %memwatch on in this kernel: every cell is recorded, with its figures ' +
+      'under the cell and in the notebook file';
+    this._watchButton.addEventListener('click', () => {
+      const active = this._model.active;
+      if (active && this._startWatch) {
+        this._watchButton.disabled = true;
+        this._watchButton.textContent = 'turning on…';
+        this._startWatch(active.id);
+      }
+    });
     this._model = model;
     this._scroll = scroll;
     this._startGuard = startGuard;
@@ -77,17 +107,36 @@ export class MemoryPanel extends Widget {
     this._rssLine.setAttribute('class', 'jp-Meno-chart-rss');
     this._childrenLine.setAttribute('class', 'jp-Meno-chart-children');
     this._limitLine.setAttribute('class', 'jp-Meno-chart-limit');
-    this._chart.append(this._limitLine, this._childrenLine, this._rssLine);
+    this._gridLine.setAttribute('class', 'jp-Meno-chart-grid');
+    this._gridLine.setAttribute('x1', '0');
+    this._gridLine.setAttribute('x2', `${CHART_WIDTH}`);
+    this._gridLine.setAttribute('y1', `${CHART_HEIGHT / 2}`);
+    this._gridLine.setAttribute('y2', `${CHART_HEIGHT / 2}`);
+    this._chart.append(
+      this._gridLine,
+      this._markLines,
+      this._limitLine,
+      this._childrenLine,
+      this._rssLine
+    );
+    this._chartBox.append(
+      this._chart,
+      this._scaleTop,
+      this._scaleMid,
+      this._limitLabel,
+      this._markLabels
+    );
     const node = this.node;
     node.append(
       this._heading,
       this._status,
       this._figures,
       this._guard,
-      this._chart,
+      this._chartBox,
       this._chartLabel,
       element('h3', 'jp-Meno-heading', 'Cells'),
       this._ledgerNote,
+      this._watchButton,
       this._ledger,
       element('h3', 'jp-Meno-heading', 'All kernels'),
       this._kernels,
@@ -204,7 +253,7 @@ export class MemoryPanel extends Widget {
     const totals = model.rss.map((r, i) => r + (model.children[i] ?? 0));
     const peak = Math.max(0, ...totals);
     const limitInView = limit > 0 && limit <= peak * 2.5;
-    const top = limitInView ? limit * 1.05 : Math.max(peak * 1.25, 1);
+    const top = niceTop(limitInView ? Math.max(limit, peak) * 1.05 : peak * 1.1);
     this._rssLine.setAttribute(
       'd',
       linePath(model.times, model.rss, CHART_WIDTH, CHART_HEIGHT, top)
@@ -215,22 +264,74 @@ export class MemoryPanel extends Widget {
         ? linePath(model.times, totals, CHART_WIDTH, CHART_HEIGHT, top)
         : ''
     );
-    const y = limitInView ? CHART_HEIGHT - (limit / top) * CHART_HEIGHT : -10;
+    const hasData = model.times.length > 0;
+    this._chartBox.dataset.empty = hasData ? 'false' : 'true';
+    // The y scale: the top of the axis and its middle (a faint grid line).
+    this._scaleTop.textContent = hasData ? formatBytes(top) : '';
+    this._scaleMid.textContent = hasData ? formatBytes(top / 2) : '';
+    const share = limitInView ? limit / top : 0;
+    const y = limitInView ? CHART_HEIGHT - share * CHART_HEIGHT : -10;
     this._limitLine.setAttribute('x1', '0');
     this._limitLine.setAttribute('x2', `${CHART_WIDTH}`);
     this._limitLine.setAttribute('y1', `${y}`);
     this._limitLine.setAttribute('y2', `${y}`);
-    const span = model.times.length
-      ? model.times[model.times.length - 1] - model.times[0]
-      : 0;
-    this._chartLabel.textContent = model.times.length
+    this._limitLabel.textContent = limitInView ? `limit ${formatBytes(limit)}` : '';
+    this._limitLabel.style.bottom = `${(share * 100).toFixed(1)}%`;
+    this._renderMarks();
+    const span = hasData ? model.times[model.times.length - 1] - model.times[0] : 0;
+    this._chartLabel.textContent = hasData
       ? `last ${Math.round(span)} s · max ${formatBytes(peak)}` +
-        (limitInView ? ' · dashed: limit' : '')
+        (model.children.some(c => c > 0) ? ' · dotted: with children' : '')
       : '';
   }
 
+  /** A thin line and a "[N]" label where each recorded cell started; click to go there. */
+  private _renderMarks(): void {
+    const model = this._model;
+    const marks = cellMarks(model.times, model.cells, CHART_WIDTH).slice(-12);
+    const lines = marks.map(mark => {
+      const line = document.createElementNS(SVG_NS, 'line');
+      line.setAttribute('class', 'jp-Meno-chart-mark-line');
+      line.setAttribute('x1', `${mark.x}`);
+      line.setAttribute('x2', `${mark.x}`);
+      line.setAttribute('y1', '0');
+      line.setAttribute('y2', `${CHART_HEIGHT}`);
+      return line;
+    });
+    this._markLines.replaceChildren(...lines);
+    const labels = marks.map(mark => {
+      const label = element('span', 'jp-Meno-chart-mark', `[${mark.executionCount}]`);
+      label.dataset.executionCount = `${mark.executionCount}`;
+      label.style.left = `${((mark.x / CHART_WIDTH) * 100).toFixed(1)}%`;
+      label.title = mark.title;
+      label.addEventListener('click', () => {
+        if (!this._scroll(mark.executionCount)) {
+          this._ledgerNote.textContent = `cell [${mark.executionCount}] is not in the open notebook`;
+        }
+      });
+      return label;
+    });
+    this._markLabels.replaceChildren(...labels);
+  }
+
   private _renderLedger(cells: ICell[]): void {
-    this._ledgerNote.textContent = this._model.ledgerReason;
+    this._ledgerNote.textContent =
+      this._model.ledgerReason ||
+      (this._model.ledgerAvailable && cells.length === 0
+        ? 'recording: each cell run from now is listed here and shown under it'
+        : '');
+    // Offered while the kernel records nothing (and it can be asked to).
+    const offer =
+      this._startWatch !== null &&
+      this._model.active?.measurable === true &&
+      cells.length === 0 &&
+      !this._model.ledgerAvailable &&
+      this._model.ledgerReason !== '';
+    this._watchButton.style.display = offer ? '' : 'none';
+    if (!offer) {
+      this._watchButton.disabled = false;
+      this._watchButton.textContent = 'Watch this kernel';
+    }
     const header = element('tr', '');
     for (const title of ['cell', 'source', 'peak', 'Δ']) {
       header.append(element('th', '', title));

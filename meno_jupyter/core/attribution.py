@@ -95,12 +95,17 @@ def user_frame(frame: FrameType | None) -> FrameType | None:
 
 @dataclass(frozen=True)
 class GrowthLine:
-    """A line that was running while RSS grew: total growth seen there and how often."""
+    """A line that was running while RSS grew: total growth seen there, how often, when.
+
+    ``first_t_s`` and ``last_t_s`` are the first and last samples that saw it grow (seconds
+    from the block's start).
+    """
 
     line: CodeLine
     growth_bytes: int
     events: int
     first_t_s: float
+    last_t_s: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         """Return the fields as a plain dict."""

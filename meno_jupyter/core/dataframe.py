@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 DEFAULT_CATEGORICAL_MAX_RATIO = 0.5
 DEFAULT_RTOL = 1e-6
 SPARSE_MIN_SHARE = 0.9
+# Sparse columns densify in many operations and read oddly (``Sparse[uint16, 2013]``): without
+# ``aggressive`` one is chosen only when it saves this share of the column's original bytes
+# beyond what the best dense type saves (a float column of zeros, float32 then sparse: 50 %
+# more, yes; a year column that a uint16 already shrinks by 75 %: 25 % more, no).
+SPARSE_MIN_EXTRA_SAVING = 1 / 3
 _INT_CANDIDATES = [np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.uint32,
                                          np.int32, np.uint64, np.int64)]
 _MAX_EXACT_FLOAT_INT = 2**53
@@ -339,6 +344,15 @@ def _sparse_candidate(series: pd.Series) -> _Candidate | None:
                       "sparse: some operations turn it dense again")
 
 
+def _worth_sparse(sparse: _Candidate | None, dense: pd.Series, original: pd.Series,
+                  aggressive: bool) -> _Candidate | None:
+    """Keep a sparse candidate only when it saves a lot beyond ``dense`` (or ``aggressive``)."""
+    if sparse is None or aggressive:
+        return sparse
+    extra_saving = _memory(dense) - _memory(sparse.series)
+    return sparse if extra_saving >= SPARSE_MIN_EXTRA_SAVING * _memory(original) else None
+
+
 def _plan(
     series: pd.Series, aggressive: bool, rtol: float, categorical_max_ratio: float
 ) -> tuple[_Candidate | None, str]:
@@ -349,7 +363,7 @@ def _plan(
     if isinstance(dtype, (pd.CategoricalDtype, pd.SparseDtype)):
         return None, "already categorical or sparse"
     if pd.api.types.is_bool_dtype(dtype):
-        sparse = _sparse_candidate(series)
+        sparse = _worth_sparse(_sparse_candidate(series), series, series, aggressive)
         return (sparse, "") if sparse else (None, "bool is already one byte")
     if pd.api.types.is_integer_dtype(dtype):
         candidates = _integer_candidates(series)
@@ -362,7 +376,8 @@ def _plan(
     else:
         return None, f"{dtype} cannot be shrunk exactly"
     base = min(candidates, key=lambda c: _memory(c.series)) if candidates else None
-    sparse = _sparse_candidate(base.series if base is not None else series)
+    dense = base.series if base is not None else series
+    sparse = _worth_sparse(_sparse_candidate(dense), dense, series, aggressive)
     if sparse is not None:
         inner = base.restore if base is not None else (lambda s: s)
         outer = sparse.restore
@@ -477,7 +492,9 @@ def optimize_dataframe(
     df : DataFrame
         The frame to optimize.
     aggressive : bool
-        Also allow lossy float64 → float32 within ``rtol`` (reported per column).
+        Also allow lossy float64 → float32 within ``rtol`` (reported per column), and sparse
+        columns whenever they are smaller (otherwise only when they save at least a third of
+        the column beyond its best dense type).
     rtol : float, optional
         Relative tolerance for ``aggressive`` (default 1e-6).
     categorical_max_ratio : float

@@ -33,7 +33,9 @@ from meno_jupyter.core.rendering import RendersAsTable
 if TYPE_CHECKING:
     import pandas as pd
 
-LEDGER_SCHEMA_VERSION = 1
+LEDGER_SCHEMA_VERSION = 2
+# Version 1 had no cell ids; its files are still read (each cell's cell_id is then None).
+LEDGER_SCHEMAS_READ = frozenset({1, 2})
 DEFAULT_MAX_CELLS = 10_000
 DEFAULT_FILE_MAX_CELLS = 1_000
 LEDGER_FILE_MAX_BYTES = 8 * 2**20  # 1,000 cells take about 0.3 MB
@@ -54,6 +56,8 @@ class CellRecord(RssChange):
         Unix time at which the cell started.
     exact_peak : bool
         Whether ``peak_rss`` is the kernel's high-water mark (else the larger of start/end).
+    cell_id : str or None
+        The notebook cell's id, when the front end sent it (JupyterLab, Notebook 7).
     """
 
     execution_count: int | None
@@ -66,6 +70,7 @@ class CellRecord(RssChange):
     exact_peak: bool
     children_peak_rss: int
     error: str | None = None
+    cell_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the stored fields and the derived ``peak_increase`` and ``delta``."""
@@ -77,7 +82,7 @@ class CellRecord(RssChange):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellRecord:
         """Build a record from :meth:`to_dict` output (derived fields are ignored)."""
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 RECORD_FIELDS = (*(f.name for f in fields(CellRecord)), "peak_increase", "delta")
@@ -133,7 +138,9 @@ class LedgerFileError(ValueError):
     """A ledger file that cannot be read: not a regular file, too large, or malformed."""
 
 
-_STRING_FIELDS = frozenset({"source_head", "error"})
+_STRING_FIELDS = frozenset({"source_head", "error", "cell_id"})
+_OPTIONAL_STRING_FIELDS = frozenset({"error", "cell_id"})
+CELL_ID_MAX_CHARS = 256
 _FLOAT_FIELDS = frozenset({"started_at", "duration_s"})
 _OPTIONAL_INT_FIELDS = frozenset({"execution_count"})
 
@@ -154,13 +161,19 @@ def _check_cell(cell: object, number: int) -> None:
         raise ValueError(f"cell {number} is not an object")
     for name in RECORD_FIELDS:
         if name not in cell:
+            if name == "cell_id":  # a version 1 file
+                cell[name] = None
+                continue
             raise ValueError(f"cell {number} has no {name}")
         value = cell[name]
         if name in _OPTIONAL_INT_FIELDS and value is None:
             continue
         if name in _STRING_FIELDS:
-            if not isinstance(value, str) and not (name == "error" and value is None):
+            if not isinstance(value, str) and not (name in _OPTIONAL_STRING_FIELDS
+                                                   and value is None):
                 raise ValueError(f"cell {number}: {name} must be text")
+            if name == "cell_id" and value is not None and len(value) > CELL_ID_MAX_CHARS:
+                raise ValueError(f"cell {number}: cell_id is longer than {CELL_ID_MAX_CHARS}")
         elif name == "exact_peak":
             if not isinstance(value, bool):
                 raise ValueError(f"cell {number}: exact_peak must be true or false")
@@ -205,8 +218,10 @@ def read_ledger_file(path: str | os.PathLike[str],
     """
     data = read_json_file(path, max_bytes)
     try:
-        if not isinstance(data, dict) or data.get("schema") != LEDGER_SCHEMA_VERSION:
-            raise ValueError(f"not a meno-jupyter ledger (schema {LEDGER_SCHEMA_VERSION})")
+        if not isinstance(data, dict) or type(data.get("schema")) is not int or (
+                data.get("schema") not in LEDGER_SCHEMAS_READ):
+            raise ValueError("not a meno-jupyter ledger (schema "
+                             f"{', '.join(map(str, sorted(LEDGER_SCHEMAS_READ)))})")
         _check_number(data.get("pid"), "pid", integer=True)
         _check_number(data.get("updated_at"), "updated_at", integer=False)
         cells = data.get("cells")
@@ -328,6 +343,12 @@ class Ledger(RendersAsTable):
             if self.path is not None:
                 write_json_atomic(self.path, self._file_text())
 
+    def write_file(self) -> None:
+        """Write the file now, even with no cells (so readers see that recording began)."""
+        if self.path is not None:
+            with self._lock:
+                write_json_atomic(self.path, self._file_text())
+
     def remove_file(self) -> None:
         """Delete the ledger file (when the kernel shuts down: its cells go with it)."""
         if self.path is not None:
@@ -402,6 +423,7 @@ class CellRecorder:
         self._token: int | None = None
         self._open = False
         self._count: int | None = None
+        self._cell_id: str | None = None
         self._head = ""
         self._started_at = 0.0
         self._t0 = 0.0
@@ -413,12 +435,14 @@ class CellRecorder:
         """Whether a cell is being measured now."""
         return self._open
 
-    def begin(self, execution_count: int | None, source: str) -> None:
+    def begin(self, execution_count: int | None, source: str,
+              cell_id: str | None = None) -> None:
         """Start measuring a cell (a cell already open is closed first, unrecorded)."""
         if self._open:
             PEAK_WATCH.close(self._token)
         self._open = True
         self._count = execution_count
+        self._cell_id = cell_id
         self._head = source_head(source)
         self._started_at = time.time()
         self._start_children_max = finished_children_max_rss()
@@ -460,6 +484,7 @@ class CellRecorder:
             exact_peak=peak is not None,
             children_peak_rss=children,
             error=error,
+            cell_id=self._cell_id,
         )
         self.ledger.add(record)
         return record

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     import psutil
@@ -204,6 +204,45 @@ def process_rss(pid: int) -> int:
 def read_children_rss(pid: int | None = None) -> int:
     """Return the summed RSS in bytes of all descendants of ``pid`` (default: this process)."""
     return sum(process_rss(child) for child in child_pids(pid))
+
+
+_mallinfo2: Callable[[], Any] | bool | None = None
+
+
+def allocator_free_bytes() -> int | None:
+    """Return the bytes glibc's ``malloc`` holds freed and ready for reuse, or None.
+
+    Memory freed by the program but kept by the allocator (its arenas' free chunks) is
+    usually still resident: allocations served from it do not raise RSS or its peak. Read
+    with ``mallinfo2`` (glibc 2.33+), which walks the free lists: call it per profiled
+    block, not per sample. None elsewhere (musl, macOS, older glibc).
+    """
+    global _mallinfo2
+    if _mallinfo2 is None:
+        _mallinfo2 = _load_mallinfo2() or False
+    if _mallinfo2 is False:
+        return None
+    assert callable(_mallinfo2)
+    return int(_mallinfo2().fordblks)
+
+
+def _load_mallinfo2() -> Callable[[], Any] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    try:
+        function = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    function.restype = MallInfo2
+    function.argtypes = []
+    return cast(Callable[[], Any], function)
 
 
 def finished_children_max_rss() -> int:

@@ -14,6 +14,7 @@ from meno_jupyter.core.memory import (
     MIB,
     PEAK_WATCH,
     RssChange,
+    allocator_free_bytes,
     effective_limit,
     finished_children_max_rss,
     format_bytes,
@@ -26,6 +27,8 @@ from meno_jupyter.core.sampler import DEFAULT_CAPACITY, DEFAULT_INTERVAL_S, Samp
 if TYPE_CHECKING:
     import pandas as pd
 
+# Below this, memory reused from malloc's free lists is not worth a note.
+REUSE_NOTE_MIN_BYTES = 4 * MIB
 
 @dataclass(frozen=True, eq=False)
 class ProfileResult(RssChange, RendersAsTable):
@@ -44,6 +47,9 @@ class ProfileResult(RssChange, RendersAsTable):
         User-code lines running while RSS grew (sampled, sees native allocations).
     top_lines : list of TracedLine
         Tracemalloc's top lines (only with ``trace=True``).
+    allocator_free_start, allocator_free_end : int or None
+        Freed memory ``malloc`` held for reuse before and after (glibc, with a timeline):
+        what it used up was served from resident memory and raised no peak.
     """
 
     _render_as = "profile"
@@ -68,6 +74,8 @@ class ProfileResult(RssChange, RendersAsTable):
     limit_bytes: int | None = None
     limit_source: str | None = None
     error: str | None = None
+    allocator_free_start: int | None = None
+    allocator_free_end: int | None = None
 
     @property
     def timeline(self) -> pd.DataFrame:
@@ -78,6 +86,25 @@ class ProfileResult(RssChange, RendersAsTable):
             {"t_s": list(self.timeline_t_s), "rss_bytes": list(self.timeline_rss_bytes)}
         )
         return frame
+
+    @property
+    def reused_bytes(self) -> int:
+        """Freed, still-resident memory that ``malloc`` handed out again during the block."""
+        if self.allocator_free_start is None or self.allocator_free_end is None:
+            return 0
+        return max(0, self.allocator_free_start - self.allocator_free_end)
+
+    @property
+    def reuse_note(self) -> str | None:
+        """Why the peak grew less than the block allocated, when that is what happened."""
+        reused = self.reused_bytes
+        if reused < REUSE_NOTE_MIN_BYTES or reused <= self.peak_increase:
+            return None
+        return (f"The peak grew by less than the block allocated: {format_bytes(reused)} "
+                "came from memory freed earlier and still resident (malloc's free memory fell "
+                f"from {format_bytes(self.allocator_free_start or 0)} to "
+                f"{format_bytes(self.allocator_free_end or 0)}), which raises neither RSS nor "
+                "its peak. --trace counts every allocation.")
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict of every figure, the timeline included."""
@@ -100,6 +127,8 @@ class ProfileResult(RssChange, RendersAsTable):
             "limit_bytes": self.limit_bytes,
             "limit_source": self.limit_source,
             "error": self.error,
+            "allocator_free_start": self.allocator_free_start,
+            "allocator_free_end": self.allocator_free_end,
             "growth_lines": [line.to_dict() for line in self.growth_lines],
             "top_lines": [line.to_dict() for line in self.top_lines],
             "timeline": {
@@ -209,6 +238,7 @@ class Profiler:
         self._peak_token: int | None = None
         self._gpu_token: int | None = None
         self._start_rss = 0
+        self._free_start: int | None = None
         self._start_children_max = 0
         self._t0 = 0.0
         self._entered = False
@@ -234,6 +264,8 @@ class Profiler:
         self._start_children_max = finished_children_max_rss() if self.children else 0
         self._gpu_token = GPU_PEAK_WATCH.open()
         self._peak_token = PEAK_WATCH.open() if self.exact else None
+        # mallinfo2 walks malloc's free lists: only for profiled cells, not every cell.
+        self._free_start = allocator_free_bytes() if self.timeline else None
         self._start_rss = read_rss()
         self._t0 = time.perf_counter()
         if self.timeline:
@@ -303,6 +335,8 @@ class Profiler:
             limit_bytes=limit.limit_bytes,
             limit_source=limit.source,
             error=error,
+            allocator_free_start=self._free_start,
+            allocator_free_end=None if self._free_start is None else allocator_free_bytes(),
         )
 
 

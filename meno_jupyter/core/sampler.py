@@ -91,6 +91,7 @@ class _GrowthTally:
     growth_bytes: int = 0
     events: int = 0
     first_t_s: float = 0.0
+    last_t_s: float = 0.0
     function: str = ""
 
 
@@ -227,11 +228,13 @@ class Sampler:
             tally = self.state.growth[key] = _GrowthTally(first_t_s=t_s, function=function)
         tally.growth_bytes += growth
         tally.events += 1
+        tally.last_t_s = t_s
 
     def growth_lines(self, top_n: int | None = None) -> list[GrowthLine]:
         """Return the lines that were running while RSS grew, largest growth first."""
         lines = [
-            GrowthLine(code_line(f, n, t.function), t.growth_bytes, t.events, t.first_t_s)
+            GrowthLine(code_line(f, n, t.function), t.growth_bytes, t.events, t.first_t_s,
+                       t.last_t_s)
             for (f, n), t in self.state.growth.items()
         ]
         lines.sort(key=lambda item: item.growth_bytes, reverse=True)

@@ -11,6 +11,7 @@ from meno_jupyter.core.memory import MIB, format_bytes
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
+    from meno_jupyter.core.attribution import GrowthLine
     from meno_jupyter.core.ledger import CellRecord, Ledger
     from meno_jupyter.core.live import LiveSample
     from meno_jupyter.core.profiler import ProfileResult
@@ -60,6 +61,12 @@ def _hline(y: float, colour: str, dash: str, text: str, position: str) -> tuple[
     return shape, annotation
 
 
+def _growth_span(growth: GrowthLine) -> str:
+    if growth.last_t_s > growth.first_t_s:
+        return f" (from {growth.first_t_s:.1f} s to {growth.last_t_s:.1f} s)"
+    return f" (at {growth.first_t_s:.1f} s)"
+
+
 def profile_figure_spec(result: ProfileResult, height: int = 320) -> dict[str, Any]:
     """Return the RSS timeline of a profile as a plotly figure spec (plain JSON-able dict).
 
@@ -83,10 +90,17 @@ def profile_figure_spec(result: ProfileResult, height: int = 320) -> dict[str, A
     # Growth lines as numbered markers along the top (the tables below use the same
     # numbers); the line itself is in the hover, never rotated text over the ticks.
     growth = result.growth_lines[:MAX_GROWTH_MARKERS]
+    # A line that kept growing over a while gets a faint band from its first growth to its
+    # last, so one marker does not suggest that all of it happened at its start.
     for number, found in enumerate(growth, start=1):
         shapes.append({"type": "line", "yref": "paper", "y0": 0, "y1": 1,
                        "x0": found.first_t_s, "x1": found.first_t_s,
                        "line": {"color": _GROWTH_COLOUR, "width": 1, "dash": "dot"}})
+        if found.last_t_s > found.first_t_s:
+            shapes.append({"type": "rect", "yref": "paper", "y0": 0, "y1": 1,
+                           "x0": found.first_t_s, "x1": found.last_t_s, "layer": "below",
+                           "line": {"width": 0}, "fillcolor": _GROWTH_COLOUR,
+                           "opacity": 0.08})
         annotations.append({
             "x": found.first_t_s, "y": 1.0, "yref": "paper", "showarrow": False,
             "yanchor": "bottom", "font": {"size": 11, "color": _GROWTH_COLOUR},
@@ -108,7 +122,7 @@ def profile_figure_spec(result: ProfileResult, height: int = 320) -> dict[str, A
             "x": [g.first_t_s for g in growth], "y": [top] * len(growth),
             "marker": {"color": _GROWTH_COLOUR, "size": 7, "symbol": "triangle-down"},
             "text": [f"{n}: {format_bytes(g.growth_bytes, signed=True)} while running "
-                     f"{g.line.label}" for n, g in enumerate(growth, start=1)],
+                     f"{g.line.label}{_growth_span(g)}" for n, g in enumerate(growth, start=1)],
             "hovertemplate": "%{text}<extra></extra>"})
     title = "memory profile" + (f" · {result.label}" if result.label else "")
     layout = {
@@ -222,6 +236,7 @@ def live_timeline_spec(
     *,
     thresholds: tuple[float, float],
     height: int = 280,
+    width: int | None = None,
 ) -> dict[str, Any]:
     """Return the live RSS timeline as a plotly spec: x in seconds before ``sample``.
 
@@ -276,6 +291,8 @@ def live_timeline_spec(
         "showlegend": False, "template": _TEMPLATE, "shapes": shapes,
         "annotations": annotations, "uirevision": "meno-live",
     }
+    if width is not None:
+        layout["width"] = width
     return {"data": data, "layout": layout}
 
 

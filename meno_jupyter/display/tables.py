@@ -121,6 +121,8 @@ def profile_text(result: ProfileResult) -> str:
         lines.append(text_table(("at peak", "retained", "line"), traced))
         if result.trace_note:
             lines.append(result.trace_note)
+    if result.reuse_note:
+        lines.append(result.reuse_note)
     return "\n".join(lines)
 
 
@@ -141,6 +143,8 @@ def profile_html(result: ProfileResult) -> str:
                                 "Top Python allocations (tracemalloc)"))
         if result.trace_note:
             parts.append(f"<p><em>{html.escape(result.trace_note)}</em></p>")
+    if result.reuse_note:
+        parts.append(f'<p class="jp-Meno-reuse-note">{html.escape(result.reuse_note)}</p>')
     parts.append("</div>")
     return "".join(parts)
 

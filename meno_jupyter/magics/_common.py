@@ -70,6 +70,21 @@ def running_cell_number(shell: Any) -> int | None:
     return count if isinstance(count, int) else None
 
 
+def cell_id_of(info: Any) -> str | None:
+    """Return the notebook cell id an ``ExecutionInfo`` carries (sent by the front end)."""
+    from meno_jupyter.core.ledger import CELL_ID_MAX_CHARS
+
+    cell_id = getattr(info, "cell_id", None)
+    return cell_id if isinstance(cell_id, str) and 0 < len(cell_id) <= CELL_ID_MAX_CHARS \
+        else None
+
+
+def running_cell_id(shell: Any) -> str | None:
+    """Return the notebook cell id of the cell running now, when the front end sent one."""
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    return cell_id_of(getattr(result, "info", None))
+
+
 def check_identifier(name: str | None, option: str) -> None:
     """Raise UsageError unless ``name`` can be a Python variable name."""
     if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
@@ -198,7 +213,7 @@ class CellInFlight:
         from meno_jupyter.core.memory import read_rss
 
         with contextlib.suppress(OSError):  # a full disk must not fail the cell
-            write_inflight(self.path, number, getattr(info, "cell_id", None),
+            write_inflight(self.path, number, cell_id_of(info),
                            getattr(info, "raw_cell", "") or "", read_rss())
 
     def _post_run_cell(self, result: Any) -> None:

@@ -20,6 +20,7 @@ from meno_jupyter.magics._common import (
     parse,
     plain_help,
     rich_output,
+    running_cell_id,
     running_cell_number,
     show,
     writable_file,
@@ -63,7 +64,7 @@ def raise_cell_error(result: Any, traceback_lines: list[str] | None) -> None:
 
 
 def _add_to_ledger(shell: Any, result: ProfileResult, cell: str, started_at: float,
-                   number: int | None) -> None:
+                   number: int | None, *, cell_id: str | None) -> None:
     """Record a profiled cell in the session ledger (``%memwatch`` records it itself)."""
     watch = shell.magics_manager.registry.get("WatchMagics")
     if watch is None or watch.watching:
@@ -72,11 +73,14 @@ def _add_to_ledger(shell: Any, result: ProfileResult, cell: str, started_at: flo
         execution_count=number, source_head=source_head(cell),
         started_at=started_at, duration_s=result.duration_s, start_rss=result.start_rss,
         end_rss=result.end_rss, peak_rss=result.peak_rss, exact_peak=result.exact_peak,
-        children_peak_rss=result.children_peak_rss, error=result.error,
+        children_peak_rss=result.children_peak_rss, error=result.error, cell_id=cell_id,
     ))
 
 
 MIN_CHART_GROWTH_BYTES = 1024 * 1024
+TRACE_IS_SLOW = ("memprofile --trace: every Python allocation is traced (tracemalloc); "
+                 "allocation-heavy code runs tens of times slower. Ctrl-C stops the cell and "
+                 "still shows its profile.")
 
 
 @magics_class
@@ -140,6 +144,8 @@ class ProfileMagics(Magics):
         number = running_cell_number(shell)
         label = f"cell [{number}]"
         started_at = time.time()
+        if args.trace:  # said before the cell runs: the wait is not a surprise
+            print(TRACE_IS_SLOW, flush=True)
         with Profiler(label, interval_s=args.interval, trace=args.trace, top_n=args.top) as prof:
             outcome, traceback_lines = run_cell_capturing_error(shell, cell)
         result: ProfileResult = prof.result
@@ -150,7 +156,8 @@ class ProfileMagics(Magics):
         if args.output:
             shell.user_ns[args.output] = result
         try:
-            _add_to_ledger(shell, result, cell, started_at, number)
+            _add_to_ledger(shell, result, cell, started_at, number,
+                           cell_id=running_cell_id(shell))
             self._display(result, plot=not args.no_plot)
             if json_path is not None:
                 json_path.write_text(result.to_json())

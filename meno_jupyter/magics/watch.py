@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from meno_jupyter.core.ledger import (
     set_current_ledger,
 )
 from meno_jupyter.magics._common import (
+    cell_id_of,
     cell_in_flight,
     check_identifier,
     kernel_connection_file,
@@ -66,6 +68,8 @@ class WatchMagics(Magics):
         cell_in_flight(self.shell).use("memwatch")
         self.watching = True
         set_current_ledger(self.ledger)
+        with contextlib.suppress(OSError):  # the server then knows that recording began
+            self.ledger.write_file()
 
     def stop(self) -> None:
         """Stop recording (the ledger is kept)."""
@@ -82,7 +86,8 @@ class WatchMagics(Magics):
         # Cells run from inside a cell (%%memprofile, %%memleak) belong to the outer one.
         self._depth += 1
         if self._depth == 1 and self.shell is not None:
-            self._recorder.begin(self.shell.execution_count, getattr(info, "raw_cell", "") or "")
+            self._recorder.begin(self.shell.execution_count, getattr(info, "raw_cell", "") or "",
+                                 cell_id_of(info))
 
     def _post_run_cell(self, result: Any) -> None:
         if self._depth == 1:

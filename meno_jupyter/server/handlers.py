@@ -156,12 +156,17 @@ class HistoryHandler(MenoHandler):
 
 
 class LedgerHandler(MenoHandler):
-    """``GET /meno-jupyter/kernels/<id>/ledger``: the cells the kernel side recorded."""
+    """``GET /meno-jupyter/kernels/<id>/ledger?since=T``: the cells the kernel recorded.
+
+    With ``since``, only the cells that started after Unix time T (the per-cell badges
+    fetch what is new).
+    """
 
     @tornado.web.authenticated
     async def get(self, kernel_id: str) -> None:
         """One kernel's per-cell ledger, read from the file the kernel writes."""
         kernel = self.kernel_or_404(kernel_id)
+        since = self.since_argument()
         connection_file = getattr(kernel, "connection_file", "")
         if not connection_file:
             self.unavailable(kernel_id, f"{NOT_MEASURABLE}: the kernel has no local "
@@ -181,8 +186,10 @@ class LedgerHandler(MenoHandler):
             self.unavailable(kernel_id, f"{NO_CELLS_YET} (the ledger file is from an earlier "
                                         f"process of this kernel, pid {data['pid']})")
             return
+        cells = data["cells"] if since is None else [
+            cell for cell in data["cells"] if cell["started_at"] > since]
         self.send({"kernel_id": kernel_id, "available": True, "reason": "",
-                   "cells": data["cells"], "updated_at": data["updated_at"]})
+                   "cells": cells, "updated_at": data["updated_at"]})
 
     def unavailable(self, kernel_id: str, reason: str) -> None:
         """Answer that there is no ledger to show, and why."""

@@ -33,6 +33,7 @@ from meno_jupyter.display.figures import (
 
 DEFAULT_INTERVAL_S = 0.5
 VARIABLES_TIME_BUDGET_S = 0.5
+CHART_WIDTH_PX = 720
 FIGURE_WIDGET_HINT = ("the live chart needs plotly's FigureWidget, which needs anywidget and "
                       "its front end: pip install anywidget (then reload the page); "
                       "showing a simple chart instead")
@@ -136,6 +137,7 @@ class MemoryDashboard:
         self._header = widgets.HTML()
         self._gauge = widgets.FloatProgress(min=0.0, max=100.0, description="of limit",
                                             layout=widgets.Layout(width="98%"))
+        self._gauge.add_class("jp-Meno-gauge")
         self._chart = self.figure if self.figure is not None else widgets.HTML()
         self._notice = widgets.HTML(self._notice_html())
         self._variables_box = widgets.VBox()
@@ -159,7 +161,9 @@ class MemoryDashboard:
             [self._header, self._gauge, self._chart, self._notice,
              widgets.HTML("<b>largest variables</b>"), self._variables_box, self._confirm,
              widgets.HBox([free, refresh, close]), self._message],
-            layout=widgets.Layout(border="1px solid var(--jp-border-color2, #ddd)", padding="6px"),
+            # As wide as the chart, so that the gauge and the rows line up with it.
+            layout=widgets.Layout(border="1px solid var(--jp-border-color2, #ddd)", padding="6px",
+                                  width=f"{CHART_WIDTH_PX + 16}px", max_width="100%"),
         )
         self.widget.add_class("jp-Meno-dashboard")
         self.update(sample)
@@ -193,7 +197,7 @@ class MemoryDashboard:
     def _spec(self, sample: LiveSample) -> dict[str, Any]:
         times, values = self._series(sample)
         return live_timeline_spec(times, values, sample, self._records(),
-                                  thresholds=self.feed.thresholds)
+                                  thresholds=self.feed.thresholds, width=CHART_WIDTH_PX)
 
     # ------------------------------------------------------------------ refresh
 

@@ -96,6 +96,15 @@ def test_panel_follows_a_busy_kernel_and_scrolls_to_ledger_cells(lab: Lab, page:
     row.wait_for(timeout=20_000)
     assert "small = bytearray" in row.inner_text()
     assert "+40" in row.inner_text() or "+3" in row.inner_text()
+    # the chart: a y scale, the limit labelled, and a marker where each cell started
+    mark = page.locator(".jp-Meno-chart-mark[data-execution-count='2']")
+    mark.wait_for(timeout=20_000)
+    assert "small = bytearray" in (mark.get_attribute("title") or "")
+    page.locator(".jp-Meno-chart-mark[data-execution-count='3']").wait_for(timeout=20_000)
+    scale = page.locator(".jp-Meno-chart-scale-top").inner_text()
+    assert scale.endswith("MiB") and float(scale.split()[0]) >= 440, scale
+    assert page.locator(".jp-Meno-chart-limit-label").inner_text() == "limit 440.0 MiB"
+    page.locator(".jp-Meno-chart-box").screenshot(path=str(ARTIFACTS / "sidebar-chart.png"))
     page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = "
                   f"{busy_index}; }}")
     cell = page.locator(".jp-Notebook .jp-Cell").nth(1)

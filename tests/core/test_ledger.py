@@ -113,3 +113,30 @@ def test_cancel_records_nothing() -> None:
     recorder.begin(1, "x")
     recorder.cancel()
     assert recorder.end() is None and len(ledger) == 0
+
+
+def test_cell_ids_are_kept_and_version_1_files_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "meno-ledger-kernel-2.json"
+    ledger = Ledger(path=path)
+    recorder = CellRecorder(ledger)
+    recorder.begin(4, "x = 1", cell_id="3f1c-cell")
+    recorder.end()
+    data = read_ledger_file(path)
+    assert data["schema"] == 2 and data["cells"][0]["cell_id"] == "3f1c-cell"
+    assert CellRecord.from_dict(data["cells"][0]).cell_id == "3f1c-cell"
+    # A file written before cell ids: every cell reads with cell_id None.
+    old = {"schema": 1, "pid": 1, "updated_at": 1.0,
+           "cells": [{k: v for k, v in record(1).to_dict().items() if k != "cell_id"}]}
+    path.write_text(json.dumps(old))
+    assert read_ledger_file(path)["cells"][0]["cell_id"] is None
+    for bad in (7, "x" * 300, ""):
+        cell = dict(record(1).to_dict(), cell_id=bad)
+        path.write_text(json.dumps(dict(old, schema=2, cells=[cell])))
+        if bad == "":
+            assert read_ledger_file(path)["cells"][0]["cell_id"] == ""
+            continue
+        with pytest.raises(ValueError, match="cell_id"):
+            read_ledger_file(path)
+    path.write_text(json.dumps(dict(old, schema=True)))  # true == 1 in Python: refused
+    with pytest.raises(ValueError, match="not a meno-jupyter ledger"):
+        read_ledger_file(path)

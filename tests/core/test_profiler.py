@@ -3,13 +3,16 @@ from __future__ import annotations
 import json
 import mmap
 import multiprocessing
+import subprocess
 import sys
+import textwrap
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from meno_jupyter.core.memory import MIB
+from meno_jupyter.core.memory import MIB, allocator_free_bytes
 from meno_jupyter.core.profiler import Profiler, ProfileResult, profile_call
 from tests.memhelp import keep, spike
 
@@ -157,3 +160,53 @@ def test_trace_snapshots_stop_when_too_many_allocations_are_live() -> None:
     assert "lower bounds" in str(result)
     assert result.top_lines and "range(200_000)" in result.top_lines[0].line.source
     del rows
+
+
+@pytest.mark.skipif(allocator_free_bytes() is None, reason="needs glibc's mallinfo2 (2.33+)")
+def test_a_block_served_from_freed_resident_memory_says_so() -> None:
+    # In a fresh process: freed 8 MiB arrays stay in malloc's heap (its mmap threshold rose
+    # when the first was freed); a 32 MiB array then reuses them and RSS hardly moves.
+    script = textwrap.dedent("""
+        import json
+        import numpy as np
+        from meno_jupyter.core.profiler import Profiler
+        first = np.ones(4 * 2**20 - 1000); del first
+        blocks = [np.ones(2**20) for _ in range(10)]; top = np.ones(2**20); del blocks
+        with Profiler() as prof:
+            reused = np.ones(4 * 2**20 - 1000)
+        print(json.dumps({"peak": prof.result.peak_increase, "note": prof.result.reuse_note,
+                          "text": str(prof.result), "reused": prof.result.reused_bytes}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, timeout=60)
+    found = json.loads(done.stdout)
+    assert found["peak"] < 8 * MIB  # the 32 MiB came from resident memory
+    assert found["reused"] >= 30 * MIB
+    assert found["note"].startswith("The peak grew by less than the block allocated: 3")
+    assert "came from memory freed earlier and still resident" in found["text"]
+
+
+def test_the_reuse_note_needs_reuse_beyond_the_peak() -> None:
+    with Profiler() as prof:
+        pass
+    result = prof.result
+    assert result.peak_increase < 4 * MIB
+    reused = replace(result, allocator_free_start=100 * MIB, allocator_free_end=60 * MIB)
+    assert reused.reused_bytes == 40 * MIB and reused.reuse_note is not None
+    assert "from 100.0 MiB to 60.0 MiB" in reused.reuse_note
+    covered = replace(reused, peak_rss=result.start_rss + 50 * MIB)  # the peak shows it all
+    assert covered.reuse_note is None
+    small = replace(result, allocator_free_start=10 * MIB, allocator_free_end=8 * MIB)
+    assert small.reuse_note is None  # 2 MiB: not worth a note
+    assert replace(result, allocator_free_start=None).reuse_note is None
+
+
+def test_a_line_growing_for_a_while_has_its_first_and_last_growth() -> None:
+    blocks = []
+    with Profiler(growth_threshold_bytes=MIB) as prof:
+        for _ in range(12):
+            blocks.append(np.ones(MIB)), time.sleep(0.05)  # 8 MiB each 50 ms, one line
+    grew = [g for g in prof.result.growth_lines if "blocks.append" in g.line.source]
+    assert grew, prof.result.growth_lines
+    assert grew[0].first_t_s < 0.25 and grew[0].last_t_s > 0.4
+    assert grew[0].to_dict()["last_t_s"] == grew[0].last_t_s

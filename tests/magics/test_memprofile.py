@@ -114,6 +114,7 @@ def test_trace_lists_the_cell_line(shell: Any) -> None:
     top = shell.user_ns["prof"].top_lines
     assert top and "range(100_000)" in top[0].line.source
     assert "tracemalloc" in shown(captured)
+    assert captured.stdout.startswith("memprofile --trace: every Python allocation is traced")
 
 
 @pytest.mark.skipif(not LINUX, reason="exact peak needs /proc/self/clear_refs")
@@ -223,7 +224,7 @@ def test_growth_lines_are_numbered_markers_not_rotated_labels(rich_shell: Any) -
     _, _ = run(rich_shell, "%%memprofile -o prof --no-plot\n" + SPIKE_THEN_KEEP)
     prof = rich_shell.user_ns["prof"]
     lines = tuple(GrowthLine(CodeLine("<ipython-input-1-x>", n, "<module>", f"step_{n}()"),
-                             n * MIB, 1, n * 0.1) for n in (1, 2))
+                             n * MIB, 1, n * 0.1, n * 0.1 + (n - 1) * 1.5) for n in (1, 2))
     import dataclasses
 
     spec = profile_figure_spec(dataclasses.replace(prof, growth_lines=lines))
@@ -231,7 +232,11 @@ def test_growth_lines_are_numbered_markers_not_rotated_labels(rich_shell: Any) -
     assert not any("textangle" in note for note in notes)
     assert [note["text"] for note in notes if note["text"] in ("1", "2")] == ["1", "2"]
     growth = next(trace for trace in spec["data"] if trace["name"] == "growth")
-    assert growth["text"][1] == "2: +2.0 MiB while running line 2: step_2()"
+    assert growth["text"][0] == "1: +1.0 MiB while running line 1: step_1() (at 0.1 s)"
+    assert growth["text"][1] == ("2: +2.0 MiB while running line 2: step_2() "
+                                 "(from 0.2 s to 1.7 s)")
+    bands = [shape for shape in spec["layout"]["shapes"] if shape["type"] == "rect"]
+    assert [(band["x0"], band["x1"]) for band in bands] == [(0.2, 1.7)]  # line 2 only
     html = profile_html(dataclasses.replace(prof, growth_lines=lines))
     assert "<th" in html and ">#</th>" in html
 

@@ -36,6 +36,19 @@ class RunningKernel:
         assert reply["content"]["status"] == "ok", outputs
         return outputs
 
+    async def run_cell(self, code: str, cell_id: str, timeout: float = 120) -> None:
+        """Execute ``code`` as JupyterLab runs a notebook cell: its id in the metadata."""
+        content = {"code": code, "silent": False, "store_history": True,
+                   "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}
+        message = self.client.session.msg("execute_request", content,
+                                          metadata={"cellId": cell_id})
+        self.client.shell_channel.send(message)
+        while True:
+            reply = await self.client.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == message["header"]["msg_id"]:
+                assert reply["content"]["status"] == "ok", reply["content"]
+                return
+
 
 @pytest.fixture
 def kernel(jp_serverapp: Any, jp_asyncio_loop: Any) -> Iterator[RunningKernel]:

@@ -26,9 +26,9 @@ async def get(jp_fetch: Any, *parts: str, **params: str) -> Any:
     return json.loads(response.body)
 
 
-async def error_of(jp_fetch: Any, *parts: str) -> tuple[int, Any]:
+async def error_of(jp_fetch: Any, *parts: str, **params: str) -> tuple[int, Any]:
     with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
-        await jp_fetch("meno-jupyter", *parts, method="GET")
+        await jp_fetch("meno-jupyter", *parts, params=params or None, method="GET")
     return caught.value.code, json.loads(caught.value.response.body)
 
 
@@ -128,6 +128,15 @@ async def test_ledger_returns_cells_after_memprofile_and_memwatch(
     watched = await get(jp_fetch, "kernels", kernel.id, "ledger")
     heads = [c["source_head"] for c in watched["cells"]]
     assert heads == ["block = bytearray(50 * 2**20)", "other = bytearray(20 * 2**20)"]
+    # A notebook's cell carries its id (JupyterLab sends it); ?since gives only new cells.
+    last_start = watched["cells"][-1]["started_at"]
+    await kernel.run_cell("third = bytearray(10 * 2**20)", cell_id="cell-abc-123")
+    newer = await get(jp_fetch, "kernels", kernel.id, "ledger", since=str(last_start))
+    assert [(c["source_head"], c["cell_id"]) for c in newer["cells"]] == [
+        ("third = bytearray(10 * 2**20)", "cell-abc-123")]
+    assert watched["cells"][0]["cell_id"] is None  # run without a notebook
+    code, _ = await error_of(jp_fetch, "kernels", kernel.id, "ledger", since="soon")
+    assert code == 400
 
 
 async def test_a_kernel_without_a_local_process_is_not_measurable(

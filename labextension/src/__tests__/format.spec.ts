@@ -1,9 +1,11 @@
 import {
+  cellMarks,
   CrossingWatcher,
   formatBytes,
   formatDelta,
   highPressureMessage,
   linePath,
+  niceTop,
   pressureClass,
   pressureOf,
   shortPath
@@ -83,5 +85,42 @@ describe('linePath and shortPath', () => {
   it('keeps the file name of a path', () => {
     expect(shortPath('a/b/c.ipynb')).toBe('c.ipynb');
     expect(shortPath('c.ipynb')).toBe('c.ipynb');
+  });
+});
+
+describe('chart scale and cell markers', () => {
+  const MIB = 2 ** 20;
+
+  it('rounds the top of the axis up to a readable figure', () => {
+    expect(niceTop(95.7 * MIB)).toBe(96 * MIB);
+    expect(niceTop(130 * MIB)).toBe(160 * MIB);
+    expect(niceTop(440 * MIB)).toBe(512 * MIB);
+    expect(niceTop(3 * 2 ** 30)).toBe(3 * 2 ** 30);
+    expect(niceTop(300 * 1024)).toBe(320 * 1024);
+    expect(niceTop(0)).toBe(MIB);
+    for (const peak of [2000, 7 * MIB, 999 * MIB, 5e10]) {
+      expect(niceTop(peak)).toBeGreaterThanOrEqual(peak);
+      expect(niceTop(peak)).toBeLessThan(peak * 2.01);
+    }
+  });
+
+  it('places the cells that started inside the window', () => {
+    const times = [100, 110, 120, 130, 140];
+    const cell = (count: number | null, startedAt: number) => ({
+      execution_count: count,
+      started_at: startedAt,
+      source_head: `x = ${count}`,
+      peak_increase: MIB
+    });
+    const marks = cellMarks(
+      times,
+      [cell(5, 130), cell(2, 90), cell(3, 100), cell(null, 120), cell(4, 141)],
+      300
+    );
+    expect(marks.map(m => m.executionCount)).toEqual([3, 5]);
+    expect(marks[0].x).toBe(0);
+    expect(marks[1].x).toBeCloseTo(225);
+    expect(marks[1].title).toBe('[5] x = 5 · peak +1.0 MiB');
+    expect(cellMarks([100], [cell(1, 100)], 300)).toEqual([]);
   });
 });

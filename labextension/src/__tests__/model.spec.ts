@@ -75,6 +75,34 @@ describe('MemoryModel', () => {
     expect(model.rss).toEqual([10, 20, 10, 20]);
   });
 
+  it('fetches only the ledger rows after the last one, and hands on the new ones', async () => {
+    const cell = (n: number, startedAt: number) => ({
+      execution_count: n, source_head: `x${n}`, started_at: startedAt, duration_s: 1,
+      peak_increase: 10, delta: 5, peak_rss: 100, error: null, cell_id: `id-${n}`
+    });
+    const ledger = { kernel_id: 'k1', available: true, reason: '', cells: [cell(1, 10), cell(2, 20)] };
+    const { fetch, asked } = fetcher({
+      kernels: { time: 0, kernels: [kernel('k1', 100, 'low')], limit: LIMIT },
+      'kernels/k1/history': {
+        kernel_id: 'k1', measurable: true, reason: '', times: [], rss: [], children: []
+      },
+      'kernels/k1/ledger': () => Promise.resolve(ledger)
+    });
+    const model = new MemoryModel(fetch);
+    model.setActiveKernel('k1');
+    await model.poll();
+    expect(asked).toContain('kernels/k1/ledger');
+    expect(model.newCells.map(c => c.execution_count)).toEqual([1, 2]);
+    // An older server answers with every row again: nothing is new, nothing doubled.
+    ledger.cells = [cell(1, 10), cell(2, 20), cell(3, 30)];
+    await model.poll();
+    expect(asked).toContain('kernels/k1/ledger?since=20');
+    expect(model.newCells.map(c => c.execution_count)).toEqual([3]);
+    await model.poll();
+    expect(model.newCells).toEqual([]);
+    expect(model.cells.map(c => c.execution_count)).toEqual([1, 2, 3]);
+  });
+
   it('drops a reply for a kernel that is no longer active', async () => {
     let release: (value: unknown) => void = () => undefined;
     const slow = new Promise(resolve => {

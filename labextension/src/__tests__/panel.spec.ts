@@ -71,6 +71,19 @@ describe('MemoryPanel', () => {
     );
     expect(node.querySelector('.jp-Meno-chart-rss')?.getAttribute('d')).toMatch(/^M0\.0,/);
     expect(node.querySelector('.jp-Meno-chart-children')?.getAttribute('d')).not.toBe('');
+    // a y scale, the limit labelled, a marker where each recorded cell started
+    expect(node.querySelector('.jp-Meno-chart-scale-top')?.textContent).toBe('10.0 GiB');
+    expect(node.querySelector('.jp-Meno-chart-scale-mid')?.textContent).toBe('5.0 GiB');
+    expect(node.querySelector('.jp-Meno-chart-limit-label')?.textContent).toBe(
+      'limit 8.0 GiB'
+    );
+    const marks = node.querySelectorAll<HTMLElement>('.jp-Meno-chart-mark');
+    expect(Array.from(marks).map(m => m.textContent)).toEqual(['[3]', '[4]']);
+    expect(marks[1].style.left).toBe('50.0%');
+    expect(marks[0].title).toBe('[3] df = load() · peak +1.0 GiB');
+    marks[0].click();
+    expect(scrolled).toEqual([3]);
+    scrolled.length = 0;
     const rows = node.querySelectorAll<HTMLElement>('.jp-Meno-ledger-row');
     expect(rows.length).toBe(2);
     expect(rows[0].textContent).toContain('boom()'); // newest first
@@ -128,6 +141,29 @@ describe('MemoryPanel', () => {
     rows[0].click();
     expect(shown).toEqual([7]);
     expect(panel.node.textContent).toContain('[3] is not in the open notebook');
+  });
+
+  it('offers to watch a kernel that records nothing, until it does', async () => {
+    const state = model();
+    const watched: string[] = [];
+    const panel = new MemoryPanel(state, () => true, null, null, id => watched.push(id));
+    state.setActiveKernel('k');
+    await state.poll();
+    const button = panel.node.querySelector('.jp-Meno-watch-button') as HTMLButtonElement;
+    expect(button.style.display).toBe('none'); // the ledger has cells
+    state.cells = [];
+    state.ledgerAvailable = false;
+    state.ledgerReason = 'no cells recorded yet: run %memwatch on';
+    panel.render();
+    expect(button.style.display).toBe('');
+    button.click();
+    expect(watched).toEqual(['k']);
+    expect(button.textContent).toBe('turning on…');
+    state.ledgerAvailable = true; // %memwatch on wrote an empty ledger
+    state.ledgerReason = '';
+    panel.render();
+    expect(button.style.display).toBe('none');
+    expect(panel.node.textContent).toContain('recording: each cell run from now is listed');
   });
 
   it('says why instead of showing blanks', () => {
