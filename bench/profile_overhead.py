@@ -11,7 +11,18 @@ cell in the same process (so the wall-time ratio compares like with like). Two w
   increase 164 MiB, of which 64 MiB is the spike above what the cell keeps. (With the spike
   before the kept block the peak would be 100 MiB and no peak figure could show the spike.)
 
+* ``dicts-kept``: the same 2 million dicts, kept (what notebooks do). Tracing pays for
+  every live allocation at the end of the cell: with ``del rows`` the end snapshot of
+  tracemalloc is empty and cheap, which is why an earlier ``dicts``-only run showed
+  ``--trace`` at a fraction of what users saw; this workload catches that gap.
+* ``numpy-temp``: ``a`` (64 MiB) and a 64 MiB temporary made and freed inside one line.
+  The tracing rows name the line holding the most at the peak: the temporary's, 64 MiB.
+* ``function``: calls a function defined in an earlier cell that builds 100 MB of small
+  objects in a list comprehension; the tracing rows must name that function's line.
+
 ``meno guard: %memguard on`` profiles nothing: it shows what the memory guard costs a cell.
+``--trace`` uses memray when it is installed; the ``(tracemalloc)`` row hides memray to
+show the fallback, and ``tracemalloc.start(16)`` is the bare tracer around the same cell.
 
 Run ``make bench`` (installs memray, memory_profiler, ipython-memory-usage).
 """
@@ -35,13 +46,18 @@ from typing import Any
 MIB = 2**20
 WORKLOADS = {
     "dicts": "rows = [{'id': i, 'value': i * 2} for i in range(2_000_000)]\ndel rows\n",
+    "dicts-kept": "rows = [{'id': i, 'value': i * 2} for i in range(2_000_000)]\n",
+    "numpy-temp": "a = np.ones(64 * 2**20 // 8)\nb = float((a * 2 + 1).sum())\n",
+    "function": "built = build()\n",
     "spike": (
         "import numpy as np\n"
         "kept = np.ones(100 * 2**20 // 8)\n"
         "spike = np.ones(64 * 2**20 // 8); spike.sum(); spike.sum(); del spike\n"
     ),
 }
-CLEANUP = "kept = None\nimport gc; gc.collect()\n"
+# Defined in an earlier cell, as notebooks do.
+WORKLOAD_SETUP = {"function": "def build():\n    return [bytes(1000) for _ in range(100_000)]\n"}
+CLEANUP = "kept = rows = a = b = built = None\nimport gc; gc.collect()\n"
 TRUTH_SPIKE_PEAK = 164 * MIB
 TRUTH_SPIKE = 64 * MIB
 
@@ -53,6 +69,10 @@ TOOLS: dict[str, dict[str, Any]] = {
                                   "prefix": "%%memprofile -o _meno\n", "rich": True},
     "meno %%memprofile --trace": {"setup": ["%load_ext meno_jupyter"],
                                   "prefix": "%%memprofile --trace -o _meno\n"},
+    "meno --trace (tracemalloc)": {"setup": ["%load_ext meno_jupyter"], "hide_memray": True,
+                                   "prefix": "%%memprofile --trace -o _meno\n"},
+    "tracemalloc.start(16)": {"setup": ["import tracemalloc"], "prefix": "",
+                              "on": "tracemalloc.start(16)", "off": "tracemalloc.stop()"},
     # The guard profiles nothing: only its cost is compared (its thread and the allocation
     # limit it keeps), against the un-profiled cell in the same process.
     "meno guard: %memguard on": {"setup": ["%load_ext meno_jupyter"], "prefix": "",
@@ -144,6 +164,8 @@ def worker(tool: str, name: str, repeat: int) -> None:
 
     os.chdir(tempfile.mkdtemp(prefix="meno-bench-"))
     spec = TOOLS[tool]
+    if spec.get("hide_memray"):
+        sys.modules["memray"] = None  # type: ignore[assignment]  # as if not installed
     shell = start_ipython()
     if spec.get("rich"):
         shell.display_formatter.active_types = [
@@ -152,9 +174,10 @@ def worker(tool: str, name: str, repeat: int) -> None:
         for line in spec["setup"]:
             shell.run_cell(line)
         shell.run_cell("import numpy as np\n" + CLEANUP)  # warm imports
+        shell.run_cell(WORKLOAD_SETUP.get(name, ""))
     for cell in [WORKLOADS[name]]:
         row: dict[str, Any] = {"workload": name, "plain": [], "times": [], "peaks": [],
-                               "kept": [], "truths": [], "tool_truths": []}
+                               "kept": [], "truths": [], "tool_truths": [], "named": []}
         for _ in range(repeat):
             plain_s, _, _, truth = _timed(shell, cell)
             row["plain"].append(plain_s)
@@ -170,6 +193,11 @@ def worker(tool: str, name: str, repeat: int) -> None:
                 with capture_output():
                     shell.run_cell(spec["off"])
             peak, delta = _reported(tool, shell, result, stdout)
+            prof = shell.user_ns.get("_meno")
+            if "--trace" in tool and prof is not None and prof.top_lines:
+                top = prof.top_lines[0]
+                row["named"].append(f"{top.line.source[:34]} {top.peak_bytes / MIB:.1f} MiB "
+                                    f"[{prof.tracer}]")
             row["times"].append(tool_s)
             row["peaks"].append(peak)
             row["kept"].append(delta)
@@ -186,6 +214,7 @@ def main() -> None:
     parser.add_argument("--worker", choices=list(TOOLS))
     parser.add_argument("--workload", choices=list(WORKLOADS))
     parser.add_argument("--tools", nargs="*", default=list(TOOLS))
+    parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.workload, args.repeat)
@@ -193,7 +222,7 @@ def main() -> None:
     # One fresh process per tool and workload: the heap one run leaves must not shape the next.
     results: dict[str, dict[str, Any]] = {}
     for tool in args.tools:
-        for name in WORKLOADS:
+        for name in args.workloads:
             print(f"running {tool} on {name} ...", file=sys.stderr, flush=True)
             out = subprocess.run(
                 [sys.executable, __file__, "--worker", tool, "--workload", name,
@@ -206,7 +235,7 @@ def main() -> None:
             rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
             results.setdefault(tool, {}).update({row["workload"]: row for row in rows})
     base = results.get("un-profiled", {})
-    for name in WORKLOADS:
+    for name in args.workloads:
         truth = float(statistics.median(base[name]["truths"])) if name in base else None
         if name == "spike":
             truth = TRUTH_SPIKE_PEAK
@@ -240,7 +269,9 @@ def main() -> None:
                           if p is not None and k is not None]
                 spike_text = "{:>24} ".format(
                     ",".join(f"{s / MIB:.0f}" for s in spikes) if spikes else "n/a")
-            print(f"{tool:30} {peak_text:>34} {error_text} {spike_text}{wall:8.3f} {ratio:13.3f}")
+            named = f"  named: {row['named'][-1]}" if row.get("named") else ""
+            print(f"{tool:30} {peak_text:>34} {error_text} {spike_text}{wall:8.3f} "
+                  f"{ratio:13.3f}{named}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 from pathlib import Path
@@ -94,6 +95,22 @@ def test_in_a_kernel_a_failing_cell_shows_its_profile_then_one_error() -> None:
     assert error.ename == "ZeroDivisionError"
     assert any("----> 2 1 / 0" in ANSI.sub("", line) for line in error.traceback)
     assert notebook.cells[2].outputs[0].data["text/plain"] == "'ZeroDivisionError'"
+
+
+def test_in_a_kernel_trace_names_lines_with_memray() -> None:
+    notebook = execute(magic_notebook(
+        "import numpy as np\ndef build():\n    return [bytes(1000) for _ in range(100_000)]",
+        "%%memprofile --trace --top 3 -o prof\nrows = build()\n"
+        "a = np.ones(2**23)\nb = float((a * 2 + 1).sum())",
+        "print(prof.tracer)\nprint([round(t.peak_bytes / 2**20) for t in prof.top_lines])\n"
+        "print([t.line.source for t in prof.top_lines])"))
+    printed = "".join(out.text for out in outputs_of(notebook.cells[3], "stream")).splitlines()
+    assert printed[0] == "memray"
+    sources = ast.literal_eval(printed[2])  # a list of str, printed by the kernel
+    sizes = dict(zip(sources, ast.literal_eval(printed[1]), strict=True))
+    assert sizes["b = float((a * 2 + 1).sum())"] == 64  # numpy's temporary, from C
+    assert sizes["a = np.ones(2**23)"] == 64
+    assert any("bytes(1000)" in source and size >= 90 for source, size in sizes.items())
 
 
 def test_in_a_kernel_a_failing_cell_stops_the_notebook_like_any_error() -> None:

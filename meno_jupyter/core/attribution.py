@@ -114,7 +114,7 @@ class GrowthLine:
 
 @dataclass(frozen=True)
 class TracedLine:
-    """A line's Python allocations from tracemalloc.
+    """A line's traced allocations (memray or tracemalloc).
 
     Attributes
     ----------
@@ -123,13 +123,17 @@ class TracedLine:
     retained_bytes : int
         Still held at the end of the block (allocated during it).
     count : int
-        Number of blocks still held at the end.
+        Allocations: held at the traced peak (memray; pymalloc arenas count once each) or
+        blocks still held at the end (tracemalloc).
+    native_frames : tuple of str
+        With memray's native traces: the C/C++ functions under the line that allocated.
     """
 
     line: CodeLine
     peak_bytes: int
     retained_bytes: int
     count: int
+    native_frames: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         """Return the fields as a plain dict."""
@@ -193,6 +197,8 @@ class TraceSession:
     own memory) and while they have cost under a tenth of the block's time; past that, the
     per-line peak is the end snapshot's figure.
     """
+
+    name = "tracemalloc"
 
     def __init__(
         self, min_snapshot_bytes: int = 1 << 20, max_snapshot_tracer_bytes: int = 16 << 20

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from meno_jupyter.core.memory import format_bytes
 
 if TYPE_CHECKING:
+    from meno_jupyter.core.attribution import TracedLine
     from meno_jupyter.core.cleanup import ReleaseReport
     from meno_jupyter.core.dataframe import OptimizeResult
     from meno_jupyter.core.leaks import LeakReport
@@ -103,6 +104,18 @@ def sparkline(values: Sequence[float], width: int = 60) -> str:
     return "".join(_SPARK[min(7, int((v - low) / span * 7 + 0.5))] for v in values)
 
 
+def _traced_caption(result: ProfileResult) -> str:
+    if result.tracer == "memray":
+        return "Top allocations (memray: every allocation, native ones included)"
+    return "Top Python allocations (tracemalloc)"
+
+
+def _traced_label(traced: TracedLine) -> str:
+    if traced.native_frames:
+        return f"{traced.line.label}  ← {' ← '.join(traced.native_frames)}"
+    return traced.line.label
+
+
 def profile_text(result: ProfileResult) -> str:
     """Render a profile for terminals and logs."""
     title = f"memory profile{f' · {result.label}' if result.label else ''}"
@@ -115,9 +128,9 @@ def profile_text(result: ProfileResult) -> str:
         lines.append("RSS grew while running:")
         lines.append(text_table(("#", "growth", "line"), rows))
     if result.top_lines:
-        traced: Rows = [(format_bytes(t.peak_bytes), format_bytes(t.retained_bytes), t.line.label)
-                        for t in result.top_lines]
-        lines.append("Top Python allocations (tracemalloc):")
+        traced: Rows = [(format_bytes(t.peak_bytes), format_bytes(t.retained_bytes),
+                         _traced_label(t)) for t in result.top_lines]
+        lines.append(f"{_traced_caption(result)}:")
         lines.append(text_table(("at peak", "retained", "line"), traced))
         if result.trace_note:
             lines.append(result.trace_note)
@@ -138,9 +151,10 @@ def profile_html(result: ProfileResult) -> str:
                                 "RSS grew while running (sampled)"))
     if result.top_lines:
         traced: Rows = [(format_bytes(t.peak_bytes), format_bytes(t.retained_bytes), t.count,
-                         t.line.label) for t in result.top_lines]
-        parts.append(html_table(("at peak", "retained", "blocks", "line"), traced,
-                                "Top Python allocations (tracemalloc)"))
+                         _traced_label(t)) for t in result.top_lines]
+        count = "allocations" if result.tracer == "memray" else "blocks"
+        parts.append(html_table(("at peak", "retained", count, "line"), traced,
+                                _traced_caption(result)))
         if result.trace_note:
             parts.append(f"<p><em>{html.escape(result.trace_note)}</em></p>")
     if result.reuse_note:

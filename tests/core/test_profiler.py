@@ -88,8 +88,9 @@ def allocate_python_objects() -> list[dict[str, int]]:
     return [{"i": i} for i in range(200_000)]
 
 
-def test_trace_reports_the_python_allocation_line() -> None:
-    with Profiler(trace=True, top_n=5) as prof:
+@pytest.mark.parametrize("tracer", ["memray", "tracemalloc"])
+def test_trace_reports_the_python_allocation_line(tracer: str) -> None:
+    with Profiler(trace=True, tracer=tracer, top_n=5) as prof:
         rows = allocate_python_objects()
     result = prof.result
     assert result.top_lines
@@ -149,7 +150,7 @@ def test_profile_call_returns_value_and_result() -> None:
 
 
 def test_trace_snapshots_stop_when_too_many_allocations_are_live() -> None:
-    prof = Profiler(trace=True)
+    prof = Profiler(trace=True, tracer="tracemalloc")
     assert prof._trace_session is not None
     prof._trace_session._max_snapshot_tracer_bytes = 0  # any snapshot is too dear
     with prof:

@@ -113,8 +113,58 @@ def test_trace_lists_the_cell_line(shell: Any) -> None:
     assert result.success
     top = shell.user_ns["prof"].top_lines
     assert top and "range(100_000)" in top[0].line.source
-    assert "tracemalloc" in shown(captured)
-    assert captured.stdout.startswith("memprofile --trace: every Python allocation is traced")
+    assert shell.user_ns["prof"].tracer == "memray"  # the test extra installs it
+    assert "Top allocations (memray" in shown(captured)
+    assert "tracemalloc" not in captured.stdout  # no warning that it will be slow
+
+
+def test_trace_names_a_function_defined_in_an_earlier_cell(shell: Any) -> None:
+    assert run(shell, "def build():\n    return [bytes(1000) for _ in range(100_000)]\n")[0].success
+    result, _ = run(shell, "%%memprofile --trace --top 3 -o prof\nrows = build()")
+    assert result.success
+    top = shell.user_ns["prof"].top_lines[0]
+    assert "bytes(1000) for _ in range(100_000)" in top.line.source  # inside build()
+    assert top.retained_bytes >= 95 * 10**6
+
+
+def test_trace_without_memray_says_it_will_be_slow(shell: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from meno_jupyter.core import profiler
+
+    monkeypatch.setattr(profiler, "memray_available", lambda: False)
+    result, captured = run(shell, "%%memprofile --trace -o prof\nrows = [{'i': i} for i in "
+                                  "range(10_000)]")
+    assert result.success and shell.user_ns["prof"].tracer == "tracemalloc"
+    assert captured.stdout.startswith("memprofile --trace: every Python allocation is traced "
+                                      "with tracemalloc (memray is not installed")
+    assert "Top Python allocations (tracemalloc)" in shown(captured)
+    result, captured = run(shell, "%%memprofile --trace --native\nx = 1")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "pip install 'meno-jupyter[trace]'" in str(result.error_in_exec)
+
+
+def test_trace_keep_and_native_options(shell: Any, tmp_path: Path) -> None:
+    kept = tmp_path / "cell.bin"
+    result, captured = run(shell, f"%%memprofile --trace --native --keep {kept} -o prof\n"
+                                  "import numpy as np\nblock = np.ones(2**22)")
+    assert result.success and kept.exists()
+    prof = shell.user_ns["prof"]
+    assert prof.trace_capture_path == str(kept)
+    assert f"memray flamegraph {kept}" in shown(captured)
+    assert prof.top_lines[0].native_frames
+    result, _ = run(shell, f"%%memprofile --keep {kept}\nx = 1")
+    assert isinstance(result.error_in_exec, UsageError)  # --keep without --trace
+
+
+def test_nested_trace_falls_back_and_says_why(shell: Any) -> None:
+    cell = ("%%memprofile --trace -o outer --no-plot\n"
+            "get_ipython().run_cell_magic('memprofile', '--trace -o inner --no-plot', "
+            "'rows = [{\"i\": i} for i in range(20_000)]')")
+    result, _ = run(shell, cell)
+    assert result.success
+    assert shell.user_ns["outer"].tracer == "memray"
+    inner = shell.user_ns["inner"]
+    assert inner.tracer == "tracemalloc" and "memray is already tracking" in inner.trace_note
 
 
 @pytest.mark.skipif(not LINUX, reason="exact peak needs /proc/self/clear_refs")
