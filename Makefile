@@ -118,6 +118,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/ledger_overhead.py
 	$(BIN)/python bench/server_latency.py
 	$(BIN)/python bench/guard_overshoot.py
+	$(BIN)/python bench/dask_overhead.py
 
 clean:
 	rm -rf $(VENV) $(PANDAS2_VENV) build .mypy_cache .ruff_cache .pytest_cache \

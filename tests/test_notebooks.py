@@ -217,3 +217,20 @@ def test_topic_notebook_interrupts_resumes_and_shows_the_stage_timeline() -> Non
     tidy = next(cell for cell in code if "merge_topics" in cell.source)
     assert "my favourite topic" in next(
         out.data["text/plain"] for out in outputs_of(tidy, "execute_result"))
+
+
+def test_dask_notebook_measures_each_worker_exactly() -> None:
+    path = next(p for p in NOTEBOOKS if p.name == "08_dask.ipynb")
+    notebook = execute(nbformat.read(path, as_version=4))
+    shown = next(cell for cell in notebook.cells if cell.cell_type == "code"
+                 and cell.source.startswith("[(w.address"))
+    workers = ast.literal_eval(shown.outputs[0].data["text/plain"])
+    assert [(mib, exact) for _, mib, exact in workers] == [(200, True), (50, True)]
+    profiled = next(cell for cell in notebook.cells if cell.cell_type == "code"
+                    and cell.source.startswith("%%memprofile"))
+    html = "".join(out.data.get("text/html", "") for out in outputs_of(profiled, "display_data"))
+    assert "Dask workers" in html
+    status = next(cell for cell in notebook.cells if cell.cell_type == "code"
+                  and cell.source.startswith("%memstatus"))
+    html = "".join(out.data.get("text/html", "") for out in outputs_of(status, "display_data"))
+    assert "Dask workers" in html and "of 1.0 GiB" in html

@@ -193,10 +193,10 @@ def notebook_memory(path: str | os.PathLike[str]) -> pd.DataFrame:
     ``peak_increase``, ``delta``, ``peak_rss``, ``duration_s``, ``limit_bytes``,
     ``limit_share``, ``measured_at``, ``stale`` (the source changed since).
 
-    Examples
-    --------
-    >>> frame = notebook_memory("analysis.ipynb")  # doctest: +SKIP
-    >>> frame.nlargest(3, "peak_increase")[["execution_count", "source_head"]]  # doctest: +SKIP
+    For instance, the three heaviest cells of a saved notebook::
+
+        frame = notebook_memory("analysis.ipynb")
+        frame.nlargest(3, "peak_increase")[["execution_count", "source_head"]]
     """
     import pandas as pd
 

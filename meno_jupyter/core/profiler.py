@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from meno_jupyter.core.attribution import GrowthLine, TracedLine, TraceSession
+from meno_jupyter.core.cluster import ClusterProfile, WorkerPeak
 from meno_jupyter.core.gpu import GPU_PEAK_WATCH, read_cuda_peak
 from meno_jupyter.core.memory import (
     MIB,
@@ -53,6 +54,9 @@ class ProfileResult(RssChange, RendersAsTable):
         The traced top lines (only with ``trace=True``).
     tracer : str or None
         What traced them: ``"memray"`` or ``"tracemalloc"``.
+    workers : tuple of WorkerPeak
+        With a Dask client: every worker's exact peak, kept memory and limit, hungriest
+        first; workers that died during the block are named (``died``).
     allocator_free_start, allocator_free_end : int or None
         Freed memory ``malloc`` held for reuse before and after (glibc, with a timeline):
         what it used up was served from resident memory and raised no peak.
@@ -78,6 +82,8 @@ class ProfileResult(RssChange, RendersAsTable):
     tracer: str | None = None
     trace_capture_path: str | None = None
     trace_capture_bytes: int | None = None
+    workers: tuple[WorkerPeak, ...] = ()
+    cluster_note: str | None = None
     children_peak_rss: int = 0
     gpu_peak_bytes: int | None = None
     limit_bytes: int | None = None
@@ -136,6 +142,8 @@ class ProfileResult(RssChange, RendersAsTable):
             "tracer": self.tracer,
             "trace_capture_path": self.trace_capture_path,
             "trace_capture_bytes": self.trace_capture_bytes,
+            "workers": [worker.to_dict() for worker in self.workers],
+            "cluster_note": self.cluster_note,
             "limit_bytes": self.limit_bytes,
             "limit_source": self.limit_source,
             "error": self.error,
@@ -180,6 +188,15 @@ class ProfileResult(RssChange, RendersAsTable):
                 ("peak of limit", f"{share:.0%} of {format_bytes(self.limit_bytes)} "
                  f"({self.limit_source})")
             )
+        if self.workers:
+            alive = [w for w in self.workers if not w.died]
+            total = sum(w.peak_increase for w in alive)
+            rows.append(("workers' peak increase",
+                         f"{format_bytes(total, signed=True)} over {len(alive)} workers "
+                         "(exact, each worker's high-water mark)" if alive else "n/a"))
+            rows.extend(("worker died", w.describe_death()) for w in self.workers if w.died)
+        if self.cluster_note:
+            rows.append(("cluster", self.cluster_note))
         if self.error:
             rows.append(("cell raised", self.error))
         return rows
@@ -206,6 +223,8 @@ class Profiler:
         With memray: also capture native frames (the top lines name the C functions).
     keep_trace : str or Path, optional
         With memray: keep the capture file there (``memray flamegraph PATH``).
+    dask : distributed.Client, optional
+        Also measure every worker of this cluster (exact peak per worker process).
     top_n : int
         How many lines to keep in ``growth_lines`` and ``top_lines``.
     growth_threshold_bytes : int
@@ -237,6 +256,7 @@ class Profiler:
         tracer: str = "auto",
         native: bool = False,
         keep_trace: str | os.PathLike[str] | None = None,
+        dask: Any = None,
         top_n: int = 10,
         growth_threshold_bytes: int = MIB,
         exact: bool = True,
@@ -255,6 +275,8 @@ class Profiler:
             raise ValueError(f"tracer must be one of {', '.join(TRACERS)}, got {tracer!r}")
         if not trace and (native or keep_trace is not None or tracer != "auto"):
             raise ValueError("tracer, native and keep_trace apply only with trace=True")
+        self._cluster = None if dask is None else ClusterProfile(dask, interval_s)
+        self._cluster_note: str | None = None
         self._trace_session: TraceSession | MemrayTraceSession | None = None
         self._trace_start_note: str | None = None
         if trace:
@@ -318,6 +340,12 @@ class Profiler:
                 self._trace_session = TraceSession()
                 self._trace_session.start()
         self._start_children_max = finished_children_max_rss() if self.children else 0
+        if self._cluster is not None:
+            try:
+                self._cluster.start()
+            except Exception as failure:  # a cluster problem never stops the cell
+                self._cluster_note = f"the workers could not be measured ({failure})"
+                self._cluster = None
         self._gpu_token = GPU_PEAK_WATCH.open()
         self._peak_token = PEAK_WATCH.open() if self.exact else None
         # mallinfo2 walks malloc's free lists: only for profiled cells, not every cell.
@@ -373,6 +401,12 @@ class Profiler:
                     "bounds, from the last affordable snapshot. The RSS growth lines cover "
                     "the rest.")
         trace_note = " ".join(notes) or None
+        workers: tuple[WorkerPeak, ...] = ()
+        if self._cluster is not None:
+            try:
+                workers = self._cluster.stop()
+            except Exception as failure:  # the local profile stands
+                self._cluster_note = f"the workers could not be read ({failure})"
         exact = hwm_peak is not None
         peak = max(state.max_rss, self._start_rss, end_rss, hwm_peak or 0)
         children_peak = state.children_max_rss
@@ -405,6 +439,8 @@ class Profiler:
             tracer=tracer,
             trace_capture_path=capture_path,
             trace_capture_bytes=capture_bytes,
+            workers=workers,
+            cluster_note=self._cluster_note,
             children_peak_rss=children_peak,
             gpu_peak_bytes=gpu_peak,
             limit_bytes=limit.limit_bytes,

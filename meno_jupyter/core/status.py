@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meno_jupyter.core.cluster import WorkerStatus, worker_statuses
 from meno_jupyter.core.memory import (
     DEFAULT_PRESSURE_THRESHOLDS,
     MemoryLimit,
@@ -34,6 +35,8 @@ class MemoryStatus(RendersAsTable):
         IPython.
     advice : list of str
         What to do about it, when there is something to do.
+    workers : tuple of WorkerStatus
+        With a Dask client: every worker's memory from Dask's own metrics.
     """
 
     _render_as = "status"
@@ -47,6 +50,7 @@ class MemoryStatus(RendersAsTable):
     output_cache_bytes: int | None = None
     output_cache_entries: int = 0
     advice: tuple[str, ...] = field(default=())
+    workers: tuple[WorkerStatus, ...] = ()
 
     @property
     def share_of_limit(self) -> float:
@@ -95,6 +99,7 @@ def memory_status(
     hidden: Iterable[str] = (),
     output_cache: Sequence[object] | None = None,
     thresholds: tuple[float, float] = DEFAULT_PRESSURE_THRESHOLDS,
+    dask: Any = None,
 ) -> MemoryStatus:
     """Measure the process now and, given a namespace, its largest variables.
 
@@ -110,6 +115,8 @@ def memory_status(
         The objects IPython's output history holds.
     thresholds : tuple of float
         Shares of the limit where pressure turns ``medium`` and ``high``.
+    dask : distributed.Client, optional
+        Also list this cluster's workers (RSS, managed, unmanaged, spilled, limit).
 
     Examples
     --------
@@ -142,6 +149,14 @@ def memory_status(
             f"Memory pressure is {level}: {format_bytes(limit.available_bytes)} left before "
             f"the {limit.source} limit of {format_bytes(limit.limit_bytes)}."
         )
+    workers = worker_statuses(dask) if dask is not None else ()
+    for worker in workers:
+        share = worker.limit_share
+        if share is not None and pressure_level(worker.rss_bytes, worker.memory_limit or 1,
+                                                thresholds) == "high":
+            advice.append(f"Dask worker {worker.address} is at {share:.0%} of its "
+                          f"{format_bytes(worker.memory_limit or 0)} limit: Dask pauses it "
+                          "at 80 % and its nanny restarts it at 95 %.")
     counts = gc.get_count()
     return MemoryStatus(
         rss_bytes=rss,
@@ -153,4 +168,5 @@ def memory_status(
         output_cache_bytes=cache_bytes,
         output_cache_entries=len(output_cache) if output_cache is not None else 0,
         advice=tuple(advice),
+        workers=workers,
     )

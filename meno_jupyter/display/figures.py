@@ -124,15 +124,48 @@ def profile_figure_spec(result: ProfileResult, height: int = 320) -> dict[str, A
             "text": [f"{n}: {format_bytes(g.growth_bytes, signed=True)} while running "
                      f"{g.line.label}{_growth_span(g)}" for n, g in enumerate(growth, start=1)],
             "hovertemplate": "%{text}<extra></extra>"})
+    data.extend(_worker_traces(result))
     title = "memory profile" + (f" · {result.label}" if result.label else "")
     layout = {
         "title": {"text": title, "font": {"size": 14}}, "height": height,
         "margin": {"l": 60, "r": 20, "t": 40, "b": 40},
         "xaxis": {"title": {"text": "seconds"}}, "yaxis": {"title": {"text": "RSS (MiB)"}},
-        "showlegend": False, "template": _TEMPLATE, "shapes": shapes,
+        "showlegend": bool(result.workers), "template": _TEMPLATE, "shapes": shapes,
         "annotations": annotations,
     }
     return {"data": data, "layout": layout}
+
+
+def _worker_traces(result: ProfileResult) -> list[dict[str, Any]]:
+    """Return the cluster's total RSS and the hungriest worker's, when workers were measured."""
+    measured = [w for w in result.workers if w.timeline_t_s]
+    if not measured:
+        return []
+    # Each worker sampled on its own clock from the block's start: hold each value until
+    # its next sample and add them up on the union of the sample times.
+    times = sorted({t for w in measured for t in w.timeline_t_s})
+    total = [0.0] * len(times)
+    for worker in measured:
+        index = 0
+        for position, t in enumerate(times):
+            while (index + 1 < len(worker.timeline_t_s)
+                   and worker.timeline_t_s[index + 1] <= t):
+                index += 1
+            total[position] += worker.timeline_rss_bytes[index] / MIB
+    times, total = decimate(times, total)
+    hungriest = measured[0]  # the result lists the workers hungriest first
+    hungry_times, hungry_mib = decimate(list(hungriest.timeline_t_s),
+                                        [v / MIB for v in hungriest.timeline_rss_bytes])
+    return [
+        {"type": "scatter", "x": times, "y": total, "mode": "lines",
+         "name": f"cluster total ({len(measured)} workers)",
+         "line": {"color": "#6a1b9a", "width": 2},
+         "hovertemplate": "cluster %{y:.1f} MiB at %{x:.3f} s<extra></extra>"},
+        {"type": "scatter", "x": hungry_times, "y": hungry_mib, "mode": "lines",
+         "name": f"hungriest worker {hungriest.address}",
+         "line": {"color": "#6a1b9a", "width": 1, "dash": "dot"},
+         "hovertemplate": "worker %{y:.1f} MiB at %{x:.3f} s<extra></extra>"},
+    ]
 
 
 def profile_figure(result: ProfileResult, height: int = 320) -> Figure:

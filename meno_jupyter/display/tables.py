@@ -116,12 +116,31 @@ def _traced_label(traced: TracedLine) -> str:
     return traced.line.label
 
 
+def _worker_rows(result: ProfileResult) -> Rows:
+    rows: list[tuple[str, ...]] = []
+    for worker in result.workers:
+        share = worker.limit_share
+        of_limit = (f"{format_bytes(worker.peak_rss)} ({share:.0%} of "
+                    f"{format_bytes(worker.memory_limit or 0)})" if share is not None
+                    else format_bytes(worker.peak_rss))
+        kept = "died" if worker.delta is None else format_bytes(worker.delta, signed=True)
+        rows.append((worker.address, format_bytes(worker.peak_increase, signed=True), kept,
+                     of_limit, format_bytes(worker.spilled_bytes)))
+    return rows
+
+
+WORKER_COLUMNS = ("worker", "peak increase", "kept", "peak RSS (of limit)", "spilled")
+
+
 def profile_text(result: ProfileResult) -> str:
     """Render a profile for terminals and logs."""
     title = f"memory profile{f' · {result.label}' if result.label else ''}"
     lines = [title, text_table(("figure", "value"), result.summary_rows())]
     if len(result.timeline_rss_bytes) > 2:
         lines.append(f"RSS  {sparkline(result.timeline_rss_bytes)}")
+    if result.workers:
+        lines.append("Dask workers:")
+        lines.append(text_table(WORKER_COLUMNS, _worker_rows(result)))
     if result.growth_lines:
         rows = [(str(n), format_bytes(g.growth_bytes, signed=True), g.line.label)
                 for n, g in enumerate(result.growth_lines, start=1)]
@@ -143,6 +162,9 @@ def profile_html(result: ProfileResult) -> str:
     """Render a profile as HTML tables."""
     caption = f"memory profile{f' · {result.label}' if result.label else ''}"
     parts = ['<div class="jp-Meno-profile">', html_table((), result.summary_rows(), caption)]
+    if result.workers:
+        parts.append(html_table(WORKER_COLUMNS, _worker_rows(result),
+                                "Dask workers (exact peak of each worker process)"))
     if result.growth_lines:
         # Numbered as the figure's markers.
         rows = [(n, format_bytes(g.growth_bytes, signed=True), g.events, g.line.label)
@@ -171,6 +193,9 @@ def status_text(status: MemoryStatus) -> str:
                 for v in status.largest]
         lines.append("Largest variables:")
         lines.append(text_table(("name", "type", "size", "note"), rows))
+    if status.workers:
+        lines.append("Dask workers:")
+        lines.append(text_table(WORKER_STATUS_COLUMNS, _worker_status_rows(status)))
     lines.extend(status.advice)
     return "\n".join(lines)
 
@@ -187,9 +212,23 @@ def status_html(status: MemoryStatus) -> str:
         rows = [(v.name, v.type_name, format_bytes(v.size_bytes), v.note)
                 for v in status.largest]
         parts.append(html_table(("name", "type", "size", "note"), rows, "Largest variables"))
+    if status.workers:
+        parts.append(html_table(WORKER_STATUS_COLUMNS, _worker_status_rows(status),
+                                "Dask workers (Dask's own figures, last heartbeat)"))
     parts.extend(f"<p>{html.escape(line)}</p>" for line in status.advice)
     parts.append("</div>")
     return "".join(parts)
+
+
+WORKER_STATUS_COLUMNS = ("worker", "RSS", "managed", "unmanaged", "spilled", "of limit")
+
+
+def _worker_status_rows(status: MemoryStatus) -> Rows:
+    return [(w.address, format_bytes(w.rss_bytes), format_bytes(w.managed_bytes),
+             format_bytes(w.unmanaged_bytes), format_bytes(w.spilled_bytes),
+             "no limit" if w.limit_share is None
+             else f"{w.limit_share:.0%} of {format_bytes(w.memory_limit or 0)}")
+            for w in status.workers]
 
 
 _LEDGER_HEADERS = ("cell", "source", "delta", "peak increase", "duration")

@@ -12,6 +12,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from meno_jupyter.core.cluster import running_client
 from meno_jupyter.core.ledger import CellRecord, source_head
 from meno_jupyter.core.profiler import Profiler, ProfileResult
 from meno_jupyter.core.sampler import DEFAULT_INTERVAL_S, validate_interval
@@ -63,6 +64,35 @@ def raise_cell_error(result: Any, traceback_lines: list[str] | None) -> None:
     raise error
 
 
+def dask_client(address: str | None, refuse: bool) -> tuple[Any, bool]:
+    """Return (the Dask client to measure or None, whether it was made here to be closed).
+
+    Without an address, the client in use (``distributed.default_client()``) when
+    ``distributed`` is already imported; never one started for the occasion.
+    """
+    if refuse:
+        if address is not None:
+            raise UsageError("--dask and --no-dask together: choose one")
+        return None, False
+    if not address:
+        client = running_client()
+        if client is None and address == "":
+            raise UsageError("--dask: no Dask client in use here; make one (distributed."
+                             "Client(...)) or name the scheduler: --dask tcp://HOST:8786")
+        return client, False
+    if ":" not in address:
+        raise UsageError(f"--dask takes a scheduler address (tcp://HOST:8786), not {address!r}; "
+                         "the client in use is found without one")
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("--dask needs distributed: pip install 'meno-jupyter[dask]'") from None
+    try:
+        return Client(address, set_as_default=False, timeout=10), True
+    except (OSError, TimeoutError) as error:
+        raise UsageError(f"--dask: no scheduler answered at {address!r} ({error})") from None
+
+
 def _add_to_ledger(shell: Any, result: ProfileResult, cell: str, started_at: float,
                    number: int | None, *, cell_id: str | None) -> None:
     """Record a profiled cell in the session ledger (``%memwatch`` records it itself)."""
@@ -102,6 +132,11 @@ class ProfileMagics(Magics):
               help="With --trace on memray: name the C/C++ functions under each line.")
     @argument("--keep", metavar="PATH",
               help="With --trace on memray: keep the capture there (memray flamegraph PATH).")
+    @argument("--dask", nargs="?", const="", metavar="ADDRESS",
+              help="Also measure every Dask worker (exact peak each): the client in use "
+                   "(found without this option too), or the scheduler at ADDRESS.")
+    @argument("--no-dask", action="store_true",
+              help="Do not measure the Dask workers even when a client is in use.")
     @argument("--top", type=int, default=10, metavar="N",
               help="Lines to list for growth and allocations (default 10).")
     @argument("--no-plot", action="store_true", help="Show the table without the timeline.")
@@ -156,15 +191,23 @@ class ProfileMagics(Magics):
         if (args.native or args.keep) and not args.trace:
             raise UsageError("--native and --keep apply to --trace")
         keep_path = writable_file(args.keep, "--keep")
+        client, own_client = dask_client(args.dask, args.no_dask)
         try:
             profiler = Profiler(label, interval_s=args.interval, trace=args.trace,
-                                top_n=args.top, native=args.native, keep_trace=keep_path)
+                                top_n=args.top, native=args.native, keep_trace=keep_path,
+                                dask=client)
         except ValueError as error:  # --native/--keep without memray
+            if own_client:
+                client.close()
             raise UsageError(str(error)) from None
         if profiler.tracer == "tracemalloc":  # said before the cell runs: no surprise
             print(TRACE_IS_SLOW, flush=True)
-        with profiler as prof:
-            outcome, traceback_lines = run_cell_capturing_error(shell, cell)
+        try:
+            with profiler as prof:
+                outcome, traceback_lines = run_cell_capturing_error(shell, cell)
+        finally:
+            if own_client:
+                client.close()
         result: ProfileResult = prof.result
         cell_error = outcome.error_before_exec or outcome.error_in_exec
         if cell_error is not None:

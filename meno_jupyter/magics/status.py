@@ -6,6 +6,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from meno_jupyter.core.cluster import running_client
 from meno_jupyter.core.status import memory_status
 from meno_jupyter.magics._common import (
     check_identifier,
@@ -27,14 +28,17 @@ class StatusMagics(Magics):
     @argument("-o", "--output", metavar="NAME", help="Store the MemoryStatus in this variable.")
     @argument("--top", type=int, default=10, metavar="N",
               help="How many of the largest variables to list (default 10, 0 for none).")
+    @argument("--no-dask", action="store_true",
+              help="Leave out the Dask workers (listed when a client is in use).")
     @line_magic
     def memstatus(self, line: str) -> None:
         """Show the kernel's memory now: RSS, children, the effective limit and pressure.
 
         The limit is the tighter of the machine's memory and a container's cgroup limit
         (JupyterHub, Kubernetes, Docker): the kernel is killed there. Also lists the largest
-        variables by deep size and what IPython's output cache (``Out``, ``_``) holds, and
-        whether the memory guard (``%memguard``) is on.
+        variables by deep size and what IPython's output cache (``Out``, ``_``) holds,
+        whether the memory guard (``%memguard``) is on, and, when a Dask client is in use,
+        every worker's memory (RSS, managed, unmanaged, spilled, share of its limit).
 
         Examples::
 
@@ -49,6 +53,7 @@ class StatusMagics(Magics):
             user_variables(self.shell),
             top=args.top,
             output_cache=output_cache_objects(self.shell),
+            dask=None if args.no_dask else running_client(),
         )
         if args.output and self.shell is not None:
             self.shell.user_ns[args.output] = status

@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-FORBIDDEN = ["IPython", "ipywidgets", "jupyter_server", "torch", "plotly", "pandas"]
+FORBIDDEN = ["IPython", "ipywidgets", "jupyter_server", "torch", "plotly", "pandas", "distributed",
+             "memray"]
 
 
 def test_core_and_package_import_no_front_end_or_heavy_module() -> None:
