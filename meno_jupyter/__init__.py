@@ -125,9 +125,10 @@ def ledger() -> pd.DataFrame:
     >>> list(ledger().columns)[:3]
     ['execution_count', 'source_head', 'started_at']
     """
-    from meno_jupyter.core.ledger import Ledger, current_ledger
+    from meno_jupyter.core.ledger import Ledger
+    from meno_jupyter.shell import session_ledger
 
-    return (current_ledger() or Ledger()).to_frame()
+    return (session_ledger() or Ledger()).to_frame()
 
 
 def __getattr__(name: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -35,3 +36,25 @@ def trimmed_heap() -> None:
     does not raise RSS, which is true but would make one test's figures depend on another's.
     """
     trim_allocator()
+
+
+# One real IPython shell for the whole run (IPython allows one per process): the magics'
+# tests and the Dask ones share it.
+@pytest.fixture(scope="session")
+def session_shell() -> Any:
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython()
+    shell.run_line_magic("load_ext", "meno_jupyter")
+    return shell
+
+
+@pytest.fixture
+def shell(session_shell: Any) -> Iterator[Any]:
+    """A real IPython shell with the extension loaded and a clean user namespace."""
+    formatter = session_shell.display_formatter
+    active = list(formatter.active_types)
+    session_shell.run_line_magic("reset", "-f")
+    yield session_shell
+    formatter.active_types = active
+    session_shell.run_line_magic("reset", "-f")

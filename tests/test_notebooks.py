@@ -145,7 +145,7 @@ def test_session_notebook_frees_the_cached_frame_and_finds_the_leak() -> None:
     assert "memory ledger" in ledger_html
     # The ledger numbers cells as the notebook does.
     csv_cell = next(c for c in code if c.source.startswith("sales = pd.read_csv"))
-    from meno_jupyter.display.tables import _CELL_STYLE
+    from meno_jupyter.core.rendering import _CELL_STYLE
 
     assert f'<td style="{_CELL_STYLE}">{csv_cell.execution_count}</td>' in ledger_html
 

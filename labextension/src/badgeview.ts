@@ -198,8 +198,8 @@ export class CellBadges {
       return;
     }
     const stale = isStale(figures, sourceOf(cell));
-    const thresholds = this._model.limit?.thresholds ?? [0.7, 0.85];
-    const level = badgeLevel(figures, thresholds, this.settings.colourFrom);
+    const thresholds = this._model.limit?.thresholds; // the server's: one source
+    const level = thresholds ? badgeLevel(figures, thresholds, this.settings.colourFrom) : null;
     const text = badgeText(figures, this.settings.figures);
     const key = `${text}|${stale}|${rank}|${level}|${this._sparks.get(cell) ?? ''}`;
     if (this._shown.get(cell) === key && this._badgeNode(cell, false)) {

@@ -28,11 +28,14 @@ export function formatDelta(bytes: number): string {
   return bytes >= 0 ? `+${formatBytes(bytes)}` : formatBytes(bytes);
 }
 
-/** The pressure level of `total` against `limit` with the (medium, high) shares. */
+/**
+ * The pressure level of `total` against `limit` with the (medium, high) shares. The shares
+ * are the server's (`limit.thresholds` of GET /meno-jupyter/kernels): one source.
+ */
 export function pressureOf(
   total: number,
   limit: number,
-  thresholds: [number, number] = [0.7, 0.85]
+  thresholds: [number, number]
 ): Pressure {
   if (limit <= 0) {
     return 'low';

@@ -5,13 +5,18 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import html
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from meno_jupyter.core.memory import format_bytes, read_rss
-from meno_jupyter.core.rendering import RendersAsTable
+from meno_jupyter.core.rendering import (
+    RendersAsTable,
+    html_table,
+    text_table,
+)
 
 
 @lru_cache(maxsize=1)
@@ -72,8 +77,6 @@ class ReleaseReport(RendersAsTable):
         ``rss_before - rss_after`` (0 in a dry run).
     """
 
-    _render_as = "release"
-
     rss_before: int
     rss_after: int
     released: tuple[Released, ...]
@@ -109,6 +112,33 @@ class ReleaseReport(RendersAsTable):
             "unreachable_collected": self.unreachable_collected,
         }
 
+    def to_text(self) -> str:
+        """Render a clean-up report for terminals."""
+        title = "memclean (dry run)" if self.dry_run else "memclean"
+        lines = [title, text_table(("figure", "value"), self.summary_rows())]
+        if self.released:
+            verb = "would drop" if self.dry_run else "dropped"
+            lines.append(f"{verb}:")
+            lines.append(text_table(("kind", "what", "held"), _release_rows(self)))
+        else:
+            lines.append("nothing to drop")
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        """Render a clean-up report as HTML."""
+        title = "memclean (dry run)" if self.dry_run else "memclean"
+        parts = ['<div class="jp-Meno-clean">', html_table((), self.summary_rows(), title)]
+        if self.released:
+            verb = "would drop" if self.dry_run else "dropped"
+            parts.append(html_table(("kind", "what", "held"), _release_rows(self), verb))
+        parts.extend(f"<p>{html.escape(note)}</p>" for note in self.notes)
+        parts.append("</div>")
+        return "".join(parts)
+
+
+def _release_rows(report: ReleaseReport) -> list[tuple[str, str, str]]:
+    return [(r.kind, r.detail, format_bytes(r.size_bytes)) for r in report.released]
 
 
 def finish_release(

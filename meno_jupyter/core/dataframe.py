@@ -18,7 +18,11 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from meno_jupyter.core.memory import format_bytes
-from meno_jupyter.core.rendering import RendersAsTable
+from meno_jupyter.core.rendering import (
+    RendersAsTable,
+    html_table,
+    text_table,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -409,8 +413,6 @@ class OptimizeResult(RendersAsTable):
         shared string once per row, which overstates text savings).
     """
 
-    _render_as = "optimize"
-
     frame: pd.DataFrame
     changes: list[ColumnChange]
     bytes_before: int
@@ -475,6 +477,37 @@ class OptimizeResult(RendersAsTable):
             ("exact", "yes, every value kept" if self.exact else "NO (aggressive)"),
         ]
 
+    def to_text(self) -> str:
+        """Render an optimization report for terminals."""
+        return "\n".join(["optimize_df", text_table(("figure", "value"), self.summary_rows()),
+                          text_table(_OPTIMIZE_HEADERS, _optimize_rows(self))])
+
+    def to_html(self) -> str:
+        """Render an optimization report as HTML, the columns that need care shaded."""
+        styles = [_HAZARD_STYLE if c.needs_care else "" for c in self.changes]
+        return "".join([
+            '<div class="jp-Meno-optimize">',
+            html_table((), self.summary_rows(), "optimize_df"),
+            html_table(_OPTIMIZE_HEADERS, _optimize_rows(self),
+                       "per column (shaded: arithmetic can wrap, or values changed)",
+                       row_styles=styles),
+            "</div>",
+        ])
+
+
+_OPTIMIZE_HEADERS = ("column", "before", "after", "bytes before", "bytes after", "note")
+_HAZARD_STYLE = "background:rgba(239,108,0,0.12)"
+
+
+def _optimize_rows(result: OptimizeResult) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for c in result.changes:
+        note = c.hazard or c.reason
+        if c.max_error is not None:
+            note = f"{note}; max relative error {c.max_error:.2g}"
+        rows.append((c.column, c.dtype_before, c.dtype_after, format_bytes(c.bytes_before),
+                     format_bytes(c.bytes_after), note))
+    return rows
 
 
 def optimize_dataframe(

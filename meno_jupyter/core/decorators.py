@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 from meno_jupyter.core.cleanup import collect_garbage, trim_allocator
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.memory import MIB, format_bytes, read_rss
 from meno_jupyter.core.profiler import Profiler, ProfileResult
 
@@ -116,8 +117,7 @@ def release_memory(
     >>> step()
     45
     """
-    if threshold_mb < 0:
-        raise ValueError(f"threshold_mb must be 0 or more, got {threshold_mb}")
+    check_count(threshold_mb, minimum=0, name="threshold_mb")
     threshold = threshold_mb * MIB
 
     def decorate(function: F) -> F:

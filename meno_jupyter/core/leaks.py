@@ -15,6 +15,7 @@ Allocator noise (RSS up and down, freed memory not returned) fits neither and is
 from __future__ import annotations
 
 import gc
+import html
 import math
 import tracemalloc
 from collections import Counter
@@ -25,7 +26,13 @@ from typing import Any
 from meno_jupyter.core.attribution import TRACE_FRAMES, CodeLine, _by_line, code_line
 from meno_jupyter.core.cleanup import trim_allocator
 from meno_jupyter.core.memory import format_bytes, read_rss
-from meno_jupyter.core.rendering import RendersAsTable
+from meno_jupyter.core.rendering import (
+    PRESSURE_COLOURS,
+    RendersAsTable,
+    Rows,
+    html_table,
+    text_table,
+)
 
 DEFAULT_RSS_FLOOR_BYTES = 256 * 1024
 STEADY_SHARE = 0.8
@@ -98,8 +105,6 @@ class LeakReport(RendersAsTable):
         RSS growth per run with its standard error and R².
     """
 
-    _render_as = "leak"
-
     repeat: int
     leaking: bool
     rss_bytes: tuple[int, ...]
@@ -138,6 +143,39 @@ class LeakReport(RendersAsTable):
             "reasons": list(self.reasons),
         }
 
+    def to_text(self) -> str:
+        """Render a leak report for terminals."""
+        lines = ["memleak", text_table(("figure", "value"), self.summary_rows())]
+        for title, headers, rows in _leak_sections(self):
+            lines.append(f"{title}:")
+            lines.append(text_table(headers, rows))
+        lines.extend(f"- {reason}" for reason in self.reasons)
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        """Render a leak report as HTML, the verdict coloured."""
+        colour = PRESSURE_COLOURS["high" if self.leaking else "low"]
+        style = f"border-left:4px solid {colour};padding-left:6px"
+        parts = [f'<div class="jp-Meno-leak" style="{style}">',
+                 html_table((), self.summary_rows(), "memleak")]
+        for title, headers, rows in _leak_sections(self):
+            parts.append(html_table(headers, rows, title))
+        parts.extend(f"<p>{html.escape(reason)}</p>" for reason in self.reasons)
+        parts.append("</div>")
+        return "".join(parts)
+
+
+def _leak_sections(report: LeakReport) -> list[tuple[str, tuple[str, ...], Rows]]:
+    sections: list[tuple[str, tuple[str, ...], Rows]] = []
+    if report.growing_types:
+        sections.append(("Object types growing every run", ("type", "per run", "first → last"),
+                         [(t.type_name, f"+{t.per_run:g}", f"{t.first_count} → {t.last_count}")
+                          for t in report.growing_types]))
+    if report.growing_lines:
+        sections.append(("Lines retaining more every run (tracemalloc)", ("per run", "line"),
+                         [(format_bytes(g.per_run_bytes, signed=True), g.line.label)
+                          for g in report.growing_lines]))
+    return sections
 
 
 def _type_counts() -> Counter[str]:

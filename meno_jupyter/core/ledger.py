@@ -28,7 +28,11 @@ from meno_jupyter.core.memory import (
     read_children_rss,
     read_rss,
 )
-from meno_jupyter.core.rendering import RendersAsTable
+from meno_jupyter.core.rendering import (
+    RendersAsTable,
+    html_table,
+    text_table,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -306,8 +310,6 @@ class Ledger(RendersAsTable):
     [1, 2]
     """
 
-    _render_as = "ledger"
-
     def __init__(
         self,
         max_cells: int = DEFAULT_MAX_CELLS,
@@ -409,6 +411,32 @@ class Ledger(RendersAsTable):
             ))
         return rows
 
+    def to_text(self, top: int = 20) -> str:
+        """Render the newest cells of a ledger for terminals."""
+        if not len(self):
+            return "memory ledger: no cells recorded yet (turn it on with %memwatch on)"
+        lines = [f"memory ledger: {len(self)} cells (newest {min(top, len(self))} shown)",
+                 text_table(_LEDGER_HEADERS, self.summary_rows(top))]
+        biggest = self.largest(3)
+        lines.append("largest peaks: " + ", ".join(
+            f"[{r.execution_count}] {format_bytes(r.peak_increase, signed=True)}" for r in biggest))
+        return "\n".join(lines)
+
+    def to_html(self, top: int = 20) -> str:
+        """Render the newest cells of a ledger as HTML, the three largest peaks highlighted."""
+        if not len(self):
+            return ("<p>memory ledger: no cells recorded yet "
+                    "(turn it on with <code>%memwatch on</code>)</p>")
+        records = list(self)[-top:]
+        biggest = {id(r) for r in self.largest(3)}
+        styles = [_HIGHLIGHT if id(r) in biggest else "" for r in records]
+        caption = f"memory ledger: {len(self)} cells (newest {len(records)} shown)"
+        return html_table(_LEDGER_HEADERS, self.summary_rows(top), caption,
+                          css_class="jp-Meno-table jp-Meno-ledger", row_styles=styles)
+
+
+_LEDGER_HEADERS = ("cell", "source", "delta", "peak increase", "duration")
+_HIGHLIGHT = "background:rgba(198,40,40,0.12);font-weight:bold"
 
 
 class CellRecorder:

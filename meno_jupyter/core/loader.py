@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from meno_jupyter.core.dataframe import nullable_dtype, optimize_dataframe
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.memory import format_bytes
 
 if TYPE_CHECKING:
@@ -336,8 +337,7 @@ def iter_optimized(
     """
     source = Path(path)
     fmt = _format_of(source, format)
-    if chunksize < 1:
-        raise ValueError(f"chunksize must be at least 1, got {chunksize}")
+    check_count(chunksize, minimum=1, name="chunksize")
     if not source.exists():
         raise FileNotFoundError(f"no such file: {source}")
     for chunk, _ in _raw_chunks(source, fmt, chunksize, columns, dict(read_kwargs)):
@@ -384,8 +384,7 @@ def read_optimized(
     """
     source = Path(path)
     fmt = _format_of(source, format)
-    if chunksize < 1:
-        raise ValueError(f"chunksize must be at least 1, got {chunksize}")
+    check_count(chunksize, minimum=1, name="chunksize")
     if memory_limit is not None and memory_limit <= 0:
         raise ValueError(f"memory_limit must be positive, got {memory_limit}")
     if not source.exists():

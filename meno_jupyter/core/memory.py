@@ -13,7 +13,7 @@ import os
 import resource
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -500,29 +500,37 @@ def limiting_cgroup(
     v2_path, v1_path = _cgroup_paths(proc_cgroup)
     best: LimitingCgroup | None = None
     if v2_path is not None:
-        current = cgroup_root / v2_path.lstrip("/")
-        while True:
-            limit = _read_int(current / "memory.max")
+        for directory in cgroup_ancestors(cgroup_root / v2_path.lstrip("/"), cgroup_root):
+            limit = _read_int(directory / "memory.max")
             if limit is not None and (best is None or limit < best.limit_bytes):
-                best = LimitingCgroup(current, "cgroup v2", limit)
-            if current == cgroup_root or cgroup_root not in current.parents:
-                break
-            current = current.parent
+                best = LimitingCgroup(directory, "cgroup v2", limit)
         if best is not None:
             return best
     for base in (cgroup_root / "memory", cgroup_root):
-        directory = base / (v1_path or "/").lstrip("/")
-        while True:
+        for directory in cgroup_ancestors(base / (v1_path or "/").lstrip("/"), base):
             limit = _read_int(directory / "memory.limit_in_bytes")
             if limit is not None and limit < _CGROUP_V1_UNLIMITED and (
                     best is None or limit < best.limit_bytes):
                 best = LimitingCgroup(directory, "cgroup v1", limit)
-            if directory == base or base not in directory.parents:
-                break
-            directory = directory.parent
         if best is not None:
             return best
     return None
+
+
+def cgroup_ancestors(start: Path, top: Path) -> Iterator[Path]:
+    """Yield ``start``, then each parent up to ``top`` (or until it leaves ``top``'s tree).
+
+    Examples
+    --------
+    >>> [p.name for p in cgroup_ancestors(Path("/cg/a/b"), Path("/cg"))]
+    ['b', 'a', 'cg']
+    """
+    current = start
+    while True:
+        yield current
+        if current == top or top not in current.parents:
+            return
+        current = current.parent
 
 
 def cgroup_limit(

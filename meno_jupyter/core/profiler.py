@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import time
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from meno_jupyter.core.attribution import GrowthLine, TracedLine, TraceSession
 from meno_jupyter.core.cluster import ClusterProfile, WorkerPeak
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.gpu import GPU_PEAK_WATCH, read_cuda_peak
 from meno_jupyter.core.memory import (
     MIB,
@@ -25,7 +27,13 @@ from meno_jupyter.core.memory import (
     read_rss,
 )
 from meno_jupyter.core.memray_trace import MemrayTraceSession, TracerBusyError, memray_available
-from meno_jupyter.core.rendering import RendersAsTable
+from meno_jupyter.core.rendering import (
+    RendersAsTable,
+    Rows,
+    html_table,
+    sparkline,
+    text_table,
+)
 from meno_jupyter.core.sampler import DEFAULT_CAPACITY, DEFAULT_INTERVAL_S, Sampler
 
 if TYPE_CHECKING:
@@ -61,8 +69,6 @@ class ProfileResult(RssChange, RendersAsTable):
         Freed memory ``malloc`` held for reuse before and after (glibc, with a timeline):
         what it used up was served from resident memory and raised no peak.
     """
-
-    _render_as = "profile"
 
     label: str | None
     start_rss: int
@@ -201,6 +207,84 @@ class ProfileResult(RssChange, RendersAsTable):
             rows.append(("cell raised", self.error))
         return rows
 
+    def to_text(self) -> str:
+        """Render a profile for terminals and logs."""
+        title = f"memory profile{f' · {self.label}' if self.label else ''}"
+        lines = [title, text_table(("figure", "value"), self.summary_rows())]
+        if len(self.timeline_rss_bytes) > 2:
+            lines.append(f"RSS  {sparkline(self.timeline_rss_bytes)}")
+        if self.workers:
+            lines.append("Dask workers:")
+            lines.append(text_table(WORKER_COLUMNS, _worker_rows(self)))
+        if self.growth_lines:
+            rows = [(str(n), format_bytes(g.growth_bytes, signed=True), g.line.label)
+                    for n, g in enumerate(self.growth_lines, start=1)]
+            lines.append("RSS grew while running:")
+            lines.append(text_table(("#", "growth", "line"), rows))
+        if self.top_lines:
+            traced: Rows = [(format_bytes(t.peak_bytes), format_bytes(t.retained_bytes),
+                             _traced_label(t)) for t in self.top_lines]
+            lines.append(f"{_traced_caption(self)}:")
+            lines.append(text_table(("at peak", "retained", "line"), traced))
+            if self.trace_note:
+                lines.append(self.trace_note)
+        if self.reuse_note:
+            lines.append(self.reuse_note)
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        """Render a profile as HTML tables."""
+        caption = f"memory profile{f' · {self.label}' if self.label else ''}"
+        parts = ['<div class="jp-Meno-profile">', html_table((), self.summary_rows(), caption)]
+        if self.workers:
+            parts.append(html_table(WORKER_COLUMNS, _worker_rows(self),
+                                    "Dask workers (exact peak of each worker process)"))
+        if self.growth_lines:
+            # Numbered as the figure's markers.
+            rows = [(n, format_bytes(g.growth_bytes, signed=True), g.events, g.line.label)
+                    for n, g in enumerate(self.growth_lines, start=1)]
+            parts.append(html_table(("#", "growth", "samples", "line"), rows,
+                                    "RSS grew while running (sampled)"))
+        if self.top_lines:
+            traced: Rows = [(format_bytes(t.peak_bytes), format_bytes(t.retained_bytes), t.count,
+                             _traced_label(t)) for t in self.top_lines]
+            count = "allocations" if self.tracer == "memray" else "blocks"
+            parts.append(html_table(("at peak", "retained", count, "line"), traced,
+                                    _traced_caption(self)))
+            if self.trace_note:
+                parts.append(f"<p><em>{html.escape(self.trace_note)}</em></p>")
+        if self.reuse_note:
+            parts.append(f'<p class="jp-Meno-reuse-note">{html.escape(self.reuse_note)}</p>')
+        parts.append("</div>")
+        return "".join(parts)
+
+
+def _traced_caption(result: ProfileResult) -> str:
+    if result.tracer == "memray":
+        return "Top allocations (memray: every allocation, native ones included)"
+    return "Top Python allocations (tracemalloc)"
+
+
+def _traced_label(traced: TracedLine) -> str:
+    if traced.native_frames:
+        return f"{traced.line.label}  ← {' ← '.join(traced.native_frames)}"
+    return traced.line.label
+
+
+def _worker_rows(result: ProfileResult) -> Rows:
+    rows: list[tuple[str, ...]] = []
+    for worker in result.workers:
+        share = worker.limit_share
+        of_limit = (f"{format_bytes(worker.peak_rss)} ({share:.0%} of "
+                    f"{format_bytes(worker.memory_limit or 0)})" if share is not None
+                    else format_bytes(worker.peak_rss))
+        kept = "died" if worker.delta is None else format_bytes(worker.delta, signed=True)
+        rows.append((worker.address, format_bytes(worker.peak_increase, signed=True), kept,
+                     of_limit, format_bytes(worker.spilled_bytes)))
+    return rows
+
+
+WORKER_COLUMNS = ("worker", "peak increase", "kept", "peak RSS (of limit)", "spilled")
 
 
 class Profiler:
@@ -264,8 +348,7 @@ class Profiler:
         capacity: int = DEFAULT_CAPACITY,
         timeline: bool = True,
     ) -> None:
-        if top_n < 1:
-            raise ValueError(f"top_n must be at least 1, got {top_n}")
+        check_count(top_n, minimum=1, name="top_n")
         self.label = label
         self.trace = trace
         self.top_n = top_n

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import html
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from meno_jupyter.core.cluster import WorkerStatus, worker_statuses
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.memory import (
     DEFAULT_PRESSURE_THRESHOLDS,
     MemoryLimit,
@@ -19,7 +21,13 @@ from meno_jupyter.core.memory import (
     read_rss,
 )
 from meno_jupyter.core.namespace import VariableSize, held_bytes, largest_variables
-from meno_jupyter.core.rendering import RendersAsTable
+from meno_jupyter.core.rendering import (
+    PRESSURE_COLOURS,
+    RendersAsTable,
+    Rows,
+    html_table,
+    text_table,
+)
 
 OUTPUT_CACHE_ADVICE_BYTES = 50 * 1024 * 1024
 
@@ -38,8 +46,6 @@ class MemoryStatus(RendersAsTable):
     workers : tuple of WorkerStatus
         With a Dask client: every worker's memory from Dask's own metrics.
     """
-
-    _render_as = "status"
 
     rss_bytes: int
     children_rss_bytes: int
@@ -90,6 +96,49 @@ class MemoryStatus(RendersAsTable):
             "advice": list(self.advice),
         }
 
+    def to_text(self) -> str:
+        """Render a memory status for terminals."""
+        lines = ["memory status", text_table(("figure", "value"), self.summary_rows())]
+        if self.largest:
+            rows = [(v.name, v.type_name, format_bytes(v.size_bytes), v.note)
+                    for v in self.largest]
+            lines.append("Largest variables:")
+            lines.append(text_table(("name", "type", "size", "note"), rows))
+        if self.workers:
+            lines.append("Dask workers:")
+            lines.append(text_table(WORKER_STATUS_COLUMNS, _worker_status_rows(self)))
+        lines.extend(self.advice)
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        """Render a memory status as HTML, the pressure level coloured."""
+        colour = PRESSURE_COLOURS[self.pressure]
+        badge = (f'<span class="jp-Meno-pressure jp-Meno-pressure-{self.pressure}" '
+                 f'style="color:white;background:{colour};padding:1px 6px;border-radius:3px">'
+                 f"{html.escape(self.pressure)} pressure</span>")
+        parts = ['<div class="jp-Meno-memstatus">', badge,
+                 html_table((), self.summary_rows(), "memory status")]
+        if self.largest:
+            rows = [(v.name, v.type_name, format_bytes(v.size_bytes), v.note)
+                    for v in self.largest]
+            parts.append(html_table(("name", "type", "size", "note"), rows, "Largest variables"))
+        if self.workers:
+            parts.append(html_table(WORKER_STATUS_COLUMNS, _worker_status_rows(self),
+                                    "Dask workers (Dask's own figures, last heartbeat)"))
+        parts.extend(f"<p>{html.escape(line)}</p>" for line in self.advice)
+        parts.append("</div>")
+        return "".join(parts)
+
+
+WORKER_STATUS_COLUMNS = ("worker", "RSS", "managed", "unmanaged", "spilled", "of limit")
+
+
+def _worker_status_rows(status: MemoryStatus) -> Rows:
+    return [(w.address, format_bytes(w.rss_bytes), format_bytes(w.managed_bytes),
+             format_bytes(w.unmanaged_bytes), format_bytes(w.spilled_bytes),
+             "no limit" if w.limit_share is None
+             else f"{w.limit_share:.0%} of {format_bytes(w.memory_limit or 0)}")
+            for w in status.workers]
 
 
 def memory_status(
@@ -124,8 +173,7 @@ def memory_status(
     >>> status.largest[0].name
     'x'
     """
-    if top < 0:
-        raise ValueError(f"top must be 0 or more, got {top}")
+    check_count(top, minimum=0, name="top")
     rss = read_rss()
     children = read_children_rss()
     limit = effective_limit()

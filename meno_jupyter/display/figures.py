@@ -7,6 +7,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from meno_jupyter.core.memory import MIB, format_bytes
+from meno_jupyter.core.rendering import PRESSURE_COLOURS
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
@@ -249,7 +250,6 @@ def figure_bundle(figure: Figure | dict[str, Any], text: str) -> dict[str, Any]:
     return {PLOTLY_MIMETYPE: spec, "text/html": html_text, "text/plain": text}
 
 
-PRESSURE_COLOURS = {"low": "#2e7d32", "medium": "#ef6c00", "high": "#c62828"}
 _BAND_COLOURS = {"medium": "rgba(239,108,0,0.08)", "high": "rgba(198,40,40,0.10)"}
 
 

@@ -85,6 +85,15 @@ def running_cell_id(shell: Any) -> str | None:
     return cell_id_of(getattr(result, "info", None))
 
 
+def usage_check(check: Callable[..., None], *args: Any, option: str | None = None,
+                **kwargs: Any) -> None:
+    """Run one of the core's checks; its ValueError becomes a UsageError (after ``option``)."""
+    try:
+        check(*args, **kwargs)
+    except ValueError as error:
+        raise UsageError(f"{option}: {error}" if option else str(error)) from None
+
+
 def check_identifier(name: str | None, option: str) -> None:
     """Raise UsageError unless ``name`` can be a Python variable name."""
     if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
@@ -136,28 +145,6 @@ def rich_output(shell: Any) -> bool:
 def show(obj: object, raw: bool = False) -> None:
     """Display an object or a raw mimebundle through IPython's display machinery."""
     display(obj, raw=raw)
-
-
-def user_variables(shell: Any) -> dict[str, object]:
-    """Return the user's own variables, IPython's hidden names left out."""
-    hidden = set(getattr(shell, "user_ns_hidden", {}))
-    return {k: v for k, v in shell.user_ns.items() if k not in hidden}
-
-
-def output_cache_objects(shell: Any) -> list[object]:
-    """Return the objects IPython's output history keeps alive (``Out``, ``_``, ``__``)."""
-    objects: list[object] = []
-    seen: set[int] = set()
-    out = shell.user_ns.get("Out", {})
-    candidates = list(out.values()) if isinstance(out, dict) else []
-    candidates += [shell.user_ns.get(name) for name in ("_", "__", "___")]
-    for obj in candidates:
-        # IPython fills empty history slots with "" (and a DataFrame cannot be compared to it).
-        if obj is None or (isinstance(obj, str) and not obj) or id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        objects.append(obj)
-    return objects
 
 
 class CellInFlight:

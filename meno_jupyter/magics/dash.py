@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.live import validate_refresh
-from meno_jupyter.magics._common import check_identifier, parse, plain_help, show
+from meno_jupyter.magics._common import check_identifier, parse, plain_help, show, usage_check
+from meno_jupyter.shell import session_recorder
 
 SIDECAR_HINT = ("--sidebar docks the dashboard with the sidecar package (JupyterLab only): "
                 "pip install sidecar, then reload the page. Showing it here instead.")
@@ -17,7 +18,7 @@ SIDECAR_HINT = ("--sidebar docks the dashboard with the sidecar package (Jupyter
 
 def _ensure_ledger(shell: Any) -> str | None:
     """Turn ``%memwatch`` on so that each cell gets a marker; say so when it was off."""
-    watch = shell.magics_manager.registry.get("WatchMagics")
+    watch = session_recorder(shell)
     if watch is None or watch.watching:
         return None
     watch.start()
@@ -61,12 +62,8 @@ class DashboardMagics(Magics):
         if args.close:
             print(f"closed {close_all()} dashboard(s)")
             return
-        try:
-            validate_refresh(args.interval)
-        except ValueError as error:
-            raise UsageError(f"--interval: {error}") from None
-        if args.top < 1:
-            raise UsageError(f"--top must be at least 1, got {args.top}")
+        usage_check(validate_refresh, args.interval, option="--interval")
+        usage_check(check_count, args.top, minimum=1, name="--top")
         shell = self.shell
         assert shell is not None
         said = _ensure_ledger(shell)

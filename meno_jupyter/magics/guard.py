@@ -31,8 +31,8 @@ from meno_jupyter.magics._common import (
     kernel_connection_file,
     parse,
     plain_help,
-    user_variables,
 )
+from meno_jupyter.shell import user_variables
 
 
 def _innermost_frame(tb: TracebackType | None) -> Any:

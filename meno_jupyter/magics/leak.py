@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.capture import capture_output
 
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.leaks import find_leaks
-from meno_jupyter.magics._common import check_identifier, parse, plain_help, show
+from meno_jupyter.magics._common import check_identifier, parse, plain_help, show, usage_check
 from meno_jupyter.magics.profile import raise_cell_error, run_cell_capturing_error
 
 
@@ -53,10 +53,8 @@ class LeakMagics(Magics):
         """
         args = parse(self.memleak, line)
         check_identifier(args.output, "-o/--output")
-        if args.repeat < 3:
-            raise UsageError(f"-n/--repeat must be at least 3, got {args.repeat}")
-        if args.warmup < 0:
-            raise UsageError(f"--warmup must be 0 or more, got {args.warmup}")
+        usage_check(check_count, args.repeat, minimum=3, name="-n/--repeat")
+        usage_check(check_count, args.warmup, minimum=0, name="--warmup")
         shell = self.shell
         assert shell is not None
         runs = 0

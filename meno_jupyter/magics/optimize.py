@@ -8,7 +8,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from meno_jupyter.magics._common import check_identifier, parse, plain_help, show, user_variables
+from meno_jupyter.magics._common import check_identifier, parse, plain_help, show
+from meno_jupyter.shell import user_variables
 
 
 @magics_class

@@ -13,6 +13,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from meno_jupyter.core.cluster import running_client
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.ledger import CellRecord, source_head
 from meno_jupyter.core.profiler import Profiler, ProfileResult
 from meno_jupyter.core.sampler import DEFAULT_INTERVAL_S, validate_interval
@@ -24,8 +25,10 @@ from meno_jupyter.magics._common import (
     running_cell_id,
     running_cell_number,
     show,
+    usage_check,
     writable_file,
 )
+from meno_jupyter.shell import session_recorder
 
 
 def run_cell_capturing_error(shell: Any, cell: str) -> tuple[Any, list[str] | None]:
@@ -96,7 +99,7 @@ def dask_client(address: str | None, refuse: bool) -> tuple[Any, bool]:
 def _add_to_ledger(shell: Any, result: ProfileResult, cell: str, started_at: float,
                    number: int | None, *, cell_id: str | None) -> None:
     """Record a profiled cell in the session ledger (``%memwatch`` records it itself)."""
-    watch = shell.magics_manager.registry.get("WatchMagics")
+    watch = session_recorder(shell)
     if watch is None or watch.watching:
         return
     watch.ledger.add(CellRecord(
@@ -175,12 +178,8 @@ class ProfileMagics(Magics):
             raise UsageError(f"%%memprofile takes options only on its line, not "
                              f"{statement!r}; the code goes in the cell below")
         check_identifier(args.output, "-o/--output")
-        try:
-            validate_interval(args.interval)
-        except ValueError as error:
-            raise UsageError(f"-i/--interval: {error}") from None
-        if args.top < 1:
-            raise UsageError(f"--top must be at least 1, got {args.top}")
+        usage_check(validate_interval, args.interval, option="-i/--interval")
+        usage_check(check_count, args.top, minimum=1, name="--top")
         json_path = writable_file(args.json, "--json")  # checked before the cell runs
 
         shell = self.shell

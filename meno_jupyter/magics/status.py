@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from meno_jupyter.core.cluster import running_client
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.status import memory_status
 from meno_jupyter.magics._common import (
     check_identifier,
-    output_cache_objects,
     parse,
     plain_help,
     show,
-    user_variables,
+    usage_check,
 )
 from meno_jupyter.magics.guard import guard_of
+from meno_jupyter.shell import output_cache_objects, user_variables
 
 
 @magics_class
@@ -47,8 +47,7 @@ class StatusMagics(Magics):
         """
         args = parse(self.memstatus, line)
         check_identifier(args.output, "-o/--output")
-        if args.top < 0:
-            raise UsageError(f"--top must be 0 or more, got {args.top}")
+        usage_check(check_count, args.top, minimum=0, name="--top")
         status = memory_status(
             user_variables(self.shell),
             top=args.top,

@@ -12,6 +12,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Int
 
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.ledger import (
     DEFAULT_MAX_CELLS,
     CellRecorder,
@@ -28,6 +29,7 @@ from meno_jupyter.magics._common import (
     plain_help,
     rich_output,
     show,
+    usage_check,
     writable_file,
 )
 
@@ -127,8 +129,7 @@ class WatchMagics(Magics):
         """
         args = parse(self.memwatch, line)
         check_identifier(args.output, "-o/--output")
-        if args.top < 1:
-            raise UsageError(f"--top must be at least 1, got {args.top}")
+        usage_check(check_count, args.top, minimum=1, name="--top")
         json_path = writable_file(args.json, "--json")
         csv_path = writable_file(args.csv, "--csv")
         # Exported before --clear, so "export and start afresh" loses nothing.
@@ -158,7 +159,7 @@ class WatchMagics(Magics):
 
                 show(figure_bundle(ledger_figure(self.ledger), "memory across the session"),
                      raw=True)
-            from meno_jupyter.display.tables import ledger_html, ledger_text, mimebundle
+            from meno_jupyter.core.rendering import mimebundle
 
-            show(mimebundle(lambda: ledger_text(self.ledger, args.top),
-                            lambda: ledger_html(self.ledger, args.top)), raw=True)
+            show(mimebundle(lambda: self.ledger.to_text(args.top),
+                            lambda: self.ledger.to_html(args.top)), raw=True)

@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 
 from meno_jupyter.core.ledger import LedgerFileError, inflight_path_for, read_inflight_file
-from meno_jupyter.core.memory import format_bytes
+from meno_jupyter.core.memory import cgroup_ancestors, format_bytes
 
 MAX_DEATHS = 200
 SAMPLES_KEPT_S = 60.0
@@ -160,12 +160,7 @@ def _cgroup_dirs(pid: int) -> list[Path]:
             return []
         start, top = root / v2[0].lstrip("/"), root
     # The hierarchy's root is left out: its counters count every OOM kill on the machine.
-    found = []
-    current = start
-    while current != top and top in current.parents:
-        found.append(current)
-        current = current.parent
-    return found
+    return [directory for directory in cgroup_ancestors(start, top) if directory != top]
 
 
 def _oom_kills(directory: Path) -> int | None:

@@ -13,11 +13,12 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from meno_jupyter.core.batching import adaptive_batch_size
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.memory import format_bytes, read_rss
 from meno_jupyter.topics._format import format_duration
 from meno_jupyter.topics._process import WorkerProcess
@@ -33,13 +34,16 @@ from meno_jupyter.topics.static import (
     static_model_ready,
 )
 from meno_jupyter.topics.store import (
-    PRECISIONS,
     EmbeddingStore,
     Precision,
     StoreError,
     StoreMeta,
+    check_precision,
     hash_documents,
 )
+
+if TYPE_CHECKING:
+    from meno_jupyter.topics.recommend import Recommendation
 
 DEFAULT_CHUNK_SIZE = 1_000
 DEFAULT_BATCH_SIZE = 32  # MiniLM on 2 cores: 64 and 128 were slower and took 1.4-1.6 GB
@@ -156,7 +160,23 @@ class ChunkedEmbedder:
         store = embedder.embed("corpus.parquet", "emb/", text_column="body")
         fast = ChunkedEmbedder(model="static", chunk_size=10_000)  # 1M docs in minutes
         again = ChunkedEmbedder(cache="~/embedding-cache")  # known texts are not re-encoded
+        fitted = ChunkedEmbedder.from_recommendation(recommend_settings(len(df)))
     """
+
+    @classmethod
+    def from_recommendation(cls, recommendation: Recommendation,
+                            **options: Any) -> ChunkedEmbedder:
+        """Return an embedder with a recommendation's model, precision, chunk and batch size.
+
+        ``options`` (``device``, ``progress``, ``cache``, or any of those four) win over
+        the recommendation.
+        """
+        settings: dict[str, Any] = {
+            "model": None if recommendation.model == "minilm" else recommendation.model,
+            "precision": recommendation.precision, "chunk_size": recommendation.chunk_size,
+            "batch_size": recommendation.batch_size}
+        settings.update(options)
+        return cls(**settings)
 
     def __init__(
         self,
@@ -169,10 +189,8 @@ class ChunkedEmbedder:
         progress: bool = True,
         cache: str | os.PathLike[str] | None = None,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        check_precision(precision)
+        check_count(chunk_size, minimum=1, name="chunk_size")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if model is not None and not isinstance(model, str | os.PathLike) and not hasattr(

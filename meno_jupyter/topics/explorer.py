@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.live import LiveFeed, LiveSample
 from meno_jupyter.core.memory import MIB, format_bytes
-from meno_jupyter.topics._fit_worker import DOCS_FILE
 from meno_jupyter.topics._process import WorkerProcess
 from meno_jupyter.topics.documents import Documents
 from meno_jupyter.topics.embedder import ChunkedEmbedder
+from meno_jupyter.topics.store import DOCS_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -253,8 +254,7 @@ class TopicExplorer:
         mode: str = "default",
         n_topics: int | None = None,
     ) -> None:
-        if min_topic_size < 2:
-            raise ValueError(f"min_topic_size must be at least 2, got {min_topic_size}")
+        check_count(min_topic_size, minimum=2, name="min_topic_size")
         if mode not in ("default", "online"):
             raise ValueError(f"mode is 'default' or 'online', got {mode!r}")
         if n_topics is not None and n_topics < 2:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.memory import GIB, MemoryLimit, effective_limit, format_bytes
+from meno_jupyter.topics._format import format_duration
 from meno_jupyter.topics.static import (
     DISTILL_SECONDS,
     STATIC_DOCS_PER_S,
@@ -63,7 +65,8 @@ class Recommendation:
             f"model={self.model!r}  precision={self.precision!r}  chunk_size={self.chunk_size}  "
             f"batch_size={self.batch_size}  mode={self.mode!r}",
             f"store on disk ≈ {format_bytes(self.store_bytes)}; default fit peak ≈ "
-            f"{format_bytes(self.fit_peak_bytes)}; embedding ≈ {_duration(self.embed_seconds)}",
+            f"{format_bytes(self.fit_peak_bytes)}; "
+            f"embedding ≈ {format_duration(self.embed_seconds)}",
         ]
         return "\n".join(lines + [f"- {reason}" for reason in self.reasons])
 
@@ -100,8 +103,7 @@ def recommend_settings(
     >>> recommend_settings(1_000_000, limit=small).mode
     'online'
     """
-    if n_docs < 1:
-        raise ValueError(f"n_docs must be at least 1, got {n_docs}")
+    check_count(n_docs, minimum=1, name="n_docs")
     found = limit or effective_limit()
     headroom = found.available_bytes
     reasons: list[str] = []
@@ -109,8 +111,8 @@ def recommend_settings(
     rate = FAST_DOCS_PER_S if short else SLOW_DOCS_PER_S
     static_rate = STATIC_FAST_DOCS_PER_S if short else STATIC_DOCS_PER_S
     minilm_s, static_s = n_docs / rate, n_docs / static_rate + DISTILL_SECONDS
-    both = (f"MiniLM ≈ {_duration(minilm_s)} at {rate:.0f} docs/s, the static model ≈ "
-            f"{_duration(static_s)} (distilling it once included)")
+    both = (f"MiniLM ≈ {format_duration(minilm_s)} at {rate:.0f} docs/s, the static model ≈ "
+            f"{format_duration(static_s)} (distilling it once included)")
     if minilm_s > STATIC_ABOVE_S:
         model, seconds, dim = "static", static_s, STATIC_DIM if dim == MINILM_DIM else dim
         reasons.append(f"model='static': {both}; its topics are somewhat less sharp (NMI "
@@ -163,7 +165,3 @@ def recommend_settings(
                           fit_peak, seconds, headroom, tuple(reasons))
 
 
-def _duration(seconds: float) -> str:
-    if seconds >= 3_600:
-        return f"{seconds / 3_600:.1f} h"
-    return f"{max(seconds / 60, 1):.0f} min"

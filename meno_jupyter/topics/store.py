@@ -39,6 +39,8 @@ META_FILE = "meta.json"
 DATA_FILE = "embeddings.npy"
 SCALES_FILE = "scales.npy"
 JOURNAL_FILE = "journal.jsonl"
+# The documents a fit reads (text column "text"), written beside the embeddings.
+DOCS_FILE = "docs.parquet"
 META_MAX_BYTES = 64 * 1024
 START_AGAIN = "embed again with overwrite=True to start again"
 
@@ -57,6 +59,12 @@ class CorruptStoreError(StoreError):
 
 class StoreSpaceError(StoreError, OSError):
     """The disk has no room for the store (an ``OSError`` with ``errno.ENOSPC`` too)."""
+
+
+def check_precision(precision: object) -> None:
+    """Raise ValueError unless ``precision`` is one the store can keep."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 @dataclass(frozen=True)
@@ -78,8 +86,7 @@ class StoreMeta:
     version: int = STORE_VERSION
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.n_docs < 1 or self.dim < 1 or self.chunk_size < 1:
             raise ValueError("a store needs at least one document, dimension and chunk row")
 

@@ -15,7 +15,7 @@ import threading
 import weakref
 from typing import Any
 
-from meno_jupyter.core.ledger import CellRecord, current_ledger
+from meno_jupyter.core.ledger import CellRecord
 from meno_jupyter.core.live import (
     LiveFeed,
     LiveSample,
@@ -25,11 +25,9 @@ from meno_jupyter.core.live import (
 )
 from meno_jupyter.core.memory import format_bytes
 from meno_jupyter.core.namespace import VariableSize, largest_variables
-from meno_jupyter.display.figures import (
-    PRESSURE_COLOURS,
-    live_timeline_spec,
-    svg_timeline,
-)
+from meno_jupyter.core.rendering import PRESSURE_COLOURS
+from meno_jupyter.display.figures import live_timeline_spec, svg_timeline
+from meno_jupyter.shell import release_shell_memory, session_ledger
 
 DEFAULT_INTERVAL_S = 0.5
 VARIABLES_TIME_BUDGET_S = 0.5
@@ -184,7 +182,7 @@ class MemoryDashboard:
         return f'<span style="color:#ef6c00">{html.escape(self.notice)}</span>'
 
     def _records(self) -> list[CellRecord]:
-        ledger = current_ledger()
+        ledger = session_ledger()
         return list(ledger) if ledger is not None else []
 
     def _series(self, sample: LiveSample) -> tuple[list[float], list[int]]:
@@ -333,8 +331,6 @@ class MemoryDashboard:
 
     def confirm_delete(self) -> str:
         """Delete the variable asked for, collect garbage and trim; say what RSS did."""
-        from meno_jupyter.magics.clean import release_shell_memory
-
         name = self.pending_delete
         self.cancel_delete()
         if name is None:
@@ -350,8 +346,6 @@ class MemoryDashboard:
 
     def free_memory(self) -> str:
         """Run ``%memclean``'s logic: drop cached outputs and the last error, collect, trim."""
-        from meno_jupyter.magics.clean import release_shell_memory
-
         if self.shell is None:
             self._say("no IPython shell: nothing to free")
             return self.message

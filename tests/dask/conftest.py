@@ -41,7 +41,3 @@ def fresh_client() -> Iterator[Any]:
     finally:
         client.close()
         cluster.close()
-
-
-# The magics run in the same real IPython shell as tests/magics.
-from tests.magics.conftest import session_shell, shell  # noqa: E402, F401

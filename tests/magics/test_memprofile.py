@@ -269,7 +269,6 @@ def test_help_is_generated(shell: Any) -> None:
 def test_growth_lines_are_numbered_markers_not_rotated_labels(rich_shell: Any) -> None:
     from meno_jupyter.core.attribution import CodeLine, GrowthLine
     from meno_jupyter.display.figures import profile_figure_spec
-    from meno_jupyter.display.tables import profile_html
 
     _, _ = run(rich_shell, "%%memprofile -o prof --no-plot\n" + SPIKE_THEN_KEEP)
     prof = rich_shell.user_ns["prof"]
@@ -287,7 +286,7 @@ def test_growth_lines_are_numbered_markers_not_rotated_labels(rich_shell: Any) -
                                  "(from 0.2 s to 1.7 s)")
     bands = [shape for shape in spec["layout"]["shapes"] if shape["type"] == "rect"]
     assert [(band["x0"], band["x1"]) for band in bands] == [(0.2, 1.7)]  # line 2 only
-    html = profile_html(dataclasses.replace(prof, growth_lines=lines))
+    html = dataclasses.replace(prof, growth_lines=lines).to_html()
     assert "<th" in html and ">#</th>" in html
 
 

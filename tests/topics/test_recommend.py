@@ -34,7 +34,7 @@ def test_a_corpus_too_long_for_minilm_gets_the_static_model_with_both_times() ->
     assert (advice.model, advice.mode, advice.chunk_size) == ("static", "online", 10_000)
     assert 500 < advice.embed_seconds < 1_000  # 1M / 1,850 docs/s + distilling once
     reason = next(r for r in advice.reasons if r.startswith("model='static'"))
-    assert "MiniLM ≈ 6.6 h at 42 docs/s, the static model ≈ 10 min" in reason
+    assert "MiniLM ≈ 6 h 36 min at 42 docs/s, the static model ≈ 10 min" in reason  # one wording
     assert "UMAP over 1,000,000 documents" in str(advice)
     assert recommend_settings(20_000, limit=limit(8)).model == "minilm"
 
@@ -50,3 +50,17 @@ def test_it_reads_the_real_limit_by_default() -> None:
     assert recommend_settings(100).headroom_bytes > 0
     with pytest.raises(ValueError, match="n_docs"):
         recommend_settings(0)
+
+
+def test_an_embedder_takes_a_recommendation_as_it_is() -> None:
+    from meno_jupyter.topics.embedder import ChunkedEmbedder
+
+    for n_docs in (5_000, 2_000_000):
+        rec = recommend_settings(n_docs, mean_chars=300)
+        embedder = ChunkedEmbedder.from_recommendation(rec, progress=False)
+        assert embedder.model == (None if rec.model == "minilm" else rec.model)
+        assert (embedder.precision, embedder.chunk_size, embedder.batch_size) == (
+            rec.precision, rec.chunk_size, rec.batch_size)
+        assert not embedder.progress
+    with pytest.raises(ValueError, match="precision must be one of"):
+        ChunkedEmbedder.from_recommendation(recommend_settings(5_000), precision="float8")

@@ -36,12 +36,13 @@ describe('formatBytes', () => {
 
 describe('pressure', () => {
   it('classifies shares of the limit', () => {
-    expect(pressureOf(10, 100)).toBe('low');
-    expect(pressureOf(70, 100)).toBe('medium');
-    expect(pressureOf(84, 100)).toBe('medium');
-    expect(pressureOf(85, 100)).toBe('high');
+    const server: [number, number] = [0.7, 0.85]; // what the server sends by default
+    expect(pressureOf(10, 100, server)).toBe('low');
+    expect(pressureOf(70, 100, server)).toBe('medium');
+    expect(pressureOf(84, 100, server)).toBe('medium');
+    expect(pressureOf(85, 100, server)).toBe('high');
     expect(pressureOf(50, 100, [0.4, 0.5])).toBe('high');
-    expect(pressureOf(50, 0)).toBe('low');
+    expect(pressureOf(50, 0, server)).toBe('low');
   });
 
   it('maps levels to CSS classes', () => {
