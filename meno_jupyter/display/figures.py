@@ -355,3 +355,36 @@ def svg_timeline(times: list[float], rss_bytes: list[int], colour: str,
             f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/>'
             f'<text x="4" y="14" font-size="11" fill="{_NEUTRAL_TEXT}">max '
             f'{format_bytes(int(max(y)))}</text></svg>')
+
+
+def stage_timeline_spec(timeline: Any, height: int = 320) -> dict[str, Any]:
+    """Return a topic run's timeline as a plotly spec: tree and kernel RSS, a band per stage.
+
+    ``timeline`` is a ``meno_jupyter.topics.explorer.StageTimeline`` (``times``,
+    ``kernel_rss``, ``tree_rss``, ``stages``); not imported here, the topics sit above.
+    """
+    stages = timeline.stages
+    origin = stages[0].start if stages else (timeline.times[0] if timeline.times else 0)
+    x = [t - origin for t in timeline.times]
+    colours = ["rgba(21,101,192,0.08)", "rgba(239,108,0,0.08)"]
+    shapes, annotations = [], []
+    for i, stage in enumerate(stages):
+        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1,
+                       "x0": stage.start - origin, "x1": stage.end - origin,
+                       "fillcolor": colours[i % 2], "line": {"width": 0}, "layer": "below"})
+        annotations.append({"x": (stage.start + stage.end) / 2 - origin, "y": 1.0,
+                            "yref": "paper", "showarrow": False, "yanchor": "bottom",
+                            "text": stage.name, "font": {"size": 11}})
+    data = [
+        {"type": "scatter", "x": x, "y": [v / MIB for v in timeline.tree_rss], "mode": "lines",
+         "name": "kernel + workers", "line": {"color": _PEAK_COLOUR, "width": 2}},
+        {"type": "scatter", "x": x, "y": [v / MIB for v in timeline.kernel_rss],
+         "mode": "lines", "name": "kernel", "line": {"color": _LINE_COLOUR, "width": 2}},
+    ]
+    layout = {"height": height, "margin": {"l": 60, "r": 20, "t": 40, "b": 40},
+              "title": {"text": "memory by stage", "font": {"size": 14}},
+              "xaxis": {"title": {"text": "seconds"}},
+              "yaxis": {"title": {"text": "RSS (MiB)"}, "rangemode": "tozero"},
+              "shapes": shapes, "annotations": annotations, "template": _TEMPLATE,
+              "legend": {"orientation": "h", "y": -0.25}}
+    return {"data": data, "layout": layout}

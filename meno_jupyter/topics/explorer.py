@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.live import LiveFeed, LiveSample
-from meno_jupyter.core.memory import MIB, format_bytes
+from meno_jupyter.core.memory import format_bytes
+from meno_jupyter.core.rendering import text_table
 from meno_jupyter.topics._process import WorkerProcess
 from meno_jupyter.topics.documents import Documents
 from meno_jupyter.topics.embedder import ChunkedEmbedder
@@ -76,36 +77,12 @@ class StageTimeline:
 
     def figure_spec(self, height: int = 320) -> dict[str, Any]:
         """Return the timeline as a plotly spec: tree and kernel RSS, a band per stage."""
-        origin = self.stages[0].start if self.stages else (self.times[0] if self.times else 0)
-        x = [t - origin for t in self.times]
-        colours = ["rgba(21,101,192,0.08)", "rgba(239,108,0,0.08)"]
-        shapes, annotations = [], []
-        for i, stage in enumerate(self.stages):
-            shapes.append({"type": "rect", "xref": "x", "yref": "paper", "y0": 0, "y1": 1,
-                           "x0": stage.start - origin, "x1": stage.end - origin,
-                           "fillcolor": colours[i % 2], "line": {"width": 0},
-                           "layer": "below"})
-            annotations.append({"x": (stage.start + stage.end) / 2 - origin, "y": 1.0,
-                                "yref": "paper", "showarrow": False, "yanchor": "bottom",
-                                "text": stage.name, "font": {"size": 11}})
-        data = [
-            {"type": "scatter", "x": x, "y": [v / MIB for v in self.tree_rss], "mode": "lines",
-             "name": "kernel + workers", "line": {"color": "#c62828", "width": 2}},
-            {"type": "scatter", "x": x, "y": [v / MIB for v in self.kernel_rss],
-             "mode": "lines", "name": "kernel", "line": {"color": "#1565c0", "width": 2}},
-        ]
-        layout = {"height": height, "margin": {"l": 60, "r": 20, "t": 40, "b": 40},
-                  "title": {"text": "memory by stage", "font": {"size": 14}},
-                  "xaxis": {"title": {"text": "seconds"}},
-                  "yaxis": {"title": {"text": "RSS (MiB)"}, "rangemode": "tozero"},
-                  "shapes": shapes, "annotations": annotations,
-                  "legend": {"orientation": "h", "y": -0.25}}
-        return {"data": data, "layout": layout}
+        from meno_jupyter.display.figures import stage_timeline_spec
+
+        return stage_timeline_spec(self, height)
 
     def __str__(self) -> str:
-        lines = [f"{'stage':<10} {'seconds':>8} {'peak (tree)':>12} {'peak (kernel)':>14}"]
-        lines += [f"{a:<10} {b:>8} {c:>12} {d:>14}" for a, b, c, d in self.rows()]
-        return "\n".join(lines)
+        return text_table(("stage", "seconds", "peak (tree)", "peak (kernel)"), self.rows())
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         from meno_jupyter.display.figures import figure_bundle
