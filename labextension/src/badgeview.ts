@@ -62,6 +62,8 @@ export class CellBadges {
   private _shown = new WeakMap<Cell, string>();
   private _sparks = new WeakMap<Cell, string>();
   private _watched = new WeakSet<Cell>();
+  /** Each cell's heaviest rank (0: none) at the last full redraw; edits do not change it. */
+  private _ranks = new WeakMap<Cell, number>();
   /** Cells queued or running, in the order they were scheduled, with when they began. */
   private _running = new Map<Cell, number>();
 
@@ -146,7 +148,8 @@ export class CellBadges {
     const ranks = new Map<number, number>();
     heaviest(figures).forEach((index, rank) => ranks.set(index, rank + 1));
     cells.forEach((cell, index) => {
-      this._watchSource(cell, panel);
+      this._watchSource(cell);
+      this._ranks.set(cell, ranks.get(index) ?? 0);
       this._render(cell, figures[index], ranks.get(index) ?? 0);
     });
     this._renderRunning(panel);
@@ -158,7 +161,7 @@ export class CellBadges {
     return top.length ? top[0] : -1;
   }
 
-  private _watchSource(cell: Cell, panel: NotebookPanel): void {
+  private _watchSource(cell: Cell): void {
     if (this._watched.has(cell)) {
       return;
     }
@@ -167,9 +170,7 @@ export class CellBadges {
     cell.model.contentChanged.connect(() => {
       const figures = figuresIn(cell);
       if (figures) {
-        const index = panel.content.widgets.indexOf(cell);
-        const rank = heaviest(panel.content.widgets.map(figuresIn)).indexOf(index) + 1;
-        this._render(cell, figures, rank);
+        this._render(cell, figures, this._ranks.get(cell) ?? 0);
       }
     });
   }

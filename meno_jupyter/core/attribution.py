@@ -26,6 +26,11 @@ from types import FrameType
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def is_package_file(filename: str) -> bool:
+    """Tell whether ``filename`` is meno-jupyter's own code (its bookkeeping, never blamed)."""
+    return filename.startswith(_PACKAGE_DIR + os.sep)
+
+
 @lru_cache(maxsize=1)
 def _library_prefixes() -> tuple[str, ...]:
     names = ("stdlib", "platstdlib", "purelib", "platlib")
@@ -147,7 +152,7 @@ _Key = tuple[str, int]
 def _user_key(frames: tuple[tuple[str, int], ...]) -> _Key | None:
     """Return the innermost user frame of a raw traceback (most recent frame first)."""
     for filename, lineno in frames:
-        if filename.startswith(_PACKAGE_DIR + os.sep):
+        if is_package_file(filename):
             return None  # meno-jupyter's own bookkeeping
         if is_user_file(filename):
             return (filename, lineno)

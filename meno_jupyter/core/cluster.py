@@ -114,7 +114,6 @@ class ClusterProfile:
         self.interval_s = interval_s
         self._token = f"meno-{uuid.uuid4().hex}"
         self._started: dict[str, dict[str, Any]] = {}
-        self._limits: dict[str, int | None] = {}
 
     def start(self) -> None:
         """Reset every worker's high-water mark and start its sampler (one round trip)."""
@@ -122,8 +121,6 @@ class ClusterProfile:
                                   on_error="return")
         self._started = {address: answer for address, answer in answers.items()
                          if isinstance(answer, dict)}
-        self._limits = {address: answer.get("memory_limit")
-                        for address, answer in self._started.items()}
 
     def stop(self) -> tuple[WorkerPeak, ...]:
         """Collect every worker's figures; name those that died (hungriest first)."""
@@ -139,7 +136,7 @@ class ClusterProfile:
                     address=address, start_rss=begun["start_rss"],
                     peak_rss=answer["peak_rss"], end_rss=answer["end_rss"],
                     exact_peak=answer["exact_peak"],
-                    memory_limit=answer["memory_limit"] or self._limits.get(address),
+                    memory_limit=answer["memory_limit"] or begun.get("memory_limit"),
                     managed_bytes=answer["managed_bytes"],
                     spilled_bytes=answer["spilled_bytes"],
                     timeline_t_s=tuple(answer["times"]),
@@ -148,7 +145,7 @@ class ClusterProfile:
                 peaks.append(WorkerPeak(
                     address=address, start_rss=begun["start_rss"],
                     peak_rss=max(reported.get(address, 0), begun["start_rss"]), end_rss=None,
-                    exact_peak=False, memory_limit=self._limits.get(address),
+                    exact_peak=False, memory_limit=begun.get("memory_limit"),
                     managed_bytes=0, spilled_bytes=0, died=True))
         peaks.sort(key=lambda peak: peak.peak_increase, reverse=True)
         return tuple(peaks)

@@ -19,7 +19,6 @@ only here, and only when tracing starts.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import threading
@@ -27,9 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from meno_jupyter.core.attribution import TracedLine, code_line, is_user_file
+from meno_jupyter.core.attribution import (
+    TracedLine,
+    code_line,
+    is_package_file,
+    is_user_file,
+)
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 NATIVE_FRAMES_SHOWN = 3
 
 
@@ -49,7 +52,7 @@ def memray_available() -> bool:
 def _user_frame(stack: list[tuple[str, str, int]]) -> tuple[str, int, str] | None:
     """Return (file, line, function) of the innermost user frame, or None for our own."""
     for function, filename, lineno in stack:
-        if filename.startswith(_PACKAGE_DIR + os.sep):
+        if is_package_file(filename):
             return None  # meno-jupyter's own bookkeeping
         if is_user_file(filename):
             return filename, lineno, function
@@ -192,7 +195,7 @@ def _native_frames(record: Any) -> list[str]:
         return []
     shown: list[str] = []
     for function, filename, lineno in frames:
-        if is_user_file(filename) and not filename.startswith(_PACKAGE_DIR + os.sep):
+        if is_user_file(filename) and not is_package_file(filename):
             break
         if not filename.endswith(".py") and not is_user_file(filename):
             known = filename and filename != "<unknown>"
