@@ -420,6 +420,11 @@ class MemoryLimit:
         """Return the fields as a plain dict."""
         return asdict(self)
 
+    def pressure(self, used_bytes: int,
+                 thresholds: tuple[float, float] = DEFAULT_PRESSURE_THRESHOLDS) -> PressureLevel:
+        """Classify ``used_bytes`` against this limit (see :func:`pressure_level`)."""
+        return pressure_level(used_bytes, self.limit_bytes, thresholds)
+
 
 def _read_int(path: Path) -> int | None:
     try:
@@ -634,6 +639,14 @@ def effective_limit() -> MemoryLimit:
     return MemoryLimit(total, "system", available, total)
 
 
+def check_thresholds(thresholds: tuple[float, float]) -> tuple[float, float]:
+    """Return ``(medium, high)``; raise ValueError unless 0 < medium < high <= 1."""
+    medium, high = thresholds
+    if not 0 < medium < high <= 1:
+        raise ValueError(f"thresholds must satisfy 0 < medium < high <= 1, got {thresholds}")
+    return medium, high
+
+
 def pressure_level(
     used_bytes: int,
     limit_bytes: int,
@@ -646,9 +659,7 @@ def pressure_level(
     >>> pressure_level(80, 100)
     'medium'
     """
-    medium, high = thresholds
-    if not 0 < medium < high <= 1:
-        raise ValueError(f"thresholds must satisfy 0 < medium < high <= 1, got {thresholds}")
+    medium, high = check_thresholds(thresholds)
     if limit_bytes <= 0:
         raise ValueError("limit_bytes must be positive")
     share = used_bytes / limit_bytes

@@ -18,9 +18,9 @@ from meno_jupyter.core.memory import (
     DEFAULT_PRESSURE_THRESHOLDS,
     MemoryLimit,
     PressureLevel,
+    check_thresholds,
     effective_limit,
     format_bytes,
-    pressure_level,
     read_rss,
     read_vms,
 )
@@ -174,7 +174,7 @@ class MemoryMonitor:
             raise ValueError(f"threshold is a share of the limit in (0, 1], got {threshold}")
         if interval <= 0:
             raise ValueError(f"interval must be positive, got {interval}")
-        pressure_level(0, 1, thresholds)  # validates the thresholds
+        check_thresholds(thresholds)
         self.threshold = threshold
         self.interval = interval
         self.thresholds = thresholds
@@ -199,7 +199,7 @@ class MemoryMonitor:
             timestamp=time.time(), label=label, rss_bytes=rss, vms_bytes=read_vms(),
             percent=100.0 * rss / limit.limit_bytes, available_bytes=limit.available_bytes,
             limit_bytes=limit.limit_bytes, limit_source=limit.source,
-            pressure=pressure_level(rss, limit.limit_bytes, self.thresholds),
+            pressure=limit.pressure(rss, self.thresholds),
             python_objects=len(gc.get_objects()) if count_objects else None,
         )
 

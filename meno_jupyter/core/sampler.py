@@ -86,7 +86,7 @@ class DecimatingBuffer:
         return times, values
 
 
-@dataclass
+@dataclass(slots=True)
 class _GrowthTally:
     growth_bytes: int = 0
     events: int = 0

@@ -177,7 +177,7 @@ def memory_status(
     rss = read_rss()
     children = read_children_rss()
     limit = effective_limit()
-    level = pressure_level(rss + children, limit.limit_bytes, thresholds)
+    level = limit.pressure(rss + children, thresholds)
     largest = (
         tuple(largest_variables(namespace, top=top, hidden=hidden))
         if namespace is not None and top

@@ -19,7 +19,6 @@ from meno_jupyter.core.memory import (
     MemoryLimit,
     PressureLevel,
     effective_limit,
-    pressure_level,
     process_rss,
     read_children_rss,
 )
@@ -169,4 +168,4 @@ class KernelSampler:
 
     def pressure(self, total_bytes: int, limit: MemoryLimit) -> PressureLevel:
         """Return the pressure level of ``total_bytes`` against ``limit``."""
-        return pressure_level(total_bytes, limit.limit_bytes, self.thresholds)
+        return limit.pressure(total_bytes, self.thresholds)

@@ -17,6 +17,7 @@ from typing import Any
 from meno_jupyter.topics.static import STATIC_MODEL, StaticEncoder, static_model_dir
 
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+PACKAGED_ALIAS = "minilm"  # ChunkedEmbedder(model="minilm") is model=None
 
 
 def load_model(spec: str | None, device: str) -> Any:

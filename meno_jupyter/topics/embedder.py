@@ -22,7 +22,7 @@ from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.memory import format_bytes, read_rss
 from meno_jupyter.topics._format import format_duration
 from meno_jupyter.topics._process import WorkerProcess
-from meno_jupyter.topics._worker import PACKAGED_MODEL
+from meno_jupyter.topics._worker import PACKAGED_ALIAS, PACKAGED_MODEL
 from meno_jupyter.topics.cache import EmbeddingCache, encode_with_cache
 from meno_jupyter.topics.documents import Documents
 from meno_jupyter.topics.static import (
@@ -134,9 +134,9 @@ class ChunkedEmbedder:
     Parameters
     ----------
     model : None, str or object
-        None: the packaged all-MiniLM-L6-v2 (offline). ``"static"``: a model2vec model
-        distilled once from it (40-60x faster than MiniLM, somewhat lower topic
-        quality). A sentence-transformers name or path: loaded in a worker process. An
+        None or ``"minilm"``: the packaged all-MiniLM-L6-v2 (offline). ``"static"``: a
+        model2vec model distilled once from it (40-60x faster than MiniLM, somewhat lower
+        topic quality). A sentence-transformers name or path: loaded in a worker process. An
         object with ``.encode``: called in-process.
     precision : {"float32", "float16", "int8"}
         How the store keeps the embeddings (int8 with one scale per row).
@@ -172,7 +172,7 @@ class ChunkedEmbedder:
         the recommendation.
         """
         settings: dict[str, Any] = {
-            "model": None if recommendation.model == "minilm" else recommendation.model,
+            "model": recommendation.model,
             "precision": recommendation.precision, "chunk_size": recommendation.chunk_size,
             "batch_size": recommendation.batch_size}
         settings.update(options)
@@ -197,14 +197,14 @@ class ChunkedEmbedder:
                 model, "encode"):
             raise TypeError("model must be None (the packaged MiniLM), a sentence-transformers "
                             f"name or path, or an object with .encode; got {type(model).__name__}")
-        self.model = model
+        self.model = None if model == PACKAGED_ALIAS else model
         self.precision = precision
         self.chunk_size = chunk_size
         self.batch_size = batch_size
         self.device = device
         self.progress = progress
         self.cache = None if cache is None else Path(cache).expanduser()
-        self.name = model_name(model)
+        self.name = model_name(self.model)
         self.last_rate: float | None = None
 
     def _encoder(self) -> Encoder:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from meno_jupyter.core.rendering import text_table
 from meno_jupyter.topics._process import WorkerProcess
 from meno_jupyter.topics.documents import Documents
 from meno_jupyter.topics.embedder import ChunkedEmbedder
+from meno_jupyter.topics.recommend import store_precision
 from meno_jupyter.topics.store import DOCS_FILE
 
 if TYPE_CHECKING:
@@ -196,7 +197,8 @@ class TopicExplorer:
     store_dir : path
         Where the embeddings (and the session's files) live.
     embedder : ChunkedEmbedder, optional
-        Default: the packaged MiniLM at float16.
+        Default: the packaged MiniLM at the recommended precision (float16; int8 for a
+        list or Series whose float16 store would pass 2 GiB).
     min_topic_size, n_neighbors, n_components, seed
         BERTopic's defaults; UMAP's seed fixed so fits repeat.
     mode : {"default", "online"}
@@ -238,7 +240,8 @@ class TopicExplorer:
             raise ValueError(f"n_topics must be at least 2, got {n_topics}")
         self.documents = Documents(docs, text_column)
         self.store_dir = Path(store_dir)
-        self.embedder = embedder or ChunkedEmbedder(precision="float16")
+        self.embedder = embedder or ChunkedEmbedder(precision=store_precision(
+            len(docs) if isinstance(docs, Sized) and not isinstance(docs, str) else 0))
         self.settings = {"min_topic_size": min_topic_size, "n_neighbors": n_neighbors,
                          "n_components": n_components, "seed": seed,
                          "core_dist_n_jobs": core_dist_n_jobs, "mode": mode,

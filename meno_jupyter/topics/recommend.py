@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.memory import GIB, MemoryLimit, effective_limit, format_bytes
 from meno_jupyter.topics._format import format_duration
+from meno_jupyter.topics._worker import PACKAGED_ALIAS
 from meno_jupyter.topics.static import (
     DISTILL_SECONDS,
     STATIC_DOCS_PER_S,
     STATIC_FAST_DOCS_PER_S,
 )
+from meno_jupyter.topics.store import Precision
 
 MINILM_DIM, STATIC_DIM = 384, 256
 DEFAULT_FIT_MAX_DOCS = 200_000  # UMAP: ~1 min per 10k documents on 2 cores, superlinear
@@ -40,7 +42,8 @@ class Recommendation:
     Attributes
     ----------
     model : {"minilm", "static"}
-        ``ChunkedEmbedder(model=None)`` (the packaged MiniLM) or ``model="static"``.
+        What ``ChunkedEmbedder(model=...)`` takes: the packaged MiniLM or its static
+        distillation (``ChunkedEmbedder.from_recommendation`` passes it on).
     mode : {"default", "online"}
         ``default``: UMAP + HDBSCAN on all embeddings; ``online``: chunk by chunk.
     embed_seconds : float
@@ -49,7 +52,7 @@ class Recommendation:
 
     n_docs: int
     model: str
-    precision: str
+    precision: Precision
     chunk_size: int
     batch_size: int
     mode: str
@@ -72,6 +75,17 @@ class Recommendation:
 
     def _repr_pretty_(self, printer: object, cycle: bool) -> None:
         printer.text(str(self))  # type: ignore[attr-defined]
+
+
+def store_precision(n_docs: int, dim: int = MINILM_DIM) -> Precision:
+    """Return the store precision for ``n_docs`` rows of ``dim``: float16, int8 past 2 GiB.
+
+    Examples
+    --------
+    >>> store_precision(10_000), store_precision(10_000_000)
+    ('float16', 'int8')
+    """
+    return "int8" if n_docs * dim * 2 > INT8_ABOVE_BYTES else "float16"
 
 
 def recommend_settings(
@@ -118,16 +132,17 @@ def recommend_settings(
         reasons.append(f"model='static': {both}; its topics are somewhat less sharp (NMI "
                        "0.33-0.34 against 0.36-0.46 measured)")
     else:
-        model, seconds = "minilm", minilm_s
+        model, seconds = PACKAGED_ALIAS, minilm_s
         reasons.append(f"model=None (the packaged MiniLM): {both}; its topics are the better "
                        "ones and the wait is acceptable")
     float16_bytes = n_docs * dim * 2
-    if float16_bytes > INT8_ABOVE_BYTES:
-        precision, store_bytes = "int8", n_docs * (dim + 4)
+    precision = store_precision(n_docs, dim)
+    if precision == "int8":
+        store_bytes = n_docs * (dim + 4)
         reasons.append(f"int8 (one scale per row, cosine ≥ 0.99 to float32): a float16 store "
                        f"would take {format_bytes(float16_bytes)}")
     else:
-        precision, store_bytes = "float16", float16_bytes
+        store_bytes = float16_bytes
         reasons.append("float16: half the disk and memory of float32 outside UMAP (which "
                        "works in float32 anyway), same topics with a fixed seed")
     if model == "static":
