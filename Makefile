@@ -119,6 +119,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/server_latency.py
 	$(BIN)/python bench/guard_overshoot.py
 	$(BIN)/python bench/dask_overhead.py
+	$(BIN)/python bench/dask_embed.py
 
 clean:
 	rm -rf $(VENV) $(PANDAS2_VENV) build .mypy_cache .ruff_cache .pytest_cache \

@@ -236,3 +236,7 @@ def test_dask_notebook_measures_each_worker_exactly() -> None:
                   and cell.source.startswith("%memstatus"))
     html = "".join(out.data.get("text/html", "") for out in outputs_of(status, "display_data"))
     assert "Dask workers" in html and "of 1.0 GiB" in html
+    embedded = next(cell for cell in notebook.cells if cell.cell_type == "code"
+                    and cell.source.startswith("import sys"))
+    shown = ast.literal_eval(embedded.outputs[0].data["text/plain"])
+    assert shown == {"complete": True, "torch in this kernel": False}

@@ -21,9 +21,11 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.memory import MIB, format_bytes
 
 PEAK_EVENT_TOPIC = "meno-worker-peak"
@@ -310,3 +312,59 @@ def worker_statuses(client: Any) -> tuple[WorkerStatus, ...]:
             memory_limit=int(worker.get("memory_limit") or 0) or None))
     statuses.sort(key=lambda status: status.rss_bytes, reverse=True)
     return tuple(statuses)
+
+
+class ClusterHistory:
+    """The workers' RSS over time, polled from the scheduler at most every ``every_s``.
+
+    For a live view (``%memdash``): each :meth:`poll` asks the scheduler once (Dask's own
+    metrics, the workers' last heartbeats) unless the last answer is younger than
+    ``every_s``. Bounded: ``capacity`` polls are kept. A client that stops answering (closed,
+    scheduler gone) ends the polling; ``error`` says why.
+
+    Examples
+    --------
+    >>> history = ClusterHistory(client=None)
+    >>> history.add(1.0, (WorkerStatus("tcp://a:1", 10, 0, 0, None),))
+    >>> history.totals()
+    ([1.0], [10])
+    """
+
+    def __init__(self, client: Any, *, every_s: float = 1.0, capacity: int = 3_600) -> None:
+        check_count(capacity, minimum=2, name="capacity")
+        self.client = client
+        self.every_s = every_s
+        self._polls: deque[tuple[float, tuple[WorkerStatus, ...]]] = deque(maxlen=capacity)
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def poll(self, now: float) -> tuple[WorkerStatus, ...]:
+        """Ask the scheduler (when due); return the latest statuses (hungriest first)."""
+        with self._lock:
+            due = not self._polls or now - self._polls[-1][0] >= self.every_s
+            if due and self.client is not None and self.error is None:
+                try:
+                    self.add(now, worker_statuses(self.client))
+                except Exception as error:  # a closed client, a scheduler gone
+                    self.error = f"the Dask cluster stopped answering ({error})"
+            return self._polls[-1][1] if self._polls else ()
+
+    def add(self, timestamp: float, statuses: tuple[WorkerStatus, ...]) -> None:
+        """Keep one poll's answer."""
+        self._polls.append((timestamp, statuses))
+
+    def totals(self) -> tuple[list[float], list[int]]:
+        """Return (times, the workers' RSS summed) of every poll kept."""
+        polls = list(self._polls)
+        return ([t for t, _ in polls],
+                [sum(status.rss_bytes for status in statuses) for _, statuses in polls])
+
+    def per_worker(self) -> dict[str, tuple[list[float], list[int]]]:
+        """Return each worker's (times, RSS), in the order the workers first appeared."""
+        lines: dict[str, tuple[list[float], list[int]]] = {}
+        for timestamp, statuses in list(self._polls):
+            for status in statuses:
+                times, values = lines.setdefault(status.address, ([], []))
+                times.append(timestamp)
+                values.append(status.rss_bytes)
+        return lines

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from plotly.graph_objects import Figure
 
     from meno_jupyter.core.attribution import GrowthLine
+    from meno_jupyter.core.cluster import ClusterHistory
     from meno_jupyter.core.ledger import CellRecord, Ledger
     from meno_jupyter.core.live import LiveSample
     from meno_jupyter.core.profiler import ProfileResult
@@ -21,6 +22,8 @@ PLOTLY_MIMETYPE = "application/vnd.plotly.v1+json"
 _LINE_COLOUR = "#1565c0"
 _PEAK_COLOUR = "#c62828"
 _GROWTH_COLOUR = "#ef6c00"
+_CLUSTER_COLOUR = "#00838f"
+_WORKER_COLOURS = ("#4db6ac", "#9575cd", "#f06292", "#a1887f", "#90a4ae", "#aed581")
 # A template that reads on light and dark themes alike, inlined (plotly's named templates
 # need plotly to expand them): transparent backgrounds, mid-grey text, translucent grid.
 _NEUTRAL_TEXT = "#8a8a8a"
@@ -270,11 +273,14 @@ def live_timeline_spec(
     thresholds: tuple[float, float],
     height: int = 280,
     width: int | None = None,
+    cluster: ClusterHistory | None = None,
 ) -> dict[str, Any]:
     """Return the live RSS timeline as a plotly spec: x in seconds before ``sample``.
 
     The line takes the pressure colour; the limit line and the medium/high bands show
     when the limit is near enough to matter; each recorded cell gets a marker at its peak.
+    With a Dask ``cluster`` history, the workers' total and each worker add a line (and
+    the chart a legend).
 
     Examples
     --------
@@ -287,8 +293,11 @@ def live_timeline_spec(
     """
     now = sample.timestamp
     x, y = decimate([t - now for t in times], [v / MIB for v in rss_bytes])
+    cluster_lines = _cluster_lines(cluster, now) if cluster is not None else []
     limit_mib = sample.limit.limit_bytes / MIB
-    top, limit_in_view = _live_y_top(y + [r.peak_rss / MIB for r in records], limit_mib)
+    top, limit_in_view = _live_y_top(
+        y + [r.peak_rss / MIB for r in records]
+        + [value for line in cluster_lines for value in line["y"]], limit_mib)
     left = min(x, default=-60.0)
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -316,17 +325,38 @@ def live_timeline_spec(
                   f"{format_bytes(r.peak_increase, signed=True)}, kept "
                   f"{format_bytes(r.delta, signed=True)}" for r in shown_records],
          "hovertemplate": "%{text}<extra></extra>"},
+        *cluster_lines,
     ]
     layout = {
         "height": height, "margin": {"l": 60, "r": 20, "t": 10, "b": 40},
         "xaxis": {"title": {"text": "seconds (0 = now)"}, "range": [left, 0]},
         "yaxis": {"title": {"text": "RSS (MiB)"}, "range": [0, top]},
-        "showlegend": False, "template": _TEMPLATE, "shapes": shapes,
+        "showlegend": bool(cluster_lines), "legend": {"orientation": "h", "y": -0.25},
+        "template": _TEMPLATE, "shapes": shapes,
         "annotations": annotations, "uirevision": "meno-live",
     }
     if width is not None:
         layout["width"] = width
     return {"data": data, "layout": layout}
+
+
+def _cluster_lines(cluster: ClusterHistory, now: float) -> list[dict[str, Any]]:
+    """Return the workers' total (dotted) and a line per worker; x in seconds before now."""
+    times, totals = cluster.totals()
+    if not times:
+        return []
+    x, y = decimate([t - now for t in times], [v / MIB for v in totals])
+    lines = [{"type": "scatter", "x": x, "y": y, "mode": "lines", "name": "Dask workers, total",
+              "line": {"color": _CLUSTER_COLOUR, "width": 2, "dash": "dot"},
+              "hovertemplate": "workers' total %{y:.1f} MiB<extra></extra>"}]
+    for number, (address, (worker_times, values)) in enumerate(cluster.per_worker().items()):
+        wx, wy = decimate([t - now for t in worker_times], [v / MIB for v in values])
+        name = address.split("://")[-1]
+        lines.append({"type": "scatter", "x": wx, "y": wy, "mode": "lines", "name": name,
+                      "line": {"color": _WORKER_COLOURS[number % len(_WORKER_COLOURS)],
+                               "width": 1},
+                      "hovertemplate": f"{name} %{{y:.1f}} MiB<extra></extra>"})
+    return lines
 
 
 def svg_timeline(times: list[float], rss_bytes: list[int], colour: str,

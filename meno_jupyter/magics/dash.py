@@ -36,6 +36,8 @@ class DashboardMagics(Magics):
     @argument("--interval", type=float, default=0.5, metavar="S",
               help="Seconds between refreshes (default 0.5; 0.25 for 4 Hz).")
     @argument("--top", type=int, default=8, metavar="N", help="Variables listed (default 8).")
+    @argument("--no-dask", action="store_true",
+              help="Do not draw the Dask workers even when a client is in use.")
     @argument("--close", action="store_true", help="Close every open dashboard and stop.")
     @argument("-o", "--output", metavar="NAME", help="Store the dashboard in this variable.")
     @line_magic
@@ -45,8 +47,10 @@ class DashboardMagics(Magics):
         A timeline of the kernel's RSS (2 Hz by default, at most 2,000 points drawn) with
         the effective limit, pressure colours and a marker per executed cell; a gauge of
         RSS against the limit; the largest variables with "optimize" (DataFrames, lossless)
-        and "delete" (asks first); and "free memory", which runs ``%memclean``. All
-        dashboards share one sampling thread, which stops when the last one is closed.
+        and "delete" (asks first); and "free memory", which runs ``%memclean``. With a
+        Dask client in use, the workers' total and each worker get a line too (Dask's own
+        metrics, polled once a second). All dashboards share one sampling thread, which
+        stops when the last one is closed.
 
         Examples::
 
@@ -69,7 +73,8 @@ class DashboardMagics(Magics):
         said = _ensure_ledger(shell)
         if said:
             print(said)
-        dash = MemoryDashboard(args.interval, shell=shell, top=args.top)
+        dash = MemoryDashboard(args.interval, shell=shell, top=args.top,
+                               dask=None if args.no_dask else "auto")
         if args.output:
             shell.user_ns[args.output] = dash
         if not args.sidebar:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from meno_jupyter.topics.static import STATIC_MODEL, StaticEncoder, static_model_dir
@@ -37,6 +38,21 @@ def load_model(spec: str | None, device: str) -> Any:
     return SentenceTransformer(spec, device=device)
 
 
+def load_encoder(spec: str | None, device: str) -> tuple[int, Callable[[list[str], int], Any]]:
+    """Load a model (see :func:`load_model`); return its dimension and ``encode(texts, batch)``."""
+    model = load_model(spec, device)
+    if isinstance(model, StaticEncoder):
+        return model.dim, model.encode
+    dimension = getattr(model, "get_embedding_dimension", None) or (
+        model.get_sentence_embedding_dimension)
+
+    def encode(texts: list[str], batch_size: int) -> Any:
+        return model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                            show_progress_bar=False)
+
+    return int(dimension()), encode
+
+
 def serve(conn: Any, spec: str | None, device: str) -> None:
     """Answer encode requests until told to stop or the parent goes away."""
     import numpy as np
@@ -45,17 +61,7 @@ def serve(conn: Any, spec: str | None, device: str) -> None:
     from meno_jupyter.core.memory import read_rss
 
     try:
-        model = load_model(spec, device)
-        if isinstance(model, StaticEncoder):
-            dim, encode = model.dim, model.encode
-        else:
-            dimension = getattr(model, "get_embedding_dimension", None) or (
-                model.get_sentence_embedding_dimension)
-            dim = int(dimension())
-
-            def encode(texts: list[str], batch_size: int) -> Any:
-                return model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
-                                    show_progress_bar=False)
+        dim, encode = load_encoder(spec, device)
     except BaseException:
         conn.send(("error", traceback.format_exc()))
         return

@@ -70,6 +70,10 @@ class Encoder:
     def close(self) -> None:
         """Release the encoder."""
 
+    def memory_text(self) -> str:
+        """Say the encoder's memory, for the progress bar."""
+        return f"encoder {format_bytes(self.rss_bytes)}"
+
 
 class WorkerEncoder(Encoder):
     """A sentence-transformers model in a spawned process (torch never enters the kernel)."""
@@ -150,6 +154,10 @@ class ChunkedEmbedder:
     cache : str or path-like, optional
         A directory (or ``.sqlite`` file) caching embeddings by model and text hash, shared
         by runs: texts already in it are not encoded again.
+    client : distributed.Client, optional
+        Embed on this Dask cluster: every chunk a task, the model loaded once per worker,
+        the rows written by the workers into the store (a directory they all reach), each
+        chunk journaled by this process once its rows verify. The [dask] extra.
 
     Examples
     --------
@@ -161,6 +169,7 @@ class ChunkedEmbedder:
         fast = ChunkedEmbedder(model="static", chunk_size=10_000)  # 1M docs in minutes
         again = ChunkedEmbedder(cache="~/embedding-cache")  # known texts are not re-encoded
         fitted = ChunkedEmbedder.from_recommendation(recommend_settings(len(df)))
+        spread = ChunkedEmbedder(client=Client(cluster), batch_size=32)  # on Dask workers
     """
 
     @classmethod
@@ -188,6 +197,7 @@ class ChunkedEmbedder:
         device: str = "cpu",
         progress: bool = True,
         cache: str | os.PathLike[str] | None = None,
+        client: Any = None,
     ) -> None:
         check_precision(precision)
         check_count(chunk_size, minimum=1, name="chunk_size")
@@ -203,13 +213,25 @@ class ChunkedEmbedder:
         self.batch_size = batch_size
         self.device = device
         self.progress = progress
+        if client is not None and cache is not None:
+            raise ValueError("cache= is not used with client= yet: the cache is a file of "
+                             "this machine; embed on the cluster without it")
+        if client is not None and not callable(getattr(client, "submit", None)):
+            raise TypeError("client must be a distributed.Client, got "
+                            f"{type(client).__name__}")
         self.cache = None if cache is None else Path(cache).expanduser()
+        self.client = client
         self.name = model_name(self.model)
         self.last_rate: float | None = None
 
     def _encoder(self) -> Encoder:
         if self.model == STATIC_MODEL:
             distill_static_model(verbose=self.progress)
+        if self.client is not None:
+            from meno_jupyter.topics.cluster import ClusterEncoder
+
+            return ClusterEncoder(self.client, self.model, self.device)
+        if self.model == STATIC_MODEL:
             return WorkerEncoder(STATIC_MODEL, self.device)
         if self.model is None or isinstance(self.model, str | os.PathLike):
             spec = None if self.model is None else str(self.model)
@@ -258,6 +280,10 @@ class ChunkedEmbedder:
             meta = StoreMeta(self.name, encoder.dim, self.precision, n_docs, docs_hash,
                              self.chunk_size)
             store = EmbeddingStore.prepare(path, meta, overwrite=overwrite)
+            if self.client is not None:
+                from meno_jupyter.topics.cluster import check_workers_reach
+
+                check_workers_reach(self.client, store)
             self._run(store, documents, encoder, on_chunk, cache)
         finally:
             encoder.close()
@@ -283,23 +309,35 @@ class ChunkedEmbedder:
         bar = tqdm(total=n_docs, initial=store.done_docs, unit="doc", desc="embedding",
                    disable=not self.progress, dynamic_ncols=True)
         started, embedded = time.perf_counter(), 0
+
+        def chunk_done(index: int, n_texts: int) -> None:
+            nonlocal embedded
+            if not embedded and self.model is None:  # the first chunk: MiniLM's pace here
+                rate = n_texts / max(time.perf_counter() - started, 1e-6)
+                if offer := static_offer(n_docs - store.done_docs, rate):
+                    bar.write(offer)
+            embedded += n_texts
+            bar.update(n_texts)
+            bar.set_postfix_str(f"kernel {format_bytes(read_rss())}, {encoder.memory_text()}",
+                                refresh=False)
+            if on_chunk is not None:
+                on_chunk(store, index, encoder)
+
         try:
-            for index, texts in self._pending(store, documents):
+            chunks = self._pending(store, documents)
+            if self.client is not None:
+                from meno_jupyter.topics.cluster import ClusterEncoder, embed_on_cluster
+
+                assert isinstance(encoder, ClusterEncoder)
+                embed_on_cluster(store, chunks, encoder, self.batch_size or DEFAULT_BATCH_SIZE,
+                                 chunk_done)
+            for index, texts in chunks:  # in this process (none left after the cluster)
                 batch = self.batch_size or adaptive_batch_size(DEFAULT_BATCH_SIZE)
                 encode = functools.partial(encoder.encode, batch_size=batch)
                 rows = encode(texts) if cache is None else encode_with_cache(cache, texts,
                                                                              encode)
                 store.write_chunk(index, rows)
-                if not embedded and self.model is None:  # the first chunk: MiniLM's pace here
-                    rate = len(texts) / max(time.perf_counter() - started, 1e-6)
-                    if offer := static_offer(n_docs - store.done_docs, rate):
-                        bar.write(offer)
-                embedded += len(texts)
-                bar.update(len(texts))
-                bar.set_postfix_str(f"kernel {format_bytes(read_rss())}, encoder "
-                                    f"{format_bytes(encoder.rss_bytes)}", refresh=False)
-                if on_chunk is not None:
-                    on_chunk(store, index, encoder)
+                chunk_done(index, len(texts))
         except KeyboardInterrupt:
             bar.close()
             print(f"interrupted: {store.done_docs:,} of {n_docs:,} documents are embedded "

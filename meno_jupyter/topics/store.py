@@ -24,6 +24,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -215,13 +216,14 @@ class EmbeddingStore:
     [[1.0, 0.0, -0.5], [0.0, 2.0, 0.0]]
     """
 
-    def __init__(self, path: Path, meta: StoreMeta, *, verify: bool = True) -> None:
+    def __init__(self, path: Path, meta: StoreMeta, *, verify: bool = True,
+                 read_journal: bool = True) -> None:
         self.path = path
         self.meta = meta
         self._verify = verify
         self._verified: set[int] = set()
         self._journal_end: int | None = None  # where a cut-off last line begins
-        self._checksums = self._read_journal()
+        self._checksums = self._read_journal() if read_journal else {}
 
     # ------------------------------------------------------------------ opening
 
@@ -267,6 +269,26 @@ class EmbeddingStore:
         store.check_files()
         if verify is True:
             store.verify()
+        return store
+
+    @classmethod
+    def for_writing_rows(cls, path: str | os.PathLike[str], meta: StoreMeta) -> EmbeddingStore:
+        """Open the store another process prepared, to :meth:`write_rows` into it only.
+
+        Raises :class:`StoreError` when ``path`` does not hold that store here (a Dask
+        worker that cannot reach the driver's directory).
+        """
+        root = Path(path)
+        if not (root / META_FILE).exists():
+            raise StoreError(f"{root / META_FILE} is not there on {socket.gethostname()}: "
+                             "embedding on a cluster needs a directory every worker can "
+                             "reach (a shared filesystem)")
+        found = _read_meta(root / META_FILE)
+        if found.differences(meta):
+            raise StoreMismatchError(f"{root} here ({socket.gethostname()}) holds another "
+                                     "store than the one being embedded")
+        store = cls(root, found, verify=False, read_journal=False)
+        store.check_files()
         return store
 
     @classmethod
@@ -445,6 +467,15 @@ class EmbeddingStore:
 
     def write_chunk(self, index: int, embeddings: np.ndarray[Any, Any]) -> None:
         """Store chunk ``index`` (float rows), flush it, then journal it with its checksum."""
+        self._journal(index, self.write_rows(index, embeddings))
+        self._verified.add(index)
+
+    def write_rows(self, index: int, embeddings: np.ndarray[Any, Any]) -> str:
+        """Write chunk ``index``'s rows into the files and flush them; do not journal them.
+
+        Returns the chunk's checksum, for :meth:`record_chunk`: a Dask worker writes its
+        chunk here and the driver journals it once the rows on disk match.
+        """
         start, stop = self.meta.chunk_bounds(index)
         rows = np.asarray(embeddings)
         if rows.shape != (stop - start, self.meta.dim):
@@ -465,7 +496,30 @@ class EmbeddingStore:
         data[start:stop] = values
         data.flush()  # msync: the rows are in the file before the journal says so
         del data
-        checksum = self._digest(values, row_scales)
+        return self._digest(values, row_scales)
+
+    def record_chunk(self, index: int, checksum: str) -> None:
+        """Journal chunk ``index``, written elsewhere, once its rows on disk match ``checksum``.
+
+        Raises
+        ------
+        CorruptStoreError
+            The rows read back differ (a writer that did not finish, a directory that is
+            not the same one for the writer and for this process).
+        """
+        self.meta.chunk_bounds(index)  # checks the index
+        found = self._chunk_checksum(index)
+        if found != checksum:
+            start, stop = self.meta.chunk_bounds(index)
+            raise CorruptStoreError(
+                f"{self.path}: documents {start}-{stop} on disk do not match what their writer "
+                "reported; the chunk is not journaled (is the directory the same for every "
+                "worker?)")
+        self._journal(index, checksum)
+        self._verified.add(index)
+
+    def _journal(self, index: int, checksum: str) -> None:
+        start, stop = self.meta.chunk_bounds(index)
         line = json.dumps({"chunk": index, "start": start, "stop": stop, "sha256": checksum})
         with open(self.path / JOURNAL_FILE, "ab") as journal:
             if self._journal_end is not None:  # never append onto a cut-off line
@@ -475,7 +529,6 @@ class EmbeddingStore:
             journal.flush()
             os.fsync(journal.fileno())
         self._checksums[index] = checksum
-        self._verified.add(index)
 
     # ------------------------------------------------------------------ reading
 

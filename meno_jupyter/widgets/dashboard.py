@@ -15,6 +15,7 @@ import threading
 import weakref
 from typing import Any
 
+from meno_jupyter.core.cluster import ClusterHistory, running_client
 from meno_jupyter.core.ledger import CellRecord
 from meno_jupyter.core.live import (
     LiveFeed,
@@ -78,6 +79,10 @@ class MemoryDashboard:
     figure_widget : bool
         Use plotly's FigureWidget for the chart; False (or a front end without it) draws
         a plain SVG chart instead.
+    dask : "auto", distributed.Client or None
+        Also draw the Dask workers (their total and a line each, from the scheduler's
+        metrics, polled once a second): ``"auto"`` the client in use when the dashboard
+        opens, or this client; None: not.
 
     Examples
     --------
@@ -97,6 +102,7 @@ class MemoryDashboard:
         feed: LiveFeed | None = None,
         top: int = 8,
         figure_widget: bool = True,
+        dask: Any = "auto",
     ) -> None:
         import ipywidgets as widgets
 
@@ -119,6 +125,8 @@ class MemoryDashboard:
         self.closed = False
         self.latest: LiveSample | None = None
         self.containers: list[Any] = []  # a sidecar holding the dashboard closes with it
+        client = running_client() if isinstance(dask, str) and dask == "auto" else dask
+        self.cluster = None if client is None else ClusterHistory(client)
         self._lock = threading.RLock()
         self._widgets = widgets
         self.figure: Any = None
@@ -195,7 +203,20 @@ class MemoryDashboard:
     def _spec(self, sample: LiveSample) -> dict[str, Any]:
         times, values = self._series(sample)
         return live_timeline_spec(times, values, sample, self._records(),
-                                  thresholds=self.feed.thresholds, width=CHART_WIDTH_PX)
+                                  thresholds=self.feed.thresholds, width=CHART_WIDTH_PX,
+                                  cluster=self.cluster)
+
+    def _cluster_html(self, sample: LiveSample) -> str:
+        if self.cluster is None:
+            return ""
+        workers = self.cluster.poll(sample.timestamp)
+        if self.cluster.error is not None:
+            return f' · <span style="color:#ef6c00">{html.escape(self.cluster.error)}</span>'
+        total = sum(worker.rss_bytes for worker in workers)
+        limits = [worker.memory_limit for worker in workers]
+        of = (f" of {format_bytes(sum(limit or 0 for limit in limits))}"
+              if workers and all(limits) else "")
+        return f" · {len(workers)} Dask workers {format_bytes(total)}{of}"
 
     # ------------------------------------------------------------------ refresh
 
@@ -212,7 +233,8 @@ class MemoryDashboard:
             self._header.value = (
                 f'<div class="jp-Meno-dashboard-header"><b>RSS {format_bytes(sample.rss_bytes)}'
                 f"</b>{children} · limit {format_bytes(limit.limit_bytes)} ({limit.source})"
-                f' · pressure <b style="color:{colour}">{sample.pressure}</b></div>'
+                f' · pressure <b style="color:{colour}">{sample.pressure}</b>'
+                f"{self._cluster_html(sample)}</div>"
             )
             self._gauge.value = min(100.0, sample.percent)
             self._gauge.style.bar_color = colour
@@ -225,10 +247,14 @@ class MemoryDashboard:
 
     def _apply(self, spec: dict[str, Any]) -> None:
         figure = self.figure
+        if len(figure.data) != len(spec["data"]):  # a worker joined or left: lines anew
+            figure.data = ()
+            figure.add_traces(spec["data"])
         with figure.batch_update():
             for trace, new in zip(figure.data, spec["data"], strict=True):
                 trace.update(new)
             layout = spec["layout"]
+            figure.layout.showlegend = layout["showlegend"]
             figure.layout.shapes = layout["shapes"]
             figure.layout.annotations = layout["annotations"]
             figure.layout.xaxis.range = layout["xaxis"]["range"]

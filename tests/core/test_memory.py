@@ -191,3 +191,17 @@ def test_format_bytes(value: int | None, text: str) -> None:
 
 def test_format_bytes_signed() -> None:
     assert format_bytes(MIB, signed=True) == "+1.0 MiB"
+
+
+def test_cluster_history_keeps_polls_bounded_and_stops_on_a_broken_client() -> None:
+    from meno_jupyter.core.cluster import ClusterHistory, WorkerStatus
+
+    history = ClusterHistory(client=None, capacity=3)
+    for second in range(5):
+        history.add(float(second), (WorkerStatus("tcp://a:1", 10 + second, 0, 0, None),
+                                    WorkerStatus("tcp://b:2", 100, 0, 0, None)))
+    assert history.totals() == ([2.0, 3.0, 4.0], [112, 113, 114])
+    assert history.per_worker()["tcp://a:1"] == ([2.0, 3.0, 4.0], [12, 13, 14])
+    broken = ClusterHistory(client=object())  # no scheduler_info: as a closed client fails
+    assert broken.poll(1.0) == () and "stopped answering" in (broken.error or "")
+    assert broken.poll(5.0) == ()  # asked once, not again

@@ -12,13 +12,16 @@ pytest.importorskip("distributed", reason="the [dask] extra is not installed")
 
 
 @contextlib.contextmanager
-def running_cluster() -> Iterator[Any]:
-    """Two single-threaded worker processes, 2 GiB each; yields the client, closes both."""
+def running_cluster(allowed_failures: int = 0) -> Iterator[Any]:
+    """Two single-threaded worker processes, 2 GiB each; yields the client, closes both.
+
+    ``allowed_failures=0``: a task whose worker dies fails at once (KilledWorker) instead
+    of being run again elsewhere (Dask's default is 3).
+    """
     import dask
     from distributed import Client, LocalCluster
 
-    # A task whose worker dies fails at once (KilledWorker) instead of being retried.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": allowed_failures}):
         cluster = LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                dashboard_address=":0", memory_limit="2GiB")
     client = Client(cluster)

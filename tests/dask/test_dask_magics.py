@@ -60,3 +60,40 @@ def test_memstatus_lists_the_workers(shell: Any, cluster_client: Any) -> None:
     assert "Dask workers" in shown(captured) and "of 2.0 GiB" in shown(captured)
     result, _ = run(shell, "%memstatus -o status --no-dask")
     assert shell.user_ns["status"].workers == ()
+
+
+def test_memdash_draws_the_workers_total_and_a_line_each(shell: Any,
+                                                          cluster_client: Any) -> None:
+    import time
+
+    from meno_jupyter.widgets.dashboard import close_all
+
+    first = sorted(cluster_client.scheduler_info()["workers"])[0]
+    shell.user_ns.update(client=cluster_client, worker=first)
+    try:
+        result, captured = run(shell, "%memdash -o dash --interval 0.2")
+        assert result.success, captured.stdout
+        dash = shell.user_ns["dash"]
+        assert dash.cluster is not None and dash.cluster.client is cluster_client
+        from tests.dask.tasks import hold
+
+        held = cluster_client.submit(hold, 300, 3.0, workers=[first], pure=False)
+        deadline = time.monotonic() + 30
+        names: list[str] = []
+        while time.monotonic() < deadline and not held.done():
+            time.sleep(0.3)
+        grown = held.result()
+        time.sleep(1.5)  # the next heartbeat and poll
+        names = [trace.name for trace in dash.figure.data]
+        assert names[:3] == ["RSS", "cells", "Dask workers, total"]
+        lines = {trace.name: list(trace.y) for trace in dash.figure.data[3:]}
+        assert set(lines) == {address.split("://")[1]
+                              for address in cluster_client.scheduler_info()["workers"]}
+        worker_line = lines[first.split("://")[1]]
+        assert max(worker_line) - min(worker_line) >= 0.8 * grown / MIB  # the 300 MiB held
+        assert "2 Dask workers" in dash._header.value and dash.figure.layout.showlegend
+        result, _ = run(shell, "%memdash -o plain --no-dask")
+        assert result.success and shell.user_ns["plain"].cluster is None
+        assert [t.name for t in shell.user_ns["plain"].figure.data] == ["RSS", "cells"]
+    finally:
+        close_all()

@@ -279,3 +279,32 @@ def test_huge_sizes_and_odd_files_are_store_errors(tmp_path: Path) -> None:
     (tmp_path / "elsewhere.json").write_text(json.dumps(fields))
     with pytest.raises(CorruptStoreError):
         EmbeddingStore.open(store_dir)
+
+
+def test_rows_written_elsewhere_are_journaled_only_when_they_verify(tmp_path: Path) -> None:
+    meta = StoreMeta("m", dim=DIM, precision="int8", n_docs=4, docs_hash="h", chunk_size=2)
+    store = EmbeddingStore.create(tmp_path / "s", meta)
+    writer = EmbeddingStore.for_writing_rows(tmp_path / "s", meta)  # a worker's view
+    good = writer.write_rows(0, np.ones((2, DIM)))
+    checksum_of_other_rows = writer.write_rows(1, np.zeros((2, DIM)))
+    writer.write_rows(1, np.full((2, DIM), 2.0))  # the disk now holds other rows
+    assert not EmbeddingStore.open(tmp_path / "s").done_chunks  # nothing journaled yet
+    store.record_chunk(0, good)
+    with pytest.raises(CorruptStoreError, match=r"documents 2-4 on disk do not match"):
+        store.record_chunk(1, checksum_of_other_rows)
+    reopened = EmbeddingStore.open(tmp_path / "s", verify=True)
+    assert reopened.done_chunks == {0}
+    first = np.array(reopened.embeddings(allow_partial=True)[:2])
+    assert (first == first.max()).all() and first.max() > 0  # the rows of ones, quantized
+
+
+def test_a_writer_that_does_not_reach_the_store_is_told_so(tmp_path: Path) -> None:
+    meta = StoreMeta("m", dim=DIM, precision="float32", n_docs=4, docs_hash="h",
+                     chunk_size=2)
+    with pytest.raises(StoreError, match=r"meta.json is not there on .*every worker can reach"):
+        EmbeddingStore.for_writing_rows(tmp_path / "elsewhere", meta)
+    EmbeddingStore.create(tmp_path / "s", meta)
+    other = StoreMeta("m", dim=DIM, precision="float32", n_docs=4, docs_hash="other",
+                      chunk_size=2)
+    with pytest.raises(StoreError, match="holds another store"):
+        EmbeddingStore.for_writing_rows(tmp_path / "s", other)
