@@ -27,7 +27,7 @@ import numpy as np
 from distributed import WorkerPlugin, as_completed, get_worker
 
 from meno_jupyter.core.cleanup import trim_allocator
-from meno_jupyter.core.memory import format_bytes, read_rss
+from meno_jupyter.core.memory import format_bytes
 from meno_jupyter.topics.embedder import Encoder, EncoderError, InProcessEncoder
 from meno_jupyter.topics.store import EmbeddingStore, StoreError, StoreMeta
 
@@ -109,21 +109,23 @@ def _check_store(path: str, meta: StoreMeta) -> str:
 
 
 def embed_chunk(plugin_name: str, path: str, meta: StoreMeta, index: int, texts: list[str],
-                *, batch_size: int) -> tuple[int, str, int]:
+                *, batch_size: int) -> tuple[int, str]:
     """Encode one chunk and write its rows into the store (a Dask task, on a worker).
 
-    Returns ``(index, checksum, worker RSS after the chunk)``.
+    Returns ``(index, checksum)``: the driver journals the chunk once the rows match.
     """
     rows = _plugin(plugin_name).encode(texts, batch_size)
     checksum = EmbeddingStore.for_writing_rows(path, meta).write_rows(index, rows)
     del rows
     gc.collect()  # a long-lived encoder creeps without these (see _worker.serve)
     trim_allocator()
-    return index, checksum, read_rss()
+    return index, checksum
 
 
 class ClusterEncoder(Encoder):
     """The encoder of every worker of ``client``: registered on creation, removed on close.
+
+    It encodes nothing in this process: :func:`embed_on_cluster` sends the chunks.
 
     Raises
     ------
@@ -149,14 +151,6 @@ class ClusterEncoder(Encoder):
             self.close()
             raise EncoderError(f"the workers' encoders disagree on the dimension ({dims})")
         self.dim = dims.pop()
-        self.rss_bytes = 0
-
-    def encode(self, texts: list[str], batch_size: int) -> np.ndarray[Any, Any]:
-        """Encode ``texts`` on one worker (the store is written by :func:`embed_on_cluster`)."""
-        future = self.client.submit(_encode_on_worker, self.plugin.name, texts, batch_size,
-                                    pure=False)
-        rows: np.ndarray[Any, Any] = future.result()
-        return rows
 
     def memory_text(self) -> str:
         """Say the workers' memory, from the scheduler's metrics (their last heartbeat)."""
@@ -169,11 +163,6 @@ class ClusterEncoder(Encoder):
         """Remove the plugin (its teardown drops every worker's model)."""
         with contextlib.suppress(Exception):  # never hides the error being raised
             self.client.unregister_worker_plugin(self.plugin.name)
-
-
-def _encode_on_worker(plugin_name: str, texts: list[str], batch_size: int
-                      ) -> np.ndarray[Any, Any]:
-    return _plugin(plugin_name).encode(texts, batch_size)
 
 
 def check_workers_reach(client: Any, store: EmbeddingStore) -> None:
@@ -198,8 +187,7 @@ def embed_on_cluster(store: EmbeddingStore, chunks: Iterator[tuple[int, list[str
     n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
     path = str(store.path.resolve())
     running: Any = as_completed()  # type: ignore[no-untyped-call]
-    sizes: dict[Any, int] = {}
-    submitted = []
+    in_flight: dict[Any, int] = {}  # future: its documents (done ones are let go)
 
     def submit_next() -> None:
         item = next(chunks, None)
@@ -209,18 +197,16 @@ def embed_on_cluster(store: EmbeddingStore, chunks: Iterator[tuple[int, list[str
         future = client.submit(embed_chunk, encoder.plugin.name, path, store.meta, index,
                                texts, batch_size=batch_size, pure=False, retries=TASK_RETRIES,
                                key=f"meno-embed-{index}-{uuid.uuid4().hex[:8]}")
-        sizes[future.key] = len(texts)
-        submitted.append(future)
+        in_flight[future] = len(texts)
         running.add(future)
 
     try:
         for _ in range(TASKS_PER_WORKER * n_workers):
             submit_next()
         for future in running:
-            index, checksum, rss = future.result()
-            encoder.rss_bytes = rss
+            index, checksum = future.result()
             store.record_chunk(index, checksum)
-            on_done(index, sizes.pop(future.key))
+            on_done(index, in_flight.pop(future))
             submit_next()
     except (StoreError, EncoderError):
         raise
@@ -229,4 +215,4 @@ def embed_on_cluster(store: EmbeddingStore, chunks: Iterator[tuple[int, list[str
                            f"{error}") from error
     finally:
         with contextlib.suppress(Exception):  # never hides the error being raised
-            client.cancel([future for future in submitted if not future.done()])
+            client.cancel(list(in_flight))

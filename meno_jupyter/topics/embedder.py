@@ -207,7 +207,7 @@ class ChunkedEmbedder:
                 model, "encode"):
             raise TypeError("model must be None (the packaged MiniLM), a sentence-transformers "
                             f"name or path, or an object with .encode; got {type(model).__name__}")
-        self.model = None if model == PACKAGED_ALIAS else model
+        self.model = None if isinstance(model, str) and model == PACKAGED_ALIAS else model
         self.precision = precision
         self.chunk_size = chunk_size
         self.batch_size = batch_size

@@ -507,10 +507,8 @@ class EmbeddingStore:
             The rows read back differ (a writer that did not finish, a directory that is
             not the same one for the writer and for this process).
         """
-        self.meta.chunk_bounds(index)  # checks the index
-        found = self._chunk_checksum(index)
-        if found != checksum:
-            start, stop = self.meta.chunk_bounds(index)
+        start, stop = self.meta.chunk_bounds(index)
+        if self._chunk_checksum(index) != checksum:
             raise CorruptStoreError(
                 f"{self.path}: documents {start}-{stop} on disk do not match what their writer "
                 "reported; the chunk is not journaled (is the directory the same for every "
