@@ -27,8 +27,11 @@ import numpy as np
 from distributed import WorkerPlugin, as_completed, get_worker
 
 from meno_jupyter.core.cleanup import trim_allocator
+from meno_jupyter.core.cluster import worker_statuses
 from meno_jupyter.core.memory import format_bytes
+from meno_jupyter.topics._worker import load_encoder
 from meno_jupyter.topics.embedder import Encoder, EncoderError, InProcessEncoder
+from meno_jupyter.topics.static import STATIC_MODEL, distill_static_model, static_model_ready
 from meno_jupyter.topics.store import EmbeddingStore, StoreError, StoreMeta
 
 TASKS_PER_WORKER = 2  # in flight per worker: one running, one queued with its texts
@@ -58,15 +61,7 @@ class EncoderPlugin(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         """Load the model in this worker process."""
-        from meno_jupyter.topics.static import (
-            STATIC_MODEL,
-            distill_static_model,
-            static_model_ready,
-        )
-
         if self.model is None or isinstance(self.model, str | os.PathLike):
-            from meno_jupyter.topics._worker import load_encoder
-
             spec = None if self.model is None else str(self.model)
             if spec == STATIC_MODEL and not static_model_ready():
                 distill_static_model(verbose=False)  # a host the driver's copy is not on
@@ -135,8 +130,7 @@ class ClusterEncoder(Encoder):
 
     def __init__(self, client: Any, model: Any, device: str) -> None:
         self.client = client
-        workers = client.scheduler_info(n_workers=-1).get("workers", {})
-        if not workers:
+        if not worker_statuses(client):
             raise EncoderError(f"the Dask cluster of {client} has no "
                                "worker; start some (cluster.scale(n)) and embed again")
         self.plugin = EncoderPlugin(model, device)
@@ -154,8 +148,7 @@ class ClusterEncoder(Encoder):
 
     def memory_text(self) -> str:
         """Say the workers' memory, from the scheduler's metrics (their last heartbeat)."""
-        workers = self.client.scheduler_info(n_workers=-1).get("workers", {}).values()
-        rss = [int(w.get("metrics", {}).get("memory", 0)) for w in workers]
+        rss = [worker.rss_bytes for worker in worker_statuses(self.client)]
         return (f"{len(rss)} workers {format_bytes(sum(rss))} "
                 f"(largest {format_bytes(max(rss, default=0))})")
 
@@ -184,7 +177,7 @@ def embed_on_cluster(store: EmbeddingStore, chunks: Iterator[tuple[int, list[str
     On any error or Ctrl-C the tasks still queued are cancelled; what was journaled stays.
     """
     client = encoder.client
-    n_workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+    n_workers = max(1, len(worker_statuses(client)))
     path = str(store.path.resolve())
     running: Any = as_completed()  # type: ignore[no-untyped-call]
     in_flight: dict[Any, int] = {}  # future: its documents (done ones are let go)

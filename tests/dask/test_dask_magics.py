@@ -78,11 +78,7 @@ def test_memdash_draws_the_workers_total_and_a_line_each(shell: Any,
         from tests.dask.tasks import hold
 
         held = cluster_client.submit(hold, 300, 3.0, workers=[first], pure=False)
-        deadline = time.monotonic() + 30
-        names: list[str] = []
-        while time.monotonic() < deadline and not held.done():
-            time.sleep(0.3)
-        grown = held.result()
+        grown = held.result(timeout=30)
         time.sleep(1.5)  # the next heartbeat and poll
         names = [trace.name for trace in dash.figure.data]
         assert names[:3] == ["RSS", "cells", "Dask workers, total"]
