@@ -160,14 +160,16 @@ class KernelDiedError(Exception):
         self.output = output
 
 
-def execute(manager: Any, client: Any, code: str, timeout: float = 180
-            ) -> tuple[dict[str, Any], str]:
+def execute(manager: Any, client: Any, code: str, timeout: float = 180, *,
+            silent: bool = False) -> tuple[dict[str, Any], str]:
     """Run ``code``; return (execute_reply content, what it printed or showed as text).
+
+    ``silent`` runs it as JupyterLab's buttons run theirs (no run-cell hooks, no history).
 
     Raises :class:`KernelDiedError` as soon as the kernel process is gone (an OOM kill does not
     answer), rather than waiting for the timeout.
     """
-    msg_id = client.execute(code)
+    msg_id = client.execute(code, silent=silent)
     texts: list[str] = []
     deadline = time.monotonic() + timeout
     reply: dict[str, Any] | None = None

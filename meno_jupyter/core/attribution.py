@@ -41,6 +41,9 @@ def _library_prefixes() -> tuple[str, ...]:
     return tuple(sorted({os.path.abspath(p) + os.sep for p in paths if p}))
 
 
+_COMPILED_SOURCES = (".pyx", ".pxd", ".pxi")
+
+
 @lru_cache(maxsize=4096)
 def is_user_file(filename: str) -> bool:
     """Tell whether code in ``filename`` is the user's (a cell or their own module).
@@ -54,9 +57,14 @@ def is_user_file(filename: str) -> bool:
     True
     >>> is_user_file(os.__file__)
     False
+    >>> is_user_file("pandas/_libs/join.pyx")
+    False
     """
     if filename.startswith("<"):
         return filename.startswith(("<ipython-input-", "<stdin>", "<cell"))
+    if not os.path.isabs(filename) and (filename.endswith(_COMPILED_SOURCES)
+                                         or not os.path.exists(filename)):
+        return False  # Cython records its sources relative ("join.pyx"): a library's
     return not os.path.abspath(filename).startswith(_library_prefixes())
 
 

@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dis
 import json
 import os
 import resource
+import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any
 
 from meno_jupyter.core.attribution import CodeLine, code_line, user_frame
@@ -52,6 +54,13 @@ from meno_jupyter.core.memory import (
 DEFAULT_AT = 0.9
 # A cell may grow this much even when memory is already past the level when it starts.
 GRACE_BYTES = 16 * MIB
+# A stop the cell swallowed (a bare ``except:``) is sent again while memory stays over the
+# level: at once when it grew GRACE_BYTES more, else after this wait, doubled each time.
+REFIRE_BACKOFF_S = 0.25
+MAX_REFIRE_BACKOFF_S = 4.0
+# Sent to the main thread when it waits in Thread.join, Event.wait, Queue.get (as Ctrl-C
+# does): a blocked lock wait sees no asynchronous exception, but a signal interrupts it.
+_STOP_SIGNAL = getattr(signal, "SIGRTMIN", 34) + 7
 # Kept free below the limit by the allocation limit: the page cache, the kernel's own
 # buffers and the error handling itself need some.
 SAFETY_FRACTION = 0.03
@@ -65,6 +74,9 @@ GUARD_SCHEMA_VERSION = 1
 GUARD_FILE_MAX_BYTES = 64 * 1024
 
 _pending_message: list[str] = []
+# Set when a stop the thread sent has been raised in the main thread (the exception is made
+# there, at its next bytecode): only then may a later reading send another.
+_delivered = threading.Event()
 
 
 class MemoryGuardError(MemoryError):
@@ -75,8 +87,10 @@ class MemoryGuardError(MemoryError):
     """
 
     def __init__(self, *args: object) -> None:
-        if not args and _pending_message:
-            args = (_pending_message[-1],)
+        if not args:
+            _delivered.set()
+            if _pending_message:
+                args = (_pending_message[-1],)
         super().__init__(*args)
 
 
@@ -196,6 +210,12 @@ class MemoryGuard:
         self._statm: int | None = None
         self._limit_lock = threading.RLock()
         self._thread_starter: Any = None
+        self._spawn_wrappers: list[tuple[Any, str, Any]] = []
+        self._threads_before: set[int] = set()
+        self._next_fire = 0.0
+        self._backoff_s = REFIRE_BACKOFF_S
+        self._fired_used = 0
+        self._signal_previous: Any = None
         self.last_stop: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ life
@@ -228,11 +248,15 @@ class MemoryGuard:
         self._thread.start()
         if self.limit_allocations:
             self._wrap_thread_start()
+            self._wrap_spawns()
+        self._install_stop_signal()
 
     def stop(self) -> None:
         """Stop watching and give the allocation limit back."""
         global _active
         self._unwrap_thread_start()
+        self._unwrap_spawns()
+        self._remove_stop_signal()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -267,6 +291,10 @@ class MemoryGuard:
             used = self._reader.used() if self._reader is not None else 0
             self._start_used = self._cell_peak = self._used = used
             self._fired = False
+            self._next_fire = 0.0
+            self._backoff_s = REFIRE_BACKOFF_S
+            self._threads_before = set(sys._current_frames())
+            _delivered.clear()
             self._armed = True
             if self.limit_allocations and self._original_limit is not None:
                 self._update_allocation_limit(used)
@@ -318,9 +346,9 @@ class MemoryGuard:
                 self._used = used
                 if self._armed:
                     self._cell_peak = max(self._cell_peak, used)
-                    if (not self._fired and used > level
-                            and used > self._start_used + GRACE_BYTES):
-                        self._fire(used, limit)
+                    if (used > level and used > self._start_used + GRACE_BYTES
+                            and self._may_fire(used, now)):
+                        self._fire(used, limit, now)
             if self._original_limit is not None:
                 self._update_allocation_limit(used)
                 if now >= next_child_scan:
@@ -328,18 +356,77 @@ class MemoryGuard:
                     next_child_scan = now + CHILD_SCAN_S
             interval = _interval_for(level - used, limit, growth_per_s)
 
-    def _fire(self, used: int, limit: int) -> None:
-        found = interruptible_user_frame(sys._current_frames().get(self._main_id))
-        if found is None:  # not safe now: the next reading tries again
+    def _may_fire(self, used: int, now: float) -> bool:
+        """Whether a stop may be sent now: the first, or again after one was swallowed."""
+        if not self._fired:
+            return True
+        if not _delivered.is_set():  # the last one is still on its way (a long C call)
+            return False
+        return now >= self._next_fire or used > self._fired_used + GRACE_BYTES
+
+    def _fire(self, used: int, limit: int, now: float) -> None:
+        frames = sys._current_frames()
+        main = frames.get(self._main_id)
+        found = interruptible_user_frame(main)
+        waiting = found is None and self._signal_previous is not None and waiting_in_threading(main)
+        if found is None and not waiting:  # not safe now: the next reading tries again
             return
-        line = code_line(found.f_code.co_filename, found.f_lineno, found.f_code.co_name)
+        others = self._cell_threads(frames)
+        line = (frame_line(main) if found is None
+                else code_line(found.f_code.co_filename, found.f_lineno, found.f_code.co_name))
+        detail = ""
+        if others:
+            named = "; ".join(f"`{name}` at {place.label}" for name, place, _ in others)
+            detail = (f"Memory grew while the cell waited for the threads it started; "
+                      f"stopped too: {named}.")
         self.last_stop = {"used_bytes": used, "limit_bytes": limit, "line": line,
-                          "by": "guard"}
+                          "by": "guard", "threads": [name for name, _, _ in others]}
         _pending_message.clear()
-        _pending_message.append(stop_message(used, limit, line))
+        _pending_message.append(stop_message(used, limit, line, detail))
+        if not self._fired:
+            self._stops += 1
+        else:
+            self._backoff_s = min(MAX_REFIRE_BACKOFF_S, self._backoff_s * 2)
         self._fired = True
-        self._stops += 1
-        _set_async_exc(self._main_id, MemoryGuardError)
+        self._fired_used = used
+        self._next_fire = now + self._backoff_s
+        _delivered.clear()
+        for _, _, ident in others:
+            _set_async_exc(ident, MemoryGuardError)
+        if waiting:
+            signal.pthread_kill(self._main_id, _STOP_SIGNAL)
+        else:
+            _set_async_exc(self._main_id, MemoryGuardError)
+
+    def _cell_threads(self, frames: dict[int, FrameType]) -> list[tuple[str, CodeLine, int]]:
+        """Return (name, line, ident) of threads this cell started that run user code now."""
+        own = {self._main_id, threading.get_ident()}
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        found = []
+        for ident, frame in frames.items():
+            if ident in own or ident in self._threads_before:
+                continue
+            user = interruptible_user_frame(frame)
+            if user is not None:
+                place = code_line(user.f_code.co_filename, user.f_lineno, user.f_code.co_name)
+                found.append((names.get(ident, f"thread {ident}"), place, ident))
+        return found
+
+    def _install_stop_signal(self) -> None:
+        """Handle the stop signal in the main thread (when nobody else handles it)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        with contextlib.suppress(ValueError, OSError):
+            if signal.getsignal(_STOP_SIGNAL) in (signal.SIG_DFL, None):
+                self._signal_previous = signal.signal(_STOP_SIGNAL, _on_stop_signal)
+
+    def _remove_stop_signal(self) -> None:
+        if self._signal_previous is None:
+            return
+        with contextlib.suppress(ValueError, OSError):
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(_STOP_SIGNAL, self._signal_previous)
+        self._signal_previous = None
 
     @contextlib.contextmanager
     def reporting(self) -> Iterator[None]:
@@ -410,6 +497,54 @@ class MemoryGuard:
             setattr(threading, name, original)
             self._thread_starter = None
 
+    # A child made by fork+exec in C (subprocess, multiprocessing's spawn and forkserver,
+    # os.posix_spawn, os.system) runs no Python at-fork hook: it would inherit the tight
+    # limit until the thread's next scan. The parent's own limit is lifted for the call.
+    def _wrap_spawns(self) -> None:
+        import _posixsubprocess
+        import subprocess
+
+        targets = [(_posixsubprocess, "fork_exec"), (subprocess, "_fork_exec")]
+        targets += [(os, name) for name in ("posix_spawn", "posix_spawnp", "system")
+                    if hasattr(os, name)]
+        for module, name in targets:
+            original = getattr(module, name, None)
+            if original is None or getattr(original, "_meno_guard", False):
+                continue
+
+            def spawn(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                guard = _active
+                if guard is None or guard._original_limit is None:
+                    return _original(*args, **kwargs)
+                with guard.original_limit_lifted():
+                    return _original(*args, **kwargs)
+
+            spawn._meno_guard = True  # type: ignore[attr-defined]
+            self._spawn_wrappers.append((module, name, original))
+            setattr(module, name, spawn)
+
+    def _unwrap_spawns(self) -> None:
+        for module, name, original in reversed(self._spawn_wrappers):
+            setattr(module, name, original)
+        self._spawn_wrappers.clear()
+
+    @contextlib.contextmanager
+    def original_limit_lifted(self) -> Iterator[None]:
+        """Give this process its original allocation limit for a moment (a child starts)."""
+        with self._limit_lock:
+            if self._original_limit is None:
+                yield
+                return
+            self._suspended = True
+            try:
+                with contextlib.suppress(OSError, ValueError):
+                    resource.setrlimit(resource.RLIMIT_DATA, self._original_limit)
+                self._allocation_limit = None
+                yield
+            finally:
+                self._suspended = False
+                self._update_allocation_limit(self._used)
+
     def _release_children(self) -> None:
         """Give new child processes the original allocation limit (they inherited ours)."""
         assert self._original_limit is not None
@@ -419,12 +554,71 @@ class MemoryGuard:
                 resource.prlimit(pid, resource.RLIMIT_DATA, self._original_limit)
         self._seen_children = children
 
+    def caused(self, error: BaseException, tb: TracebackType | None) -> bool:
+        """Tell whether ``error`` is this guard's doing: its stop, or its allocation limit.
+
+        A plain ``MemoryError`` counts only while the allocation limit is in force and when
+        it did not come from a ``raise`` statement (a cache of the user's that is "full").
+        """
+        if isinstance(error, MemoryGuardError):
+            return True
+        if not isinstance(error, MemoryError) or self._allocation_limit is None:
+            return False
+        return not _raised_by_statement(tb)
+
     def note_allocation_failure(self, line: CodeLine | None) -> None:
         """Record a ``MemoryError`` from the allocation limit (the second layer)."""
         self._stops += 1
         limit = self._reader.limit_bytes if self._reader is not None else 0
         self.last_stop = {"used_bytes": max(self._cell_peak, self._used), "limit_bytes": limit,
                           "line": line, "by": "allocation limit"}
+
+
+def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
+    """Raise the guard's stop where the main thread waits (see ``_STOP_SIGNAL``)."""
+    guard = _active
+    if guard is None or not guard._armed or _delivered.is_set() or not _pending_message:
+        return
+    if interruptible_user_frame(frame) is None and not waiting_in_threading(frame):
+        return  # moved on into code a stop must not break: the next reading sends it again
+    raise MemoryGuardError
+
+
+# Where the main thread waits for other threads; interrupting it there is what Ctrl-C does.
+_WAITS = frozenset({"join", "_wait_for_tstate_lock", "wait", "get", "put", "acquire",
+                    "result", "_wait", "wait_for"})
+
+
+def waiting_in_threading(frame: FrameType | None) -> bool:
+    """Tell whether ``frame`` waits in ``threading``/``queue``/``concurrent`` for user code.
+
+    True when every frame from the innermost up to the innermost user frame belongs to one
+    of those modules and the innermost is one of their waits.
+    """
+    if frame is None or frame.f_code.co_name not in _WAITS:
+        return False
+    found = user_frame(frame)
+    if found is None:
+        return False
+    while frame is not None and frame is not found:
+        if _module_root(frame) not in ("threading", "queue", "concurrent"):
+            return False
+        frame = frame.f_back
+    return True
+
+
+_RAISE_OPCODES = frozenset(dis.opmap[name] for name in ("RAISE_VARARGS", "RERAISE")
+                           if name in dis.opmap)
+
+
+def _raised_by_statement(tb: TracebackType | None) -> bool:
+    """Tell whether a traceback ends at a ``raise`` in Python code (not inside a C call)."""
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code.co_code
+    return 0 <= tb.tb_lasti < len(code) and code[tb.tb_lasti] in _RAISE_OPCODES
 
 
 def _stack_bytes() -> int:

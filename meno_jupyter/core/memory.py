@@ -580,6 +580,7 @@ class WorkingSetReader:
         self.cgroup = limiting_cgroup() if cgroup is None and find else cgroup
         self.source = "system" if self.cgroup is None else self.cgroup.version
         self._fds: list[int] = []
+        self._own_rss = False
         if self.cgroup is not None:
             self._usage = self._open(self.cgroup.usage_file)
             self._stat = self._open(self.cgroup.stat_file)
@@ -587,6 +588,11 @@ class WorkingSetReader:
         else:
             self._meminfo = self._open(Path("/proc/meminfo"))
             self.limit_bytes = self._meminfo_field(b"MemTotal:")
+        configured = configured_limit() if find else None
+        if configured is not None and configured < self.limit_bytes:
+            # A limit given to this server's processes (JupyterHub's $MEM_LIMIT), not a
+            # cgroup's: the process's own memory counts, as the server measures it.
+            self.limit_bytes, self.source, self._own_rss = configured, MEM_LIMIT_SOURCE, True
 
     def _open(self, path: Path) -> int:
         fd = os.open(path, os.O_RDONLY)
@@ -600,6 +606,8 @@ class WorkingSetReader:
 
     def used(self) -> int:
         """Return the bytes that count against :attr:`limit_bytes` now."""
+        if self._own_rss:
+            return _self_reader.rss()
         if self.cgroup is None:
             return self.limit_bytes - self._meminfo_field(b"MemAvailable:")
         usage = int(pread_holding_gil(self._usage, 64))
@@ -614,11 +622,33 @@ class WorkingSetReader:
         self._fds.clear()
 
 
+MEM_LIMIT_SOURCE = "MEM_LIMIT"
+
+
+def configured_limit() -> int | None:
+    """Return ``$MEM_LIMIT`` in bytes (JupyterHub sets it for the user's server), or None.
+
+    Examples
+    --------
+    >>> os.environ["MEM_LIMIT"] = "2G"; configured_limit()
+    2000000000
+    >>> del os.environ["MEM_LIMIT"]; configured_limit() is None
+    True
+    """
+    text = os.environ.get("MEM_LIMIT", "").strip()
+    try:
+        value = parse_size(text) if text else 0
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
 def effective_limit() -> MemoryLimit:
     """Return the effective memory limit of this process: cgroup-aware.
 
     Containers, JupyterHub and Kubernetes set a cgroup limit; the kernel is killed there,
-    not at the machine's total.
+    not at the machine's total. ``$MEM_LIMIT`` (JupyterHub's), when it is tighter, is the
+    limit: the server's sidebar and the kernel's magics and guard then agree.
 
     Examples
     --------
@@ -631,12 +661,17 @@ def effective_limit() -> MemoryLimit:
     system = psutil.virtual_memory()
     total, available = int(system.total), int(system.available)
     found = cgroup_limit() if sys.platform.startswith("linux") else None
+    result = MemoryLimit(total, "system", available, total)
     if found is not None and found[0] < total:
         limit, usage, source = found
         if usage is not None:
             available = max(0, min(available, limit - usage))
-        return MemoryLimit(limit, source, available, total)
-    return MemoryLimit(total, "system", available, total)
+        result = MemoryLimit(limit, source, available, total)
+    configured = configured_limit()
+    if configured is not None and configured < result.limit_bytes:
+        headroom = max(0, min(result.available_bytes, configured - read_rss()))
+        result = MemoryLimit(configured, MEM_LIMIT_SOURCE, headroom, total)
+    return result
 
 
 def check_thresholds(thresholds: tuple[float, float]) -> tuple[float, float]:

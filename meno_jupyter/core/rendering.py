@@ -9,6 +9,7 @@ Each result class (``ProfileResult``, ``MemoryStatus``, ``Ledger``, ``ReleaseRep
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -21,6 +22,22 @@ _TABLE_STYLE = (
 _CELL_STYLE = ("padding:2px 8px;border-bottom:1px solid var(--jp-border-color2,#ddd);"
                "text-align:left")
 PRESSURE_COLOURS = {"low": "#2e7d32", "medium": "#ef6c00", "high": "#c62828"}
+# Inside <script>, "</script" in any case ends the block and "<!--" changes how it is
+# parsed; U+2028/9 end a line in older JavaScript. JSON leaves them as they are; escaped as
+# \uXXXX they mean the same to JavaScript and nothing to the HTML parser.
+_SCRIPT_ESCAPES = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                   0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def json_for_script(value: Any) -> str:
+    r"""Return ``value`` as JSON that is safe to place inside an HTML ``<script>`` element.
+
+    Examples
+    --------
+    >>> json_for_script({"line": "</script><b>"})
+    '{"line": "\\u003c/script\\u003e\\u003cb\\u003e"}'
+    """
+    return json.dumps(value).translate(_SCRIPT_ESCAPES)
 
 
 def mimebundle(

@@ -7,7 +7,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from meno_jupyter.core.memory import MIB, format_bytes
-from meno_jupyter.core.rendering import PRESSURE_COLOURS
+from meno_jupyter.core.rendering import PRESSURE_COLOURS, json_for_script
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
@@ -242,7 +242,7 @@ def figure_bundle(figure: Figure | dict[str, Any], text: str) -> dict[str, Any]:
     renderer); exported HTML loads plotly.js from its CDN.
     """
     spec = figure if isinstance(figure, dict) else json.loads(figure.to_json())
-    payload = json.dumps(spec)
+    payload = json_for_script(spec)  # cell text in hover labels is data, not markup
     div_id = f"meno-{uuid.uuid4().hex}"
     html_text = (
         f'<div id="{div_id}" class="jp-Meno-figure"></div>'

@@ -70,6 +70,32 @@ def running_cell_number(shell: Any) -> int | None:
     return count if isinstance(count, int) else None
 
 
+def end_of_running_cell_comes(shell: Any, event: str) -> bool:
+    """Tell whether a hook on ``event`` registered now will see the running cell's end.
+
+    A magic that registers hooks runs inside a cell whose start has already been signalled.
+    ``post_execute`` always follows; ``post_run_cell`` only when the cell is not silent
+    (the sidebar's buttons run their magics silently, and IPython then fires no run-cell
+    hooks). Counting a silent cell's end that never comes would leave the hooks one level
+    deep, believing every later cell nested in it.
+    """
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    if result is None:
+        return False
+    return event == "post_execute" or not getattr(getattr(result, "info", None), "silent", False)
+
+
+def execution_had_no_start(shell: Any) -> bool:
+    """Tell whether the ``post_execute`` now firing has no ``pre_execute`` before it.
+
+    IPython returns early for an empty cell, after ``pre_execute`` would have fired but
+    before it does; ``post_execute`` still fires for it.
+    """
+    result = getattr(shell, "last_execution_result", None)
+    raw = getattr(getattr(result, "info", None), "raw_cell", None)
+    return isinstance(raw, str) and not raw.strip()
+
+
 def cell_id_of(info: Any) -> str | None:
     """Return the notebook cell id an ``ExecutionInfo`` carries (sent by the front end)."""
     from meno_jupyter.core.ledger import CELL_ID_MAX_CHARS
@@ -175,8 +201,8 @@ class CellInFlight:
         if not self._users:
             self.shell.events.register("pre_run_cell", self._pre_run_cell)
             self.shell.events.register("post_run_cell", self._post_run_cell)
-            # Started from a cell (%memwatch on): that cell's end comes next.
-            self._depth = int(getattr(self.shell.displayhook, "exec_result", None) is not None)
+            # Started from a cell (%memwatch on): that cell's end comes next, unless silent.
+            self._depth = int(end_of_running_cell_comes(self.shell, "post_run_cell"))
         self._users.add(user)
 
     def release(self, user: str) -> None:

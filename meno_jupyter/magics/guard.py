@@ -28,6 +28,8 @@ from meno_jupyter.core.memory import format_bytes
 from meno_jupyter.core.namespace import largest_variables
 from meno_jupyter.magics._common import (
     cell_in_flight,
+    end_of_running_cell_comes,
+    execution_had_no_start,
     kernel_connection_file,
     parse,
     plain_help,
@@ -89,13 +91,15 @@ class MemGuard(Magics):
         shell = self.shell
         if shell is None:
             return
-        shell.events.register("pre_run_cell", self._pre_run_cell)
-        shell.events.register("post_run_cell", self._post_run_cell)
+        # pre/post_execute fire for every execution, silent ones included: the guard arms
+        # however a cell was run (a typed magic, a sidebar button, a front end's own code).
+        shell.events.register("pre_execute", self._pre_execute)
+        shell.events.register("post_execute", self._post_execute)
         cell_in_flight(shell).use("memguard")
         self._previous_exc = (tuple(shell.custom_exceptions), shell.CustomTB)
         shell.set_custom_exc((*shell.custom_exceptions, MemoryError), self._handle)
         # Started from a cell (%memguard on, %load_ext): that cell's end comes next.
-        self._depth = int(getattr(shell.displayhook, "exec_result", None) is not None)
+        self._depth = int(end_of_running_cell_comes(shell, "post_execute"))
 
     def stop(self) -> None:
         """Turn the guard off: its thread ends and the allocation limit is given back."""
@@ -106,8 +110,8 @@ class MemGuard(Magics):
         self._write_state()
         shell = self.shell
         if shell is not None:
-            for event, hook in (("pre_run_cell", self._pre_run_cell),
-                                ("post_run_cell", self._post_run_cell)):
+            for event, hook in (("pre_execute", self._pre_execute),
+                                ("post_execute", self._post_execute)):
                 if hook in shell.events.callbacks[event]:
                     shell.events.unregister(event, hook)
             cell_in_flight(shell).release("memguard")
@@ -125,12 +129,14 @@ class MemGuard(Magics):
         with contextlib.suppress(OSError):  # the sidebar's view is not worth a failed cell
             write_guard_file(self.state_path, status)
 
-    def _pre_run_cell(self, info: Any) -> None:
+    def _pre_execute(self) -> None:
         self._depth += 1
         if self._depth == 1 and self.guard is not None:
             self.guard.cell_started()
 
-    def _post_run_cell(self, result: Any) -> None:
+    def _post_execute(self) -> None:
+        if execution_had_no_start(self.shell):
+            return
         if self._depth == 1 and self.guard is not None:
             self.guard.cell_finished()
         self._depth = max(0, self._depth - 1)
@@ -139,8 +145,15 @@ class MemGuard(Magics):
 
     def _handle(self, shell: Any, etype: type[BaseException], value: BaseException,
                 tb: TracebackType | None, tb_offset: int | None = None) -> None:
-        """Show a MemoryError as the guard's stop, with figures, the line and the data."""
-        if not isinstance(value, MemoryError) or self.guard is None:
+        """Show a MemoryError the guard caused as its stop, with figures, the line and data.
+
+        Any other error (a user's own ``raise MemoryError(...)`` too) is shown as it is,
+        its frames and their locals kept for ``%debug``.
+        """
+        if getattr(value, "_meno_reported", False):  # raised again by %%memprofile
+            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+            return None
+        if self.guard is None or not self.guard.caused(value, tb):
             exceptions, handler = self._previous_exc or ((), None)
             if handler is not None and isinstance(value, exceptions):
                 return handler(etype, value, tb, tb_offset)  # type: ignore[no-any-return]
@@ -162,6 +175,7 @@ class MemGuard(Magics):
             collect_garbage()
             trim_allocator()
             error = MemoryGuardError(f"{message} {self._variables_note()}")
+            error._meno_reported = True  # type: ignore[attr-defined]
             error.__cause__ = None
             error.__suppress_context__ = True
             error.original = value  # type: ignore[attr-defined]

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 from traitlets import Float, Int, default
 from traitlets.config import Configurable
 
-from meno_jupyter.core.memory import MemoryLimit, effective_limit, parse_size
+from meno_jupyter.core.memory import MemoryLimit, configured_limit, effective_limit
 
 
 class MenoServer(Configurable):
@@ -35,11 +34,7 @@ class MenoServer(Configurable):
 
     @default("limit_bytes")
     def _limit_from_environment(self) -> int:
-        text = os.environ.get("MEM_LIMIT", "").strip()
-        try:
-            return parse_size(text) if text else 0
-        except ValueError:
-            return 0
+        return configured_limit() or 0
 
     def limit(self) -> MemoryLimit:
         """Return the effective limit, or the configured one when it is set."""

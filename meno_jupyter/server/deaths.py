@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import stat
@@ -74,6 +75,57 @@ class Death:
     def to_dict(self) -> dict[str, Any]:
         """Return the fields and the id as a plain dict."""
         return {"id": self.id, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Death:
+        """Return the post-mortem a saved line holds; ``ValueError`` unless every field fits.
+
+        Each field is checked against its type (finite numbers, ints that are not bools), so
+        that one bad line cannot fail the route that lists them all.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("not a post-mortem")
+        values = {key: value for key, value in data.items() if key != "id"}
+        unknown = set(values) - set(_FIELD_CHECKS)
+        missing = {name for name in _REQUIRED_FIELDS if name not in values}
+        if unknown or missing:
+            raise ValueError(f"not a post-mortem (fields {sorted(unknown | missing)})")
+        for name, value in values.items():
+            if not _FIELD_CHECKS[name](value):
+                raise ValueError(f"{name} is not a valid value")
+        if len(values.get("times", [])) != len(values.get("rss", [])):
+            raise ValueError("times and rss differ in length")
+        return cls(**values)
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int and abs(value) < 2**63
+
+
+def _is_time(value: object) -> bool:
+    return (type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+            and 0 <= value < 2**40)  # type: ignore[operator]
+
+
+def _optional(check: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+_FIELD_CHECKS: dict[str, Callable[[object], bool]] = {
+    "kernel_id": _is_str, "pid": _is_int, "died_at": _is_time, "cause": _is_str,
+    "summary": _is_str, "exit_code": _optional(_is_int), "signal": _optional(_is_str),
+    "execution_count": _optional(_is_int), "cell_id": _optional(_is_str),
+    "source_head": _is_str, "rss_bytes": _optional(_is_int),
+    "peak_rss_bytes": _optional(_is_int), "limit_bytes": _optional(_is_int),
+    "limit_source": _is_str, "path": _is_str,
+    "times": lambda value: isinstance(value, list) and all(_is_time(t) for t in value),
+    "rss": lambda value: isinstance(value, list) and all(_is_int(r) for r in value),
+}
+_REQUIRED_FIELDS = ("kernel_id", "pid", "died_at", "cause", "summary", "exit_code", "signal")
 
 
 def classify(  # noqa: PLR0911 - one return per cause
@@ -242,18 +294,13 @@ class DeathWatch:
         with os.fdopen(fd, "rb") as handle:
             handle.seek(max(0, os.fstat(fd).st_size - DEATHS_MAX_BYTES))
             raw = handle.read(DEATHS_MAX_BYTES)
-        known = {f.name for f in Death.__dataclass_fields__.values()}
         for line in raw.splitlines():
+            if not line.strip():
+                continue
             try:
-                data = json.loads(line.decode("utf-8"))
-                data.pop("id", None)
-                if not isinstance(data, dict) or set(data) - known:
-                    raise ValueError("not a post-mortem")
-                death = Death(**data)
-                if not isinstance(death.kernel_id, str) or not isinstance(death.pid, int):
-                    raise ValueError("not a post-mortem")
-            except (ValueError, TypeError, RecursionError, UnicodeDecodeError):
-                self.unreadable_lines += 1
+                death = Death.from_dict(json.loads(line.decode("utf-8")))
+            except (ValueError, RecursionError, UnicodeDecodeError):
+                self.unreadable_lines += 1  # skipped and counted; the others still show
                 continue
             self.deaths.append(death)
 

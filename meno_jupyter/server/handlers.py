@@ -68,10 +68,30 @@ class MenoHandler(APIHandler):
         return since
 
     def send(self, data: dict[str, Any]) -> None:
-        """Write ``data`` as JSON, never cached."""
+        """Write ``data`` as strict JSON (no NaN or Infinity), never cached."""
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(data))
+        self.finish(json.dumps(strict_json(data), allow_nan=False))
+
+
+def strict_json(value: Any) -> Any:
+    """Return ``value`` with every non-finite float replaced by ``None``.
+
+    ``JSON.parse`` rejects the ``NaN`` and ``Infinity`` that Python's ``json`` writes: one
+    such figure would make the browser drop the whole answer.
+
+    Examples
+    --------
+    >>> strict_json({"a": [1.0, float("nan")], "b": float("inf")})
+    {'a': [1.0, None], 'b': None}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
 
 
 def locate_kernels(kernel_manager: Any, with_kernels: bool = False) -> list[Any]:
@@ -245,7 +265,8 @@ class DeathsHandler(MenoHandler):
         since = self.since_argument()
         kernel_id = self.get_query_argument("kernel", None)
         deaths: DeathWatch = self.settings["meno_jupyter_deaths"]
-        self.send({"time": time.time(), "deaths": deaths.list(since, kernel_id)})
+        self.send({"time": time.time(), "deaths": deaths.list(since, kernel_id),
+                   "unreadable_lines": deaths.unreadable_lines})
 
 
 class LimitHandler(MenoHandler):

@@ -143,6 +143,40 @@ def test_the_panel_turns_the_memory_guard_on(lab: Lab, page: Any) -> None:
     assert output.inner_text().strip() == "True"
 
 
+def test_the_guard_button_stops_a_runaway_cell_in_a_real_cgroup(lab: Lab, page: Any) -> None:
+    # The button runs its magics silently, so the guard must arm without run-cell hooks.
+    # (The control, the same growth without the guard ending in a real OOM kill, is
+    # test_deaths_browser's.)
+    from tests.browser.test_deaths_browser import GROW, kernel_pid
+    from tests.cgrouphelp import MemoryCgroup
+    from tests.oom.conftest import require_memory_cgroup
+
+    require_memory_cgroup()
+    lab.notebook("guard-oom.ipynb", "print('ready')", GROW)
+    open_notebook(page, lab, "guard-oom.ipynb")
+    run_cell(page, 0)
+    with MemoryCgroup(600 * 2**20) as cgroup:
+        cgroup.add(kernel_pid(lab, page))
+        open_panel(page)
+        guard = page.locator("#jp-Meno-memory-panel .jp-Meno-guard")
+        guard.locator(".jp-Meno-guard-off").wait_for(timeout=30_000)
+        guard.locator("button").click()
+        guard.locator(".jp-Meno-guard-on").wait_for(timeout=30_000)
+        run_cell(page, 1)
+        output = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-OutputArea-output")
+        output.first.wait_for(timeout=60_000)
+        text = output.first.inner_text()
+        assert "MemoryGuardError" in text and "meno guard stopped this cell" in text, text
+        assert "An allocation was refused" not in text  # the thread stopped it, at the level
+        assert cgroup.oom_kills() == 0
+        page.wait_for_function(
+            "() => document.querySelector('#jp-Meno-memory-panel .jp-Meno-guard')"
+            ".textContent.includes('1 cell stopped')", timeout=30_000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "sidebar-guard-stopped.png"))
+        lab.shut_down_kernels()
+
+
 def test_a_memprofile_row_carries_the_prompt_number_and_leads_to_its_cell(
         lab: Lab, page: Any) -> None:
     filler = [f"# filler cell {i}\npass" for i in range(25)]

@@ -146,6 +146,46 @@ def children_get_the_original_limit_back() -> None:
         guard.stop()
 
 
+@pytest.mark.skipif(not LINUX, reason="RLIMIT_DATA and posix_spawn are Linux's here")
+def test_every_child_starts_with_the_original_limit() -> None:
+    in_a_child("every_child_starts_with_the_original_limit")
+
+
+def every_child_starts_with_the_original_limit() -> None:
+    import multiprocessing
+
+    original = resource.getrlimit(resource.RLIMIT_DATA)
+    probe = "import resource; print(resource.getrlimit(resource.RLIMIT_DATA))"
+    guard = MemoryGuard(0.9)
+    guard.start()
+    try:
+        tight = resource.getrlimit(resource.RLIMIT_DATA)
+        assert tight != original
+        # At once, before the thread's scan of children could have reached them.
+        seen = {"subprocess": subprocess.run([sys.executable, "-c", probe], capture_output=True,
+                                             text=True, check=True).stdout.strip()}
+        read, write = os.pipe()
+        pid = os.posix_spawn(sys.executable, [sys.executable, "-c", probe], os.environ,
+                             file_actions=[(os.POSIX_SPAWN_DUP2, write, 1)])
+        os.close(write)
+        os.waitpid(pid, 0)
+        seen["posix_spawn"] = os.read(read, 200).decode().strip()
+        os.close(read)
+        queue = multiprocessing.get_context("spawn").SimpleQueue()
+        child = multiprocessing.get_context("spawn").Process(target=_put_limit, args=(queue,))
+        child.start()
+        seen["multiprocessing spawn"] = queue.get()
+        child.join()
+        assert seen == dict.fromkeys(seen, repr(original)), seen
+        assert resource.getrlimit(resource.RLIMIT_DATA) != original  # ours is back
+    finally:
+        guard.stop()
+
+
+def _put_limit(queue: Any) -> None:
+    queue.put(repr(resource.getrlimit(resource.RLIMIT_DATA)))
+
+
 def test_a_guard_error_without_arguments_takes_the_prepared_message() -> None:
     from meno_jupyter.core import guard as guard_module
 

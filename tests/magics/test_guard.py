@@ -78,3 +78,49 @@ def test_other_errors_are_untouched(guarded: Any) -> None:
     with capture_output():
         result = guarded.run_cell("1 / 0")
     assert isinstance(result.error_in_exec, ZeroDivisionError)
+
+
+def test_a_users_own_memory_error_is_no_guard_stop(guarded: Any) -> None:
+    import sys
+
+    code = ("def fill():\n    cache = list(range(1000))\n"
+            "    raise MemoryError('my cache is full')\nfill()")
+    with capture_output() as captured:
+        result = guarded.run_cell(code)
+    assert type(result.error_in_exec) is MemoryError
+    text = shown(captured)
+    assert "MemoryError: my cache is full" in text and "meno guard" not in text
+    tb = sys.last_traceback
+    while tb is not None and tb.tb_frame.f_code.co_name != "fill":
+        tb = tb.tb_next
+    assert tb is not None and len(tb.tb_frame.f_locals["cache"]) == 1000  # %debug sees them
+    with capture_output() as captured:
+        guarded.run_line_magic("memguard", "status")
+    assert captured.stdout.strip().endswith("0 stopped")
+
+
+def test_a_stop_inside_memprofile_is_told_once(guarded: Any) -> None:
+    guarded.user_ns["np"] = np
+    with capture_output() as captured:
+        guarded.run_cell("%%memprofile --no-plot\nbig = np.ones(10**13)")
+    text = shown(captured)
+    assert "An allocation was refused" in text
+    assert text.count("Your variables are intact") == 1
+
+
+def test_mem_limit_is_the_one_limit_of_the_kernel_side(shell: Any, monkeypatch: Any) -> None:
+    # JupyterHub sets $MEM_LIMIT; the server measures against it, so do the magics.
+    monkeypatch.setenv("MEM_LIMIT", str(2 * 2**30))
+    with capture_output() as captured:
+        shell.run_line_magic("memguard", "status")
+        shell.run_line_magic("memguard", "on")
+        shell.run_line_magic("memguard", "off")
+        shell.run_line_magic("memstatus", "--top 1")
+    text = shown(captured)
+    assert "memory guard on at 90% of the 2.0 GiB limit (MEM_LIMIT)" in text
+    assert "2.0 GiB (MEM_LIMIT)" in text.split("memory status", 1)[1]
+    from meno_jupyter.core.memory import effective_limit
+
+    assert effective_limit().limit_bytes == 2 * 2**30
+    monkeypatch.setenv("MEM_LIMIT", "a lot")  # unreadable: the cgroup's or machine's
+    assert effective_limit().source != "MEM_LIMIT"

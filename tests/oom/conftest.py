@@ -35,11 +35,12 @@ class CgroupKernel:
         self.manager = manager
         self.client = client
 
-    def run(self, code: str, timeout: float = 180) -> tuple[dict[str, Any], str]:
+    def run(self, code: str, timeout: float = 180, *, silent: bool = False
+            ) -> tuple[dict[str, Any], str]:
         """Execute ``code``: (reply content, text output); KernelDiedError if it was killed."""
         from tests.cgrouphelp import execute
 
-        return execute(self.manager, self.client, code, timeout)
+        return execute(self.manager, self.client, code, timeout, silent=silent)
 
     def ok(self, code: str, timeout: float = 180) -> str:
         """Execute ``code``, which must succeed; return its text output."""

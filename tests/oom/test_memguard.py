@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 from pathlib import Path
 
@@ -173,10 +174,96 @@ def test_each_layer_on_its_own(cgroup_kernel: CgroupKernel) -> None:
     cgroup_kernel.ok("guard.stop()\ndel chunks\nimport gc; gc.collect()\n"
                      "guard = MemoryGuard(at=0.85, limit_allocations=False)\nguard.start()\n"
                      "guard.cell_started()")
-    reply, text = cgroup_kernel.run(GROW_IN_STEPS)
-    assert reply["ename"] == "MemoryGuardError" and "in line 3" in text, text
+    # Disarmed at the cell's end as %memguard's hook does: an armed guard sends its stop
+    # again while memory stays over the level, and would stop the next cell too.
+    reply, text = cgroup_kernel.run(
+        "try:\n" + textwrap.indent(GROW_IN_STEPS, "    ") + "finally:\n    guard.cell_finished()")
+    assert reply["ename"] == "MemoryGuardError" and "in line 4" in text, text
     cgroup_kernel.ok("del chunks\ngc.collect()\nguard.cell_started()")
     # ... but one huge allocation inside one C call gets past it: the kernel is killed.
     with pytest.raises(KernelDiedError) as died:
         cgroup_kernel.run("big = np.ones(2 * 600 * 2**20 // 8)")
     assert died.value.exit_code == -9 and cgroup_kernel.cgroup.oom_kills() == 1
+
+
+def test_a_silent_magic_arms_the_guard_and_the_cell_record(cgroup_kernel: CgroupKernel) -> None:
+    # The sidebar's "Turn on" and "Watch this kernel" run their magics with silent=True:
+    # IPython then fires no run-cell hooks for that execution.
+    cgroup_kernel.ok("import numpy as np\nkeep = np.arange(1_000_000)")
+    reply, text = cgroup_kernel.run("%load_ext meno_jupyter\n%memguard on\n%memwatch on",
+                                    silent=True)
+    assert reply["status"] == "ok", text
+    own_record = ("from ipykernel.connect import get_connection_file\n"
+                  "from meno_jupyter.core.ledger import inflight_path_for, read_inflight_file\n"
+                  "print(read_inflight_file(inflight_path_for(get_connection_file()))"
+                  "['source_head'])")
+    assert cgroup_kernel.ok(own_record).startswith("from ipykernel.connect import")
+    kills = cgroup_kernel.cgroup.oom_kills()
+    reply, text = cgroup_kernel.run(GROW_IN_STEPS)
+    assert reply["ename"] == "MemoryGuardError", text
+    # The thread stopped it at the guard level, not the allocation limit near the end.
+    assert "An allocation was refused" not in text
+    assert "in line 3: `chunks.append(np.ones(20 * 2**20 // 8))" in text
+    assert cgroup_kernel.cgroup.oom_kills() == kills
+
+
+def test_a_child_reserving_more_than_the_kernel_has_left_starts_as_without_the_guard(
+        cgroup_kernel: CgroupKernel) -> None:
+    # 1.2 GiB reserved and never touched: the kernel's tight allocation limit must not
+    # reach the child, not even for the second before the thread's scan.
+    reserve = ("import subprocess, sys\n"
+               "code = 'import ctypes; print(bool(ctypes.CDLL(None).malloc(1200 * 2**20)))'\n"
+               "print(subprocess.run([sys.executable, '-c', code], capture_output=True,"
+               " text=True).stdout.strip())")
+    assert cgroup_kernel.ok(SETUP + reserve).strip() == "True"  # the control
+    assert cgroup_kernel.ok("%memguard on\n" + reserve).strip().endswith("True")
+
+
+GROW_IN_A_THREAD = (
+    "import mmap, threading\n"
+    "pages = mmap.mmap(-1, 2 * 600 * 2**20)  # shared memory: no allocation limit sees it\n"
+    "def grow():\n"
+    "    view = np.frombuffer(pages, dtype=np.uint8)\n"
+    "    for start in range(0, len(view), 8 * 2**20):\n"
+    "        view[start:start + 8 * 2**20:4096] = 1\n"
+    "worker = threading.Thread(target=grow, name='grower')\n"
+    "worker.start()\n"
+    "worker.join()\n")
+
+
+def test_growth_in_a_thread_the_cell_waits_for_is_stopped(cgroup_kernel: CgroupKernel) -> None:
+    cgroup_kernel.ok(SETUP + "%memguard on")
+    kills = cgroup_kernel.cgroup.oom_kills()
+    reply, text = cgroup_kernel.run(GROW_IN_A_THREAD)
+    assert reply["status"] == "error" and reply["ename"] == "MemoryGuardError", text
+    assert "stopped too: `grower`" in text and "view[start:start + 8 * 2**20:4096] = 1" in text
+    assert cgroup_kernel.ok("worker.join(5)\nprint(worker.is_alive())").strip() == "False"
+    assert cgroup_kernel.ok("del pages\nprint(int(keep.sum()))").strip() == "499999500000"
+    assert cgroup_kernel.cgroup.oom_kills() == kills
+
+
+SWALLOWED_THEN_GROWING = (
+    "import mmap\n"
+    "def grow_20mib():\n"
+    "    chunk = mmap.mmap(-1, 20 * 2**20)  # shared memory: no allocation limit sees it\n"
+    "    np.frombuffer(chunk, dtype=np.uint8)[::4096] = 1\n"
+    "    return chunk\n"
+    "chunks = []\n"
+    "try:\n"
+    "    while True:\n"
+    "        chunks.append(grow_20mib())\n"
+    "except:\n"
+    "    print('swallowed')\n"
+    "for step in range(40):\n"
+    "    chunks.append(grow_20mib())\n")
+
+
+def test_a_swallowed_stop_is_raised_again(cgroup_kernel: CgroupKernel) -> None:
+    cgroup_kernel.ok(SETUP + "%memguard on")
+    kills = cgroup_kernel.cgroup.oom_kills()
+    reply, text = cgroup_kernel.run(SWALLOWED_THEN_GROWING)
+    assert "swallowed" in text
+    assert reply["status"] == "error" and reply["ename"] == "MemoryGuardError", text
+    assert "in line 4: `np." in text  # inside grow_20mib, after the except
+    assert "1 stopped" in cgroup_kernel.ok("del chunks\n%memguard status")
+    assert cgroup_kernel.cgroup.oom_kills() == kills

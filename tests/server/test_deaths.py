@@ -144,3 +144,59 @@ async def test_deaths_refuses_a_bad_since(jp_fetch: Any) -> None:
     assert caught.value.code == 400
     response = await jp_fetch("meno-jupyter", "deaths", method="GET")
     assert json.loads(response.body)["deaths"] == []
+
+
+def _strict(text: str | bytes) -> Any:
+    """Parse JSON as a browser's ``JSON.parse`` does: NaN and Infinity are errors."""
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+GOOD_DEATH = {"kernel_id": "k-good", "pid": 4242, "died_at": 1_700_000_000.5,
+              "cause": "killed by the out-of-memory killer",
+              "summary": "The kernel was killed by the out-of-memory killer.",
+              "exit_code": -9, "signal": "SIGKILL", "rss_bytes": 5 * MIB,
+              "times": [1_700_000_000.0], "rss": [5 * MIB]}
+
+
+@pytest.fixture
+def planted_deaths(jp_data_dir: Path) -> Path:
+    """A deaths.jsonl with one good post-mortem among bad lines, before the server starts."""
+    directory = jp_data_dir / "meno-jupyter"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    bad = [
+        {**GOOD_DEATH, "died_at": "soon"},
+        {**GOOD_DEATH, "pid": int("9" * 400)},
+        {**GOOD_DEATH, "times": [1.0, 2.0]},  # a second time without its figure
+        {**GOOD_DEATH, "exit_code": True},
+    ]
+    lines = [json.dumps(d) for d in bad]
+    lines.append(json.dumps(GOOD_DEATH).replace('"rss_bytes": 5242880', '"rss_bytes": NaN'))
+    lines.append(json.dumps(GOOD_DEATH).replace("1700000000.5", "Infinity"))
+    lines.append(json.dumps(GOOD_DEATH))
+    path = directory / "deaths.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_one_bad_line_hides_no_other_post_mortem(
+        planted_deaths: Path, jp_fetch: Any) -> None:
+    response = await jp_fetch("meno-jupyter", "deaths", method="GET")
+    body = _strict(response.body)
+    assert [d["kernel_id"] for d in body["deaths"]] == ["k-good"]
+    assert body["unreadable_lines"] == 6
+    assert body["deaths"][0]["id"] == "k-good:4242:1700000000.500"
+    since = await jp_fetch("meno-jupyter", "deaths", params={"since": "1"}, method="GET")
+    assert len(_strict(since.body)["deaths"]) == 1
+
+
+def test_a_post_mortem_is_checked_field_by_field() -> None:
+    from meno_jupyter.server.deaths import Death
+
+    assert Death.from_dict({**GOOD_DEATH, "id": "ignored"}).pid == 4242
+    for bad in ({**GOOD_DEATH, "died_at": float("nan")}, {**GOOD_DEATH, "rss": ["x"]},
+                {**GOOD_DEATH, "surplus": 1}, {"kernel_id": "k"}, [GOOD_DEATH], None,
+                {**GOOD_DEATH, "signal": 9}, {**GOOD_DEATH, "died_at": -5}):
+        with pytest.raises(ValueError):
+            Death.from_dict(bad)

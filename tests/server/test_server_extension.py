@@ -261,3 +261,20 @@ async def test_kernels_say_whether_the_memory_guard_is_on(
     assert await guard() is None  # an earlier process's file says nothing of this one
     path.write_text('{"schema": 1, "on": "yes"}')
     assert await guard() is None
+
+
+async def test_every_route_answers_strict_json(jp_fetch: Any, kernel: RunningKernel) -> None:
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON: JSON.parse would fail")
+
+    await kernel.run("%load_ext meno_jupyter\n%memwatch on")
+    await kernel.run("x = 1")
+    await asyncio.sleep(2 * SAMPLE_INTERVAL_S)
+    for parts in (("kernels",), ("limit",), ("deaths",), ("kernels", kernel.id, "history"),
+                  ("kernels", kernel.id, "ledger")):
+        response = await jp_fetch("meno-jupyter", *parts, method="GET")
+        assert isinstance(json.loads(response.body, parse_constant=refuse), dict), parts
+    from meno_jupyter.server.handlers import strict_json
+
+    assert json.dumps(strict_json({"a": [float("nan"), (float("-inf"), 2.5)]})) == (
+        '{"a": [null, [null, 2.5]]}')
