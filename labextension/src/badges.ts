@@ -69,20 +69,45 @@ export function figuresOf(
   };
 }
 
-/** Read saved figures back, or null when there are none or they are malformed. */
+/**
+ * What a saved figure may claim: [lowest, highest]. A notebook is a file anyone can edit;
+ * outside these (1e301 %, a date in the year 40000, a negative duration) it is unreadable
+ * and shown as nothing. The Python side (`cellbadges.py`) checks the same bounds.
+ */
+export const FIGURE_BOUNDS: Record<string, [number, number]> = {
+  peak_increase: [-(2 ** 50), 2 ** 50],
+  delta: [-(2 ** 50), 2 ** 50],
+  peak_rss: [0, 2 ** 50],
+  duration_s: [0, 1e7],
+  measured_at: [0, 2 ** 33],
+  limit_bytes: [1, 2 ** 50]
+};
+
+function inBounds(data: Record<string, unknown>, name: string): boolean {
+  const value = data[name];
+  const [low, high] = FIGURE_BOUNDS[name];
+  return typeof value === 'number' && Number.isFinite(value) && value >= low && value <= high;
+}
+
+/** Read saved figures back, or null when there are none or they are malformed or absurd. */
 export function readFigures(value: unknown): IBadgeFigures | null {
   if (!value || typeof value !== 'object') {
     return null;
   }
   const data = value as Record<string, unknown>;
   const numbers = ['peak_increase', 'delta', 'peak_rss', 'duration_s', 'measured_at'];
-  if (!numbers.every(name => Number.isFinite(data[name]))) {
+  if (!numbers.every(name => inBounds(data, name))) {
     return null;
   }
   if (typeof data.source_fingerprint !== 'string') {
     return null;
   }
-  const limit = Number.isFinite(data.limit_bytes) ? (data.limit_bytes as number) : null;
+  if (data.limit_bytes !== null && data.limit_bytes !== undefined) {
+    if (!inBounds(data, 'limit_bytes')) {
+      return null;
+    }
+  }
+  const limit = inBounds(data, 'limit_bytes') ? (data.limit_bytes as number) : null;
   const count = Number.isInteger(data.execution_count)
     ? (data.execution_count as number)
     : null;
@@ -154,13 +179,16 @@ export function badgeLevel(
 /**
  * Which cell each ledger record belongs to: the cell with the record's cell id, else the
  * code cell showing the record's execution count (a front end that sent no id). Records
- * older than the figures a cell already has are skipped; the newest record wins.
+ * older than the figures a cell already has are skipped; the newest record wins. Saved
+ * figures that claim a time after `nowS` (a clock ahead, an edited file) cannot be from this
+ * session's past: they never hold a new measurement back.
  * Returns a map from cell index to record.
  */
 export function matchRecords(
   cells: ICellLike[],
   records: ICell[],
-  savedAt: (index: number) => number | null = () => null
+  savedAt: (index: number) => number | null = () => null,
+  nowS: number = Date.now() / 1000
 ): Map<number, ICell> {
   const byId = new Map<string, number>();
   const byCount = new Map<number, number>();
@@ -180,7 +208,7 @@ export function matchRecords(
       continue;
     }
     const saved = savedAt(index);
-    if (saved !== null && saved >= record.started_at) {
+    if (saved !== null && saved <= nowS && saved >= record.started_at) {
       continue; // the cell already shows this run or a later one
     }
     const previous = matched.get(index);

@@ -122,13 +122,25 @@ def _source_text(source: object) -> str:
     return source if isinstance(source, str) else ""
 
 
+# What a saved figure may claim (a notebook is a file anyone can edit): outside these it is
+# unreadable. The same bounds as FIGURE_BOUNDS in labextension/src/badges.ts.
+FIGURE_BOUNDS: dict[str, tuple[float, float]] = {
+    "peak_increase": (-(2**50), 2**50), "delta": (-(2**50), 2**50), "peak_rss": (0, 2**50),
+    "duration_s": (0, 1e7), "measured_at": (0, 2**33), "limit_bytes": (1, 2**50),
+    "execution_count": (0, 2**31),
+}
+
+
 def _number(data: dict[str, Any], name: str, *, optional: bool = False) -> Any:
     value = data.get(name)
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
-            value):
-        raise ValueError(f"{name} must be a finite number")
+    low, high = FIGURE_BOUNDS[name]
+    # Compared before any conversion: a 400-digit integer must not reach float().
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not math.isfinite(value))
+            or not low <= value <= high):
+        raise ValueError(f"{name} must be a number from {low:g} to {high:g}")
     return value
 
 

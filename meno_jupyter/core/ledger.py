@@ -7,6 +7,7 @@ may be busy. The file's shape is defined here, once, for both sides.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -136,6 +137,58 @@ def write_json_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def refuse_unsafe_target(path: Path) -> None:
+    """Raise ``OSError`` unless ``path`` is absent or a regular file (a link is refused too).
+
+    An export is written where the user asked, never through a symbolic link, onto a device
+    (as root, ``/dev/null`` could be replaced) or into a FIFO (which would block the kernel).
+    """
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(found.st_mode):
+        raise OSError(errno.ELOOP, f"{path} is a symbolic link; give the file itself")
+    if not stat.S_ISREG(found.st_mode):
+        raise OSError(errno.EINVAL, f"{path} is not a regular file (a device, FIFO or "
+                                    "socket); give a file's path")
+
+
+def write_export(path: Path, text: str) -> None:
+    """Write an export the user asked for (see :func:`refuse_unsafe_target`).
+
+    In a directory the user owns, through a temporary file and a rename (readers see the old
+    or the new file); elsewhere (``/tmp``, someone else's directory, where a rename could
+    replace what is not the user's) in place, opened without following links or blocking.
+    """
+    refuse_unsafe_target(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if os.stat(directory).st_uid == os.geteuid():
+        mode = os.stat(path).st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    with os.fdopen(fd, "w") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        handle.truncate(0)
+        handle.write(text)
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 class LedgerFileError(ValueError):
@@ -388,11 +441,11 @@ class Ledger(RendersAsTable):
         if text is None:
             header = {"schema": LEDGER_SCHEMA_VERSION, "pid": self.pid, "updated_at": time.time()}
             text = json.dumps({**header, "cells": self.to_dicts()})
-        write_json_atomic(Path(path), text)
+        write_export(Path(path), text)
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Export the records as CSV."""
-        self.to_frame().to_csv(path, index=False)
+        write_export(Path(path), self.to_frame().to_csv(index=False))
 
     def largest(self, n: int = 3) -> list[CellRecord]:
         """Return the ``n`` cells with the largest peak increase."""

@@ -6,7 +6,9 @@ import atexit
 import contextlib
 import difflib
 import keyword
+import os
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -129,25 +131,28 @@ def check_identifier(name: str | None, option: str) -> None:
 def writable_file(text: str | None, option: str) -> Path | None:
     """Return the file ``text`` names once it is known to be writable; else UsageError.
 
-    Checked before anything runs or changes, by opening the file for appending (an
-    existing file is left as it was, a new one is removed again): permission bits alone
-    do not tell root, /proc or a read-only mount.
+    Checked before anything runs or changes: the target must be absent or a regular file
+    (never a link, a device or a FIFO, which would block the kernel), and a file can be made
+    in its directory (tried, then removed: permission bits alone do not tell root, /proc or
+    a read-only mount). The target itself is not touched.
     """
     if text is None:
         return None
+    from meno_jupyter.core.ledger import refuse_unsafe_target
+
     path = Path(text).expanduser()
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise UsageError(f"{option}: {path} is a directory; give the path of a file")
-    if not path.parent.is_dir():
-        raise UsageError(f"{option}: directory {path.parent} does not exist")
-    existed = path.exists()
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise UsageError(f"{option}: directory {directory} does not exist")
     try:
-        with open(path, "a"):
-            pass
+        refuse_unsafe_target(path)
+        fd, probe = tempfile.mkstemp(prefix=".meno-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as error:
         raise UsageError(f"{option}: cannot write {path}: {error.strerror}") from None
-    if not existed:
-        path.unlink(missing_ok=True)
     return path
 
 

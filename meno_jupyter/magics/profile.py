@@ -14,7 +14,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from meno_jupyter.core.cluster import running_client
 from meno_jupyter.core.errors import check_count
-from meno_jupyter.core.ledger import CellRecord, source_head
+from meno_jupyter.core.ledger import CellRecord, source_head, write_export
 from meno_jupyter.core.profiler import Profiler, ProfileResult
 from meno_jupyter.core.sampler import DEFAULT_INTERVAL_S, validate_interval
 from meno_jupyter.magics._common import (
@@ -219,7 +219,7 @@ class ProfileMagics(Magics):
                            cell_id=running_cell_id(shell))
             self._display(result, plot=not args.no_plot)
             if json_path is not None:
-                json_path.write_text(result.to_json())
+                write_export(json_path, result.to_json())
         except Exception as error:  # the report failing never hides the cell's own outcome
             print(f"memprofile: the report could not be completed ({type(error).__name__}: "
                   f"{error}); the cell itself ran", file=sys.stderr)

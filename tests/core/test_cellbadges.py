@@ -87,3 +87,24 @@ def test_nbconvert_shows_the_line_under_each_measured_cell(tmp_path: Path) -> No
     saved = json.loads(path.read_text())
     assert all(len(cell.get("outputs", [])) == 0 for cell in saved["cells"]
                if cell["cell_type"] == "code")  # the file itself is untouched
+
+
+@pytest.mark.parametrize("absurd", [
+    {"peak_rss": 1e301}, {"measured_at": float("nan")}, {"duration_s": -5},
+    {"limit_bytes": int("9" * 400)}, {"peak_increase": int("9" * 400)},
+    {"execution_count": -3}, {"measured_at": 1e15},
+])
+def test_absurd_saved_figures_are_unreadable_not_shown(tmp_path: Path,
+                                                       absurd: dict[str, Any]) -> None:
+    from meno_jupyter.nbconvert import MemoryHTMLExporter
+
+    notebook = new_notebook(cells=[
+        new_code_cell("x = 1", metadata={METADATA_KEY: figures("x = 1", MIB, MIB, **absurd)}),
+        new_code_cell("y = 2", metadata={METADATA_KEY: figures("y = 2", MIB, MIB)}),
+    ])
+    path = tmp_path / "absurd.ipynb"
+    nbformat.write(notebook, path)
+    assert [memory.index for memory in read_cell_memory(path)] == [1]  # no OverflowError
+    assert len(notebook_memory(path)) == 1
+    body, _ = MemoryHTMLExporter().from_filename(str(path))
+    assert body.count('class="meno-badge"') == 1

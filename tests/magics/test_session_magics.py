@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import weakref
 from pathlib import Path
@@ -206,3 +207,51 @@ def test_unload_stops_the_hooks(shell: Any) -> None:
     assert not registry.watching
     ref = weakref.ref(registry)
     assert ref() is registry
+
+
+@pytest.mark.skipif(not LINUX or os.geteuid() != 0, reason="makes a device node (root only)")
+def test_exports_never_replace_links_devices_or_fifos(watching: Any, tmp_path: Path) -> None:
+    import stat
+    import threading
+
+    cells(watching, "a = [0] * 1000")
+    real = tmp_path / "real.json"
+    real.write_text("keep me")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    device = tmp_path / "null"
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # what /dev/null is
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    for option, target, reason in (("--json", link, "symbolic link"),
+                                   ("--csv", device, "not a regular file"),
+                                   ("--csv", fifo, "not a regular file")):
+        failure: list[BaseException] = []
+
+        def export(option: str = option, target: Path = target,
+                   failure: list[BaseException] = failure) -> None:
+            try:
+                watching.run_line_magic("memwatch", f"{option} {target}")
+            except BaseException as error:  # handed to the test's thread
+                failure.append(error)
+
+        worker = threading.Thread(target=export, daemon=True)
+        worker.start()
+        worker.join(10)
+        assert not worker.is_alive(), f"{option} {target} blocked"
+        assert len(failure) == 1 and isinstance(failure[0], UsageError), failure
+        assert reason in str(failure[0])
+    assert real.read_text() == "keep me" and link.is_symlink()
+    assert stat.S_ISCHR(os.lstat(device).st_mode) and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+@pytest.mark.skipif(not LINUX or os.geteuid() != 0, reason="chowns a directory (root only)")
+def test_exports_into_a_directory_of_another_user_are_written_in_place(
+        watching: Any, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, 65534, 65534)  # nobody's: a rename there could replace what is not ours
+    cells(watching, "a = [0] * 1000")
+    watching.run_line_magic("memwatch", f"--json {shared}/l.json --csv {shared}/l.csv")
+    assert json.loads((shared / "l.json").read_text())["cells"]
+    assert sorted(p.name for p in shared.iterdir()) == ["l.csv", "l.json"]  # no leftovers

@@ -74,6 +74,17 @@ describe('badge figures', () => {
     expect(readFigures('x')).toBeNull();
   });
 
+  it('shows absurd saved figures as nothing', () => {
+    const figures = figuresOf(record(1, 1), 'x = 1', 4 * GIB);
+    expect(readFigures({ ...figures, peak_rss: 1e301 })).toBeNull(); // "1e301 % of limit"
+    expect(readFigures({ ...figures, measured_at: NaN })).toBeNull();
+    expect(readFigures({ ...figures, measured_at: 1e15 })).toBeNull(); // year 31 million
+    expect(readFigures({ ...figures, duration_s: -5 })).toBeNull();
+    expect(readFigures({ ...figures, limit_bytes: 0 })).toBeNull();
+    expect(readFigures({ ...figures, limit_bytes: -1 })).toBeNull();
+    expect(readFigures({ ...figures, limit_bytes: null })?.limit_bytes).toBeNull();
+  });
+
   it('knows when a cell changed since it was measured', () => {
     const figures = figuresOf(record(1, 1), 'x = 1', null);
     expect(isStale(figures, 'x = 1')).toBe(false);
@@ -110,6 +121,18 @@ describe('matching ledger records to cells', () => {
     );
     expect(matched.get(0)?.started_at).toBe(30);
     expect(matched.has(1)).toBe(false); // b already shows a run from t = 8
+  });
+
+  it('replaces figures saved with a clock ahead by the new run', () => {
+    const now = 1_000_000;
+    const aheadByAnHour = now + 3600;
+    const matched = matchRecords(
+      cells,
+      [record(1, now - 5, 'a')],
+      () => aheadByAnHour,
+      now
+    );
+    expect(matched.get(0)?.started_at).toBe(now - 5);
   });
 
   it('ranks the heaviest cells', () => {
