@@ -127,11 +127,17 @@ def _fill_missing(series: pd.Series, kind: str | None) -> pd.Series:
 
 
 def identical(a: pd.Series, b: pd.Series) -> bool:
-    """Whether two Series hold the same values, dtype, zero signs and missing-marker kinds."""
+    """Whether two Series hold the same values, dtype, zero signs and missing-marker kinds.
+
+    numpy floats are compared bit for bit: the sign of a zero and a NaN's payload too.
+    """
     if a.dtype != b.dtype or len(a) != len(b) or not a.index.equals(b.index):
         return False
     if not a.equals(b):
         return False
+    if isinstance(a.dtype, np.dtype) and a.dtype.kind == "f":
+        unsigned = np.dtype(f"u{a.dtype.itemsize}")
+        return bool(np.array_equal(a.to_numpy().view(unsigned), b.to_numpy().view(unsigned)))
     if a.dtype.kind == "f":
         return bool(np.array_equal(np.signbit(a.to_numpy()), np.signbit(b.to_numpy())))
     if _is_object(a):
@@ -224,9 +230,11 @@ def _float_candidates(series: pd.Series, aggressive: bool, rtol: float) -> list[
                     series.astype(target), _astype_back(series.dtype), "integral floats",
                     _int_hazard(target)))
     if series.dtype == np.float64:
-        with np.errstate(over="ignore"):  # an overflow to inf fails the check below
+        # An overflow to inf, or a NaN whose payload float32 cannot keep, fails the check.
+        with np.errstate(over="ignore", invalid="ignore"):
             narrowed = values.astype(np.float32)
-        if np.array_equal(narrowed.astype(np.float64), values, equal_nan=True):
+            widened = narrowed.astype(np.float64)
+        if np.array_equal(widened.view(np.uint64), values.view(np.uint64)):
             candidates.append(_Candidate(series.astype(np.float32), _astype_back(np.float64),
                                          "float64 values all exact in float32",
                                          "float32 arithmetic rounds to ~7 digits"))
@@ -568,13 +576,18 @@ def optimize_dataframe(
         bytes_before += before
         distinct = _distinct_memory(series, before)
         distinct_before += distinct
-        candidate, why_not = _plan(series, aggressive, tolerance, categorical_max_ratio)
-        if candidate is not None and _memory(candidate.series) < before:
-            back = candidate.restore(candidate.series)
-            if candidate.exact and not identical(back, series):
-                candidate, why_not = None, "the candidate would not round-trip: left as is"
-        elif candidate is not None:
-            candidate, why_not = None, "no smaller exact type"
+        try:
+            candidate, why_not = _plan(series, aggressive, tolerance, categorical_max_ratio)
+            if candidate is not None and _memory(candidate.series) < before:
+                back = candidate.restore(candidate.series)
+                if candidate.exact and not identical(back, series):
+                    candidate, why_not = None, "the candidate would not round-trip: left as is"
+            elif candidate is not None:
+                candidate, why_not = None, "no smaller exact type"
+        except UnicodeError:
+            # Surrogate-escaped text (os.fsdecode of non-UTF-8 file names) has no UTF-8 form:
+            # Arrow strings and categories cannot hold it.
+            candidate, why_not = None, "text that is not valid UTF-8: left as is"
         if candidate is None:
             changes.append(ColumnChange(str(column), str(series.dtype), str(series.dtype),
                                         before, before, distinct, True, why_not))

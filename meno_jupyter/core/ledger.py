@@ -25,6 +25,7 @@ from meno_jupyter.core.memory import (
     PEAK_WATCH,
     RssChange,
     finished_children_max_rss,
+    finished_children_own_peak,
     format_bytes,
     read_children_rss,
     read_rss,
@@ -550,10 +551,9 @@ class CellRecorder:
         end_rss = read_rss()
         peak = PEAK_WATCH.close(self._token)
         self._open = False
-        children = read_children_rss()
-        finished_max = finished_children_max_rss()
-        if finished_max > self._start_children_max:
-            children = max(children, finished_max)
+        peak_rss = max(peak or 0, self._start_rss, end_rss)
+        children = max(read_children_rss(),
+                       finished_children_own_peak(self._start_children_max, peak_rss))
         record = CellRecord(
             execution_count=self._count if execution_count is None else execution_count,
             source_head=self._head,
@@ -561,7 +561,7 @@ class CellRecorder:
             duration_s=duration,
             start_rss=self._start_rss,
             end_rss=end_rss,
-            peak_rss=max(peak or 0, self._start_rss, end_rss),
+            peak_rss=peak_rss,
             exact_peak=peak is not None,
             children_peak_rss=children,
             error=error,

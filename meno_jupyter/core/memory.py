@@ -201,9 +201,51 @@ def process_rss(pid: int) -> int:
             return 0
 
 
+def process_own_bytes(pid: int) -> int:
+    """Return the memory a process has of its own: its private pages (USS), 0 if it has gone.
+
+    A forked child maps its parent's pages until it writes them: its RSS counts a copy of
+    the parent it does not really hold. ``smaps_rollup`` (Linux 4.14+) tells private pages
+    from shared ones; where it is missing, the RSS.
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+            text = handle.read()
+    except OSError:
+        return process_rss(pid)
+    own = 0
+    for key in (b"\nPrivate_Clean:", b"\nPrivate_Dirty:"):
+        start = text.find(key)
+        if start < 0:
+            return process_rss(pid)
+        own += int(text[start + len(key):text.index(b"kB", start)]) * 1024
+    return own
+
+
 def read_children_rss(pid: int | None = None) -> int:
-    """Return the summed RSS in bytes of all descendants of ``pid`` (default: this process)."""
-    return sum(process_rss(child) for child in child_pids(pid))
+    """Return the memory of their own of all descendants of ``pid`` (default: this process).
+
+    Each child's private pages (:func:`process_own_bytes`): what it shares with the parent
+    it was forked from is the parent's.
+    """
+    return sum(process_own_bytes(child) for child in child_pids(pid))
+
+
+def finished_children_own_peak(start_max_rss: int, parent_peak_rss: int) -> int:
+    """Return the peak of children waited for since ``start_max_rss`` was read, if theirs.
+
+    A child's ``ru_maxrss`` is the larger of its own peak and the copy of the parent it was
+    forked from (a ``subprocess.run(["true"])`` of a 465 MiB kernel reports 465 MiB). Only
+    a figure above the parent's own peak is the child's own; otherwise 0 (what the child
+    held is then seen by sampling it while it ran).
+
+    Examples
+    --------
+    >>> finished_children_own_peak(start_max_rss=2**40, parent_peak_rss=0)
+    0
+    """
+    finished = finished_children_max_rss()
+    return finished if finished > start_max_rss and finished > parent_peak_rss else 0
 
 
 _mallinfo2: Callable[[], Any] | bool | None = None

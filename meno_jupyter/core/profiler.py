@@ -22,6 +22,7 @@ from meno_jupyter.core.memory import (
     allocator_free_bytes,
     effective_limit,
     finished_children_max_rss,
+    finished_children_own_peak,
     format_bytes,
     read_children_rss,
     read_rss,
@@ -494,10 +495,8 @@ class Profiler:
         peak = max(state.max_rss, self._start_rss, end_rss, hwm_peak or 0)
         children_peak = state.children_max_rss
         if self.children:
-            children_peak = max(children_peak, read_children_rss())
-            finished_max = finished_children_max_rss()
-            if finished_max > self._start_children_max:
-                children_peak = max(children_peak, finished_max)
+            children_peak = max(children_peak, read_children_rss(),
+                                finished_children_own_peak(self._start_children_max, peak))
         if gpu_peak is None:
             # torch may have been imported inside the block: its peak then began there.
             gpu_peak = read_cuda_peak()

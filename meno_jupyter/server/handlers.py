@@ -6,7 +6,10 @@ import asyncio
 import json
 import math
 import os
+import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -67,11 +70,15 @@ class MenoHandler(APIHandler):
             ) from None
         return since
 
-    def send(self, data: dict[str, Any]) -> None:
-        """Write ``data`` as strict JSON (no NaN or Infinity), never cached."""
+    def send(self, data: dict[str, Any], *, finite: bool = False) -> None:
+        """Write ``data`` as strict JSON (no NaN or Infinity), never cached.
+
+        ``finite``: every number is known to be finite already (a validated file), so the
+        walk that replaces the others is skipped.
+        """
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(strict_json(data), allow_nan=False))
+        self.finish(json.dumps(data if finite else strict_json(data), allow_nan=False))
 
 
 def strict_json(value: Any) -> Any:
@@ -92,6 +99,44 @@ def strict_json(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [strict_json(item) for item in value]
     return value
+
+
+class ParsedFileCache:
+    """Parse a file once per change: kept by path, reused while inode, size and mtime hold.
+
+    The ledger route is polled every second by every open notebook; a ledger near its 8 MB
+    cap takes a second to read and check, which stalled every route when done per request.
+    """
+
+    def __init__(self, reader: Callable[[str], dict[str, Any]], size: int = 64) -> None:
+        self._reader = reader
+        self._size = size
+        self._entries: OrderedDict[str, tuple[tuple[int, int, int], dict[str, Any]]] = (
+            OrderedDict())
+        self._lock = threading.Lock()
+
+    def read(self, path: str) -> dict[str, Any]:
+        """Return the parsed file (the reader's errors pass through, nothing is kept)."""
+        try:
+            found = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return self._reader(path)  # it says why, in its own words
+        key = (found.st_ino, found.st_size, found.st_mtime_ns)
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is not None and entry[0] == key:
+                self._entries.move_to_end(path)
+                return entry[1]
+        data = self._reader(path)
+        with self._lock:
+            self._entries[path] = (key, data)
+            self._entries.move_to_end(path)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return data
+
+
+LEDGERS = ParsedFileCache(read_ledger_file)
 
 
 def locate_kernels(kernel_manager: Any, with_kernels: bool = False) -> list[Any]:
@@ -197,7 +242,7 @@ class LedgerHandler(MenoHandler):
             self.unavailable(kernel_id, NO_CELLS_YET)
             return
         try:  # off the event loop: a slow disk must not stall the server
-            data = await asyncio.to_thread(read_ledger_file, path)
+            data = await asyncio.to_thread(LEDGERS.read, str(path))
         except LedgerFileError as error:
             self.unavailable(kernel_id, f"the ledger file could not be read: {error}")
             return
@@ -209,7 +254,7 @@ class LedgerHandler(MenoHandler):
         cells = data["cells"] if since is None else [
             cell for cell in data["cells"] if cell["started_at"] > since]
         self.send({"kernel_id": kernel_id, "available": True, "reason": "",
-                   "cells": cells, "updated_at": data["updated_at"]})
+                   "cells": cells, "updated_at": data["updated_at"]}, finite=True)
 
     def unavailable(self, kernel_id: str, reason: str) -> None:
         """Answer that there is no ledger to show, and why."""

@@ -241,3 +241,27 @@ def test_a_result_does_not_keep_the_original_data_alive() -> None:
     gc.collect()
     assert all(ref() is None for ref in columns)  # only the optimized data is held
     assert result.undo()["city"].iloc[1] == "Nice"
+
+
+def test_surrogate_escaped_text_is_left_as_it_is_and_the_rest_optimized() -> None:
+    import os
+
+    names = pd.Series([os.fsdecode(b"caf\xe9.txt"), "plain.txt"] * 50, dtype=object)
+    frame = pd.DataFrame({"name": names, "n": np.arange(100, dtype="int64")})
+    result = optimize_dataframe(frame)
+    assert result.frame["name"].dtype == object and result.frame["name"].equals(names)
+    assert str(result.frame["n"].dtype) == "uint8"
+    change = next(c for c in result.changes if c.column == "name")
+    assert "not valid UTF-8" in change.reason
+
+
+def test_nan_payloads_are_kept_bit_for_bit() -> None:
+    payloads = np.array([0x7FF8000000000001, 0x7FF0000000000123, 0x7FF8000000000000],
+                        dtype=np.uint64)
+    values = np.concatenate([payloads.view(np.float64), np.arange(100.0)])
+    result = optimize_dataframe(pd.DataFrame({"x": values}))
+    assert result.frame["x"].dtype == np.float64  # float32 would lose the payloads
+    assert np.array_equal(result.undo()["x"].to_numpy().view(np.uint64),
+                          values.view(np.uint64))
+    plain = optimize_dataframe(pd.DataFrame({"x": np.array([np.nan, 1.5, -0.0])}))
+    assert plain.frame["x"].dtype == np.float32  # the canonical NaN survives float32

@@ -181,3 +181,23 @@ def test_a_damaged_inflight_file_reads_right_or_raises_ledger_file_error(
     assert set(found) == set(expected)
     assert isinstance(found["running"], bool) and isinstance(found["source_head"], str)
     assert found["execution_count"] is None or isinstance(found["execution_count"], int)
+
+
+@FUZZ
+@given(cut=st.integers(0, 300), flips=FLIPS)
+def test_a_damaged_guard_file_reads_right_or_raises_ledger_file_error(
+        tmp_path_factory: pytest.TempPathFactory, cut: int, flips: list[tuple[int, int]]
+) -> None:
+    from meno_jupyter.core.guard import GuardStatus, read_guard_file, write_guard_file
+
+    path = tmp_path_factory.mktemp("guard") / "meno-guard-kernel-1.json"
+    write_guard_file(path, GuardStatus(True, 0.9, 900, 1000, 500, "cgroup v2", None, 3))
+    expected = read_guard_file(path)
+    path.write_bytes(damaged(path.read_bytes(), cut, flips))
+    try:
+        found = read_guard_file(path)
+    except LedgerFileError:
+        return
+    assert set(found) == set(expected)
+    assert isinstance(found["on"], bool) and 0 < found["at"] < 1
+    assert all(type(found[name]) is int for name in ("pid", "stops", "limit_bytes"))

@@ -159,6 +159,33 @@ def test_children_peak_counts_a_short_lived_forked_worker(tmp_path: Path) -> Non
     assert children_peak >= 140 * MIB
 
 
+BIG_PARENT_SCRIPT = """
+import subprocess, sys
+import numpy as np
+from meno_jupyter.core.profiler import Profiler
+
+held = np.ones(400 * 2**20 // 8)  # the parent: 400 MiB touched
+with Profiler() as tiny:
+    subprocess.run(["true"], check=True)
+grow = "import numpy as np, time; b = np.ones(150 * 2**20 // 8); time.sleep(1.5)"
+with Profiler() as own:
+    subprocess.run([sys.executable, "-c", grow], check=True)
+print(tiny.result.children_peak_rss, own.result.children_peak_rss)
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="children's peak needs fork and getrusage")
+def test_a_child_of_a_big_kernel_is_measured_as_its_own_memory(tmp_path: Path) -> None:
+    # ru_maxrss of a forked child counts the copy of the parent: `true` "peaked" at 400 MiB.
+    script = tmp_path / "big_parent.py"
+    script.write_text(BIG_PARENT_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          check=True, timeout=120)
+    tiny, own = map(int, done.stdout.split())
+    assert tiny < 32 * MIB
+    assert 140 * MIB <= own < 300 * MIB
+
+
 def test_profile_call_returns_value_and_result() -> None:
     value, result = profile_call(np.ones, 1000)
     assert value.shape == (1000,)

@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meno_jupyter.core.ledger import inflight_path_for
 from meno_jupyter.server.deaths import DeathWatch
 from tests.cgrouphelp import MemoryCgroup, why_no_memory_cgroup
+from tests.fuzzhelp import FLIPS, damaged
 from tests.server.conftest import RunningKernel
 
 pytestmark = pytest.mark.server
@@ -200,3 +203,43 @@ def test_a_post_mortem_is_checked_field_by_field() -> None:
                 {**GOOD_DEATH, "signal": 9}, {**GOOD_DEATH, "died_at": -5}):
         with pytest.raises(ValueError):
             Death.from_dict(bad)
+
+
+FUZZ = settings(max_examples=150, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=10)
+
+
+@FUZZ
+@given(cut=st.integers(0, 3_000), flips=FLIPS)
+def test_a_damaged_deaths_file_keeps_what_it_can_and_serves_strict_json(
+        tmp_path_factory: pytest.TempPathFactory, cut: int, flips: list[tuple[int, int]]
+) -> None:
+    directory = tmp_path_factory.mktemp("data")
+    lines = [json.dumps({**GOOD_DEATH, "kernel_id": f"k{n}", "died_at": 1e9 + n})
+             for n in range(4)]
+    raw = ("\n".join(lines) + "\n").encode()
+    (directory / "deaths.jsonl").write_bytes(damaged(raw, cut, flips))
+    watch = DeathWatch(directory, lambda kernel_id: None, lambda: (1, "system"))
+    listed = watch.list()
+    assert len(listed) + watch.unreadable_lines <= raw.count(b"\n") + 1
+    _strict(json.dumps(listed, allow_nan=False))
+    assert all(isinstance(d["id"], str) for d in watch.list(since=0.0, kernel_id="k1"))
+
+
+@FUZZ
+@given(field=st.sampled_from([*GOOD_DEATH, "execution_count", "cell_id", "path"]),
+       value=JSON_VALUES)
+def test_wrong_types_in_a_post_mortem_are_refused(field: str, value: object) -> None:
+    from meno_jupyter.server.deaths import Death
+
+    try:
+        death = Death.from_dict({**GOOD_DEATH, field: value})
+    except ValueError:
+        return
+    _strict(json.dumps(death.to_dict(), allow_nan=False))
+    assert isinstance(death.died_at, (int, float)) and isinstance(death.pid, int)

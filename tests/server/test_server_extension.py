@@ -278,3 +278,30 @@ async def test_every_route_answers_strict_json(jp_fetch: Any, kernel: RunningKer
 
     assert json.dumps(strict_json({"a": [float("nan"), (float("-inf"), 2.5)]})) == (
         '{"a": [null, [null, 2.5]]}')
+
+
+def test_a_ledger_file_is_parsed_once_per_change(tmp_path: Any) -> None:
+    from meno_jupyter.core.ledger import Ledger, LedgerFileError, read_ledger_file
+    from meno_jupyter.server.handlers import ParsedFileCache
+
+    reads: list[str] = []
+
+    def reader(path: str) -> dict[str, Any]:
+        reads.append(path)
+        return read_ledger_file(path)
+
+    path = tmp_path / "meno-ledger-k.json"
+    ledger = Ledger(10, path=path)
+    ledger.write_file()
+    cache = ParsedFileCache(reader)
+    first = cache.read(str(path))
+    assert cache.read(str(path)) is first and len(reads) == 1  # polled again: not re-read
+    from meno_jupyter.core.ledger import CellRecord
+
+    ledger.add(CellRecord(1, "x = 1", time.time(), 0.1, MIB, MIB, 2 * MIB, True, 0))
+    ledger.write_file()
+    assert len(cache.read(str(path))["cells"]) == 1 and len(reads) == 2
+    path.unlink()
+    path.symlink_to(tmp_path / "elsewhere.json")  # errors are the reader's, and not kept
+    with pytest.raises(LedgerFileError):
+        cache.read(str(path))
