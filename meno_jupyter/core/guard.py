@@ -357,12 +357,16 @@ class MemoryGuard:
             interval = _interval_for(level - used, limit, growth_per_s)
 
     def _may_fire(self, used: int, now: float) -> bool:
-        """Whether a stop may be sent now: the first, or again after one was swallowed."""
+        """Whether a stop may be sent now: the first, or again after one was swallowed.
+
+        Again once the wait is over (also when the last was never raised: a signal that
+        found the main thread somewhere a stop must not land), or at once when a stop that
+        was raised did not end the growth.
+        """
         if not self._fired:
             return True
-        if not _delivered.is_set():  # the last one is still on its way (a long C call)
-            return False
-        return now >= self._next_fire or used > self._fired_used + GRACE_BYTES
+        grew = _delivered.is_set() and used > self._fired_used + GRACE_BYTES
+        return grew or now >= self._next_fire
 
     def _fire(self, used: int, limit: int, now: float) -> None:
         frames = sys._current_frames()

@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import secrets
 import stat
 import tempfile
 import threading
@@ -167,10 +168,12 @@ def write_export(path: Path, text: str) -> None:
     refuse_unsafe_target(path)
     directory = path.parent if str(path.parent) else Path(".")
     if os.stat(directory).st_uid == os.geteuid():
-        mode = os.stat(path).st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+        tmp_name = str(directory / f".{path.name}.{secrets.token_hex(6)}")
+        # 0o666 less the umask, as a new file gets; a replaced file keeps its own mode.
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
         try:
-            os.fchmod(fd, mode)
+            if path.exists():
+                os.fchmod(fd, os.stat(path).st_mode & 0o777)
             with os.fdopen(fd, "w") as handle:
                 handle.write(text)
             os.replace(tmp_name, path)
@@ -184,12 +187,6 @@ def write_export(path: Path, text: str) -> None:
             raise OSError(errno.EINVAL, f"{path} is not a regular file")
         handle.truncate(0)
         handle.write(text)
-
-
-def _umask() -> int:
-    current = os.umask(0o022)
-    os.umask(current)
-    return current
 
 
 class LedgerFileError(ValueError):
