@@ -54,6 +54,13 @@ def test_exported_notebooks_show_hostile_cell_text_as_text(browser: Any, tmp_pat
     NotebookClient(book, timeout=120, kernel_name="python3").execute()
     assert any("application/vnd.plotly.v1+json" in out.get("data", {})
                for out in book.cells[1].outputs)
+    from meno_jupyter.core.cellbadges import METADATA_KEY, source_fingerprint
+
+    # What the JupyterLab extension saves under a measured cell: meno_html draws it.
+    book.cells[2].metadata[METADATA_KEY] = {
+        "schema": 1, "peak_increase": 2**20, "delta": 0, "peak_rss": 2**27, "duration_s": 0.1,
+        "limit_bytes": 2**32, "measured_at": 1.7e9, "execution_count": 3,
+        "source_fingerprint": source_fingerprint(book.cells[2].source)}
     notebook = tmp_path / "hostile.ipynb"
     nbformat.write(book, notebook)
     for exporter in ("html", "meno_html"):
