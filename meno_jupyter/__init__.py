@@ -28,7 +28,7 @@ from meno_jupyter.core.decorators import profile_block, profile_memory, release_
 from meno_jupyter.core.errors import MenoWarning
 from meno_jupyter.core.leaks import LeakReport, find_leaks
 from meno_jupyter.core.ledger import CellRecord, Ledger
-from meno_jupyter.core.loader import iter_optimized, read_optimized
+from meno_jupyter.core.loader import iter_optimized, preview, read_optimized
 from meno_jupyter.core.memory import (
     MemoryLimit,
     effective_limit,
@@ -82,6 +82,7 @@ __all__ = [
     "optimize_array",
     "optimize_dataframe",
     "pressure_level",
+    "preview",
     "profile_block",
     "profile_call",
     "profile_memory",

@@ -464,6 +464,13 @@ class OptimizeResult(RendersAsTable):
         for column, restore in self._restores.items():
             self.frame[column] = restore(self.frame[column])
 
+    def restorer(self, column: Any) -> Restore | None:
+        """Return what gives ``column`` its original dtype and values back (None: unchanged).
+
+        It holds dtypes and flags only, never data: keeping it keeps no frame alive.
+        """
+        return self._restores.get(column)
+
     def undo_column(self, column: Any) -> pd.Series:
         """Return one column with its original dtype and values."""
         restore = self._restores.get(column)

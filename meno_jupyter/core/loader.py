@@ -1,34 +1,52 @@
 """Reading files chunk by chunk into optimized frames: peak ≈ the result plus one chunk.
 
-CSV is read as text and parsed only where parsing loses nothing: integers without leading
-zeros or signs (so ``"02134"`` stays text), plain decimal numbers, ``True``/``False``. Each chunk
-is then optimized (:func:`optimize_dataframe`), and at the end the chunks' dtypes are
-unified by exact widening (uint8 + int16 → int16, int + float → float64, categories
-united); a column whose chunks disagree in kind falls back to Arrow text.
+CSV is read as text (:mod:`meno_jupyter.core.loader_csv`) and parsed only where parsing loses
+nothing: integers without leading zeros or signs (so ``"02134"`` stays text) that fit int64
+or uint64 (larger ones stay text, as pandas keeps them), plain decimal numbers,
+``True``/``False``. Each chunk is then optimized (:func:`optimize_dataframe`), and at the end
+the chunks' dtypes are unified by exact widening (uint8 + int16 → int16, int + float →
+float64, categories united), one column at a time so that the chunks' copy of a column is
+let go as soon as the result has it; a column whose chunks disagree in kind falls back to
+Arrow text. Parquet is read a row group's batches at a time, Arrow IPC/Feather a record
+batch at a time (compressed too), JSON lines and Excel (openpyxl's read-only mode) a chunk
+of rows at a time.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from meno_jupyter.core.dataframe import nullable_dtype, optimize_dataframe
 from meno_jupyter.core.errors import check_count
+from meno_jupyter.core.loader_csv import NA_STRINGS, CsvOptions, CsvStream, memory_pool
 from meno_jupyter.core.memory import format_bytes
 
 if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_CHUNKSIZE = 100_000
+# Without a chunksize, a chunk is about this much of the file: optimizing a chunk makes
+# temporaries (Python strings, categories, copies) several times its size, so rows are
+# counted in bytes, not in a fixed number (measured: 2 MiB chunks of an 88-byte-row CSV
+# peaked ~50 MiB above the start, 100,000-row ones ~110 MiB).
+CHUNK_BYTES = 2 * 2**20
+MIN_AUTO_ROWS = 1_000
+COMPACT_BYTES = 16 * 2**20
 FORMATS = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet",
-           ".feather": "feather", ".arrow": "feather", ".xlsx": "excel", ".xls": "excel"}
+           ".feather": "feather", ".arrow": "feather", ".ipc": "feather", ".xlsx": "excel",
+           ".xls": "excel", ".jsonl": "json", ".ndjson": "json"}
+__all__ = ["NA_STRINGS", "ChunkInfo", "iter_optimized", "parse_text_array",
+           "parse_text_column", "preview", "read_optimized"]
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
 _DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)?(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _LEADING_ZERO = re.compile(r"-?0[0-9]+(\.[0-9]*)?")
+_INFINITY = r"[-+]?(?i:inf|infinity)"  # as pandas reads them
 
 
 def _format_of(path: Path, fmt: str | None) -> str:
@@ -40,19 +58,14 @@ def _format_of(path: Path, fmt: str | None) -> str:
         return FORMATS[path.suffix.lower()]
     except KeyError:
         raise ValueError(f"cannot tell the format of {path.name}: pass format='csv', "
-                         "'parquet', 'feather' or 'excel'") from None
-
-
-# pandas' default missing-value strings, so that reading matches pd.read_csv.
-NA_STRINGS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
-              "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan",
-              "null"]
+                         "'parquet', 'feather', 'json' (JSON lines) or 'excel'") from None
 
 
 def parse_text_array(array: Any) -> Any:
     """Parse an Arrow string array into numbers or booleans only where no value changes.
 
-    Integers must be written without leading zeros or signs (``"02134"`` stays text),
+    Integers must be written without leading zeros or signs (``"02134"`` stays text) and
+    fit int64 or uint64: a 20-digit id stays text (as float64 two ids could compare equal);
     decimals plainly; ``True``/``False`` become booleans. Checks and casts run in Arrow.
     """
     import pyarrow as pa
@@ -61,22 +74,35 @@ def parse_text_array(array: Any) -> Any:
     present = len(array) - array.null_count
     if not present:
         return array
+    pool = memory_pool()
+
+    head = array.slice(0, 64)
+    head_present = len(head) - head.null_count
 
     def every(pattern: str) -> bool:
-        matched = pc.match_substring_regex(array, pattern)
-        return bool(pc.sum(matched).as_py() == present)
+        # The first rows first: a text column fails there, without a pass over all of it.
+        for part, count in ((head, head_present), (array, present)):
+            matched = pc.match_substring_regex(part, pattern, memory_pool=pool)
+            if pc.sum(matched, memory_pool=pool).as_py() != count:
+                return False
+        return True
+
+    def some(pattern: str) -> bool:
+        matched = pc.match_substring_regex(array, pattern, memory_pool=pool)
+        return bool(pc.any(matched, memory_pool=pool).as_py())
 
     if every(f"^{_INTEGER.pattern}$"):
-        try:
-            return pc.cast(array, pa.int64())
-        except pa.ArrowInvalid:  # beyond int64
-            pass
-    if every(f"^{_DECIMAL.pattern}$") and not pc.any(
-            pc.match_substring_regex(array, f"^{_LEADING_ZERO.pattern}$")).as_py() and \
-            not pc.any(pc.is_in(array, pa.array(["", "-", "."]))).as_py():
-        return pc.cast(array, pa.float64())
-    if bool(pc.sum(pc.is_in(array, pa.array(["True", "False"]))).as_py() == present):
-        return pc.equal(array, "True")
+        for integer in (pa.int64(), pa.uint64()):
+            try:
+                return pc.cast(array, integer, memory_pool=pool)
+            except pa.ArrowInvalid:  # beyond this type
+                continue
+        return array  # beyond uint64: exact only as text
+    if every(f"^(?:{_DECIMAL.pattern}|{_INFINITY})$") and not some(
+            f"^(?:{_LEADING_ZERO.pattern}|-|\\.|)$"):
+        return pc.cast(array, pa.float64(), memory_pool=pool)
+    if every("^(True|False)$"):
+        return pc.equal(array, "True", memory_pool=pool)
     return array
 
 
@@ -117,108 +143,287 @@ def _arrow_to_pandas(array: Any, index: Any) -> pd.Series:
     return out
 
 
-def _csv_batches(path: Path, chunksize: int, columns: list[str] | None, sep: str
-                 ) -> Iterator[tuple[pd.DataFrame, float]]:
-    """Stream a CSV through Arrow's reader, every column as text, then parse losslessly."""
-    import csv
+@dataclass
+class ChunkInfo:
+    """Where a chunk came from: ``frame.attrs["meno"]`` of each chunk ``iter_optimized`` yields.
 
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+    Attributes
+    ----------
+    rows_before : int
+        Rows of the file before this chunk.
+    rows : int
+        Rows in this chunk.
+    bytes_read, bytes_total : int
+        How much of the file has been read so far, of its size.
+    """
 
-    with path.open(newline="") as handle:
-        header = next(csv.reader(handle, delimiter=sep), [])
-    if not header:
-        return
-    wanted = columns or header
-    missing = [c for c in wanted if c not in header]
-    if missing:
-        raise ValueError(f"no such column(s) in {path.name}: {', '.join(missing)}")
-    size = max(path.stat().st_size, 1)
-    # A plain file stream: given a path, Arrow may map the whole file, and mapped pages
-    # count as resident memory.
-    stream = pa.OSFile(str(path), "r")
-    reader = pacsv.open_csv(
-        stream,
-        # No threads: the threaded reader reads ahead and holds blocks, raising the peak.
-        read_options=pacsv.ReadOptions(block_size=max(1 << 20, chunksize * 64), use_threads=False),
-        parse_options=pacsv.ParseOptions(delimiter=sep),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in header}, include_columns=wanted,
-            strings_can_be_null=True, null_values=NA_STRINGS),
-    )
-    pending: list[Any] = []
-    rows = 0
-    read_bytes = 0
-    for batch in reader:
-        pending.append(batch)
-        rows += batch.num_rows
-        read_bytes += batch.nbytes
-        while rows >= chunksize:
-            table = pa.Table.from_batches(pending)
-            head, rest = table.slice(0, chunksize), table.slice(chunksize)
-            yield _parse_table(head), min(1.0, read_bytes / size)
-            pending = rest.to_batches()
-            rows = rest.num_rows
-    if rows:
-        yield _parse_table(pa.Table.from_batches(pending)), 1.0
-    stream.close()
+    rows_before: int
+    rows: int
+    bytes_read: int
+    bytes_total: int
+
+    @property
+    def share(self) -> float:
+        """The share of the file read so far (0 to 1)."""
+        return min(1.0, self.bytes_read / max(self.bytes_total, 1))
 
 
-def _parse_table(table: Any) -> pd.DataFrame:
+@dataclass
+class _RawChunk:
+    frame: pd.DataFrame
+    bytes_read: int
+    keep: set[str] = field(default_factory=set)  # columns whose dtype the user chose
+
+
+def _parse_table(table: Any, options: CsvOptions | None = None) -> tuple[pd.DataFrame, set[str]]:
+    """Turn a table of text columns into a frame; return it and the columns not to optimize."""
     import pandas as pd
 
     index = pd.RangeIndex(table.num_rows)
     data = {}
+    keep: set[str] = set()
+    dtypes = (options.dtype or {}) if options is not None else {}
+    dates = set(options.parse_dates) if options is not None else set()
     for name, column in zip(table.column_names, table.columns, strict=True):
-        array = column.combine_chunks()
+        array = column.combine_chunks(memory_pool=memory_pool())
+        chosen = dtypes.get(name, dtypes.get("*"))
+        if chosen is not None:
+            text = pd.Series(array.to_numpy(zero_copy_only=False), index=index, dtype=object)
+            try:
+                data[name] = text.astype(chosen)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"column {name!r} cannot be read as dtype {chosen!r}: "
+                                 f"{error}") from None
+            keep.add(name)
+            continue
+        if name in dates:
+            text = pd.Series(array.to_numpy(zero_copy_only=False), index=index, dtype=object)
+            data[name] = pd.to_datetime(text)
+            continue
         parsed = parse_text_array(array)
         if parsed is array:  # text stays in Arrow: compact, and no Python object per value
             data[name] = pd.Series(pd.arrays.ArrowExtensionArray(array), index=index)
         else:
             data[name] = _arrow_to_pandas(parsed, index)
     frame: pd.DataFrame = pd.DataFrame(data, index=index)
+    return frame, keep
+
+
+def _csv_chunks(path: Path, chunksize: int, columns: list[str] | None,
+                read_kwargs: dict[str, Any]) -> Iterator[_RawChunk]:
+    options = CsvOptions.from_kwargs(path, columns, read_kwargs)
+    stream = CsvStream(path, options, chunksize)
+    for table in stream.tables():
+        frame, keep = _parse_table(table, options)
+        yield _RawChunk(frame, stream.bytes_read, keep)
+
+
+def _parquet_chunks(path: Path, chunksize: int, columns: list[str] | None
+                    ) -> Iterator[_RawChunk]:
+    import pyarrow.parquet as pq
+
+    size = path.stat().st_size
+    # One thread and no pre-buffering: each decodes a whole row group's columns at once.
+    with pq.ParquetFile(path, pre_buffer=False) as parquet:
+        total = max(parquet.metadata.num_rows, 1)
+        done = 0
+        for batch in parquet.iter_batches(batch_size=chunksize, columns=columns,
+                                          use_threads=False):
+            done += batch.num_rows
+            yield _RawChunk(batch.to_pandas(), size * done // total)
+
+
+def _ipc_chunks(path: Path, chunksize: int, columns: list[str] | None) -> Iterator[_RawChunk]:
+    """Read Arrow IPC (Feather v2) a record batch at a time, read (and decompressed) on demand.
+
+    A plain file, not a memory map: mapped pages of a large file would count as resident.
+    """
+    import pyarrow as pa
+
+    size = path.stat().st_size
+    with pa.OSFile(str(path), "r") as stream:
+        try:
+            reader = pa.ipc.open_file(stream)
+        except pa.ArrowInvalid:
+            yield from _feather_v1_chunks(path, chunksize, columns)
+            return
+        names = reader.schema.names
+        missing = [c for c in columns or [] if c not in names]
+        if missing:
+            raise ValueError(f"no such column(s) in {path.name}: {', '.join(missing)}")
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            if columns is not None:
+                batch = batch.select(columns)
+            for offset in range(0, batch.num_rows, chunksize):
+                piece = batch.slice(offset, chunksize)
+                read = size * (i + (offset + piece.num_rows) / max(batch.num_rows, 1))
+                yield _RawChunk(piece.to_pandas(), int(read / reader.num_record_batches))
+
+
+def _feather_v1_chunks(path: Path, chunksize: int, columns: list[str] | None
+                       ) -> Iterator[_RawChunk]:
+    from pyarrow import feather
+
+    table = feather.read_table(path, columns=columns, memory_map=False)  # v1: no batches
+    size = path.stat().st_size
+    for offset in range(0, table.num_rows, chunksize):
+        piece = table.slice(offset, chunksize)
+        yield _RawChunk(piece.to_pandas(), size * (offset + piece.num_rows) // max(
+            table.num_rows, 1))
+
+
+def _json_chunks(path: Path, chunksize: int, columns: list[str] | None,
+                 read_kwargs: dict[str, Any]) -> Iterator[_RawChunk]:
+    """Read JSON lines through pandas' own chunked reader: the values read_json gives."""
+    import pandas as pd
+
+    unknown = sorted(set(read_kwargs) - {"encoding", "nrows", "dtype"})
+    if unknown:
+        raise TypeError(f"unsupported JSON lines option(s): {', '.join(unknown)} (the loader "
+                        "takes encoding, nrows and dtype)")
+    size = max(path.stat().st_size, 1)
+    with open(path, "rb") as handle:
+        reader = pd.read_json(handle, lines=True, chunksize=chunksize, **read_kwargs)
+        with reader:
+            for read in reader:
+                if columns is not None:
+                    missing = [c for c in columns if c not in read.columns]
+                    if missing:
+                        raise ValueError(f"no such column(s) in {path.name}: "
+                                         f"{', '.join(missing)}")
+                    read = read[columns]  # noqa: PLW2901 - the same rows, fewer columns
+                yield _RawChunk(read.reset_index(drop=True), min(size, handle.tell()))
+
+
+def _excel_chunks(path: Path, chunksize: int, columns: list[str] | None,
+                  read_kwargs: dict[str, Any]) -> Iterator[_RawChunk]:
+    """Read an .xlsx sheet in openpyxl's read-only mode: rows streamed, a chunk at a time.
+
+    Cells keep their types as pandas.read_excel gives them (an integral float becomes an
+    int, as pandas does); text is then parsed as for CSV. ``.xls`` (xlrd) is read whole.
+    """
+    import pandas as pd
+
+    unknown = sorted(set(read_kwargs) - {"sheet_name"})
+    if unknown:
+        raise TypeError(f"unsupported Excel option(s): {', '.join(unknown)} (the loader takes "
+                        "sheet_name)")
+    if path.suffix.lower() == ".xls":
+        frame = pd.read_excel(path, usecols=columns, dtype=object, **read_kwargs)
+        frame = frame.apply(parse_text_column)
+        size = path.stat().st_size
+        rows = max(len(frame), 1)
+        for start in range(0, rows, chunksize):
+            yield _RawChunk(frame.iloc[start:start + chunksize].reset_index(drop=True),
+                            size * min(rows, start + chunksize) // rows)
+        return
+    try:
+        import openpyxl
+    except ImportError as error:
+        raise ImportError(f"reading Excel needs openpyxl: pip install openpyxl ({error})"
+                          ) from None
+    from meno_jupyter.core.loader_csv import mangle_names
+
+    book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    try:
+        sheet_name = read_kwargs.get("sheet_name", 0)
+        sheet = (book.worksheets[sheet_name] if isinstance(sheet_name, int)
+                 else book[sheet_name])
+        rows = sheet.iter_rows(values_only=True)
+        header = next(rows, None)
+        if header is None:
+            return
+        names = mangle_names(["" if v is None else str(v) for v in header])
+        wanted = columns or names
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise ValueError(f"no such column(s) in {path.name}: {', '.join(missing)}")
+        positions = [names.index(c) for c in wanted]
+        total = max(sheet.max_row or 1, 1)
+        size = path.stat().st_size
+        block: list[tuple[Any, ...]] = []
+        seen = 1
+        for row in rows:
+            seen += 1
+            block.append(row)
+            if len(block) == chunksize:
+                yield _RawChunk(_excel_frame(block, wanted, positions),
+                                size * min(seen, total) // total)
+                block = []
+        if block:
+            yield _RawChunk(_excel_frame(block, wanted, positions), size)
+    finally:
+        book.close()
+
+
+def _excel_value(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # as pandas' openpyxl reader does
+    return value
+
+
+def _excel_frame(block: list[tuple[Any, ...]], names: list[str],
+                 positions: list[int]) -> pd.DataFrame:
+    import pandas as pd
+
+    data = {}
+    for name, position in zip(names, positions, strict=True):
+        values = [_excel_value(row[position]) if position < len(row) else None
+                  for row in block]
+        data[name] = parse_text_column(pd.Series(values, dtype=object)) if any(
+            isinstance(v, str) for v in values) else pd.Series(values, dtype=object).infer_objects()
+    frame: pd.DataFrame = pd.DataFrame(data)
     return frame
 
 
 def _raw_chunks(path: Path, fmt: str, chunksize: int, columns: list[str] | None,
-                read_kwargs: dict[str, Any]) -> Iterator[tuple[pd.DataFrame, float]]:
-    """Yield (chunk, share of the file read so far)."""
-    import pandas as pd
-
+                read_kwargs: dict[str, Any]) -> Iterator[_RawChunk]:
+    """Yield the file's chunks as read, before optimizing."""
     if fmt == "csv":
-        sep = read_kwargs.pop("sep", "\t" if path.suffix.lower() == ".tsv" else ",")
-        if read_kwargs:
-            raise TypeError(f"unsupported CSV options: {', '.join(read_kwargs)} (sep only)")
-        yield from _csv_batches(path, chunksize, columns, sep)
+        yield from _csv_chunks(path, chunksize, columns, read_kwargs)
         return
+    if fmt in ("parquet", "feather") and read_kwargs:
+        raise TypeError(f"unsupported {fmt} option(s): {', '.join(sorted(read_kwargs))} "
+                        "(only columns= is taken)")
     if fmt == "parquet":
-        import pyarrow.parquet as pq
+        yield from _parquet_chunks(path, chunksize, columns)
+    elif fmt == "feather":
+        yield from _ipc_chunks(path, chunksize, columns)
+    elif fmt == "json":
+        yield from _json_chunks(path, chunksize, columns, read_kwargs)
+    else:
+        yield from _excel_chunks(path, chunksize, columns, read_kwargs)
 
-        parquet = pq.ParquetFile(path)
-        total = max(parquet.metadata.num_rows, 1)
-        done = 0
-        for batch in parquet.iter_batches(batch_size=chunksize, columns=columns):
-            done += batch.num_rows
-            yield batch.to_pandas(), done / total
-        return
-    if fmt == "feather":
-        from pyarrow import feather
 
-        table = feather.read_table(path, columns=columns, memory_map=True)
-        total = max(table.num_rows, 1)
-        done = 0
-        for batch in table.to_batches(max_chunksize=chunksize):
-            done += batch.num_rows
-            yield batch.to_pandas(), done / total
-        return
-    try:
-        frame = pd.read_excel(path, usecols=columns, dtype=object, **read_kwargs)
-    except ImportError as error:
-        raise ImportError(f"reading Excel needs openpyxl: pip install openpyxl ({error})") from None
-    frame = frame.apply(parse_text_column)
-    rows = max(len(frame), 1)
-    for start in range(0, rows, chunksize):
-        yield frame.iloc[start:start + chunksize], min(1.0, (start + chunksize) / rows)
+@dataclass
+class _Part:
+    """A run of rows of one column: its values, and how to get them back as they were read."""
+
+    series: pd.Series
+    restore: Callable[[pd.Series], pd.Series] | None = None  # None: as they are
+
+    def as_read(self) -> pd.Series:
+        return self.series if self.restore is None else self.restore(self.series)
+
+
+def _optimized(chunk: _RawChunk) -> tuple[pd.DataFrame, dict[Any, _Part]]:
+    """Optimize a chunk, leaving the columns whose dtype the user chose as they are.
+
+    Returns the optimized frame and its columns as parts; neither holds the raw chunk.
+    """
+    if chunk.keep:
+        rest = [c for c in chunk.frame.columns if c not in chunk.keep]
+        result = optimize_dataframe(chunk.frame[rest])
+        frame = result.frame.copy(deep=False)
+        for column in chunk.keep:
+            frame[column] = chunk.frame[column]
+        frame = frame[list(chunk.frame.columns)]
+    else:
+        result = optimize_dataframe(chunk.frame)
+        frame = result.frame
+    parts = {column: _Part(frame[column], result.restorer(column)) for column in frame.columns}
+    return frame, parts
 
 
 def _common_dtype(dtypes: list[Any]) -> Any | None:
@@ -244,6 +449,8 @@ def _common_dtype(dtypes: list[Any]) -> Any | None:
             numeric.append(dtype)
         else:
             return None
+    if any(d.kind == "b" for d in numeric) and not all(d.kind == "b" for d in numeric):
+        return None  # True beside numbers would become 1: the text is the value
     widest = np.result_type(*numeric)
     if widest.kind == "f" and any(d.kind in "iu" and d.itemsize >= 4 for d in numeric):
         widest = np.dtype(np.float64)  # int32/int64 are not all exact in float32
@@ -258,74 +465,306 @@ def _is_text(dtype: Any) -> bool:
     return isinstance(dtype, pd.CategoricalDtype) or bool(pd.api.types.is_string_dtype(dtype))
 
 
+# Distinct values counted across a file's chunks before its text is kept as text instead of
+# a category: counting them all would cost more than the column (a unique id per row).
+MAX_CATEGORIES = 100_000
+
+
 def _text_dtype(columns: list[pd.Series]) -> Any:
-    """Return a category of the chunks' values when they are few, else Arrow strings."""
+    """Return a category of the chunks' values when they are few, else Arrow strings.
+
+    Few: at most half the rows and at most ``MAX_CATEGORIES``; the count stops there, so a
+    column of unique strings never builds a set of them all.
+    """
     import pandas as pd
     import pyarrow as pa
 
+    rows = sum(len(series) for series in columns)
+    limit = min(0.5 * max(rows, 1), MAX_CATEGORIES)
     values: set[Any] = set()
-    rows = 0
     for series in columns:
-        rows += len(series)
-        values.update(series.dropna().unique().tolist())
-    if len(values) <= 0.5 * max(rows, 1):
-        return pd.CategoricalDtype(pd.Index(sorted(values, key=str)))
-    return pd.ArrowDtype(pa.string())
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            values.update(series.cat.categories.tolist())
+        else:
+            values.update(series.dropna().unique().tolist())
+        if len(values) > limit:
+            return pd.ArrowDtype(pa.string())
+    return pd.CategoricalDtype(pd.Index(sorted(values, key=str)))
 
 
-def _unify(chunks: list[Any]) -> pd.DataFrame:
-    """Concatenate optimized chunks, widening each column to a dtype all chunks fit exactly."""
+def _join(parts: list[_Part], text_of: Callable[[], pd.Series] | None = None,
+          *, final: bool) -> list[_Part]:
+    """Join a column's parts into one, widened to a dtype every part fits exactly.
+
+    Parts that disagree in kind are left as they are until the end (``final``): then the
+    column becomes text, read again as written by ``text_of`` (a CSV's "0" and "0.0" both
+    parsed to 0.0), else each part's values as read, written as text.
+    """
     import pandas as pd
     import pyarrow as pa
 
-    frames = [result.frame for result in chunks]
-    for column in frames[0].columns:
-        # A chunk where the column is all missing has no type of its own: it takes the
-        # others' (made nullable), instead of forcing the column back to text.
-        typed = [frame[column].dtype for frame in frames if frame[column].notna().any()]
-        if not typed:
-            continue
-        if all(_is_text(d) for d in typed):  # decided once, on the whole column
-            target = _text_dtype([frame[column] for frame in frames])
-        else:
-            target = _common_dtype(typed)
-            if target is not None and len(typed) < len(frames) and \
-                    isinstance(target, np.dtype) and target.kind in "iub":
-                target = _common_dtype([*typed, pd.Int8Dtype()]) if target.kind != "b" \
-                    else pd.BooleanDtype()
-        if target is None:  # kinds disagree: back to each chunk's original text, as Arrow
+    if len(parts) == 1 and not final:
+        return parts
+    series = [part.series for part in parts]
+    # A part where the column is all missing has no type of its own: it takes the others'
+    # (made nullable), instead of forcing the column back to text.
+    typed = [s.dtype for s in series if s.notna().any()]
+    if not typed:
+        target = None
+    elif all(_is_text(d) for d in typed):
+        target = _text_dtype(series)
+    else:
+        target = _common_dtype(typed)
+        if target is not None and len(typed) < len(series) and \
+                isinstance(target, np.dtype) and target.kind in "iub":
+            target = _common_dtype([*typed, pd.Int8Dtype()]) if target.kind != "b" \
+                else pd.BooleanDtype()
+        if target is None and not final:
+            return parts  # decided at the end, on the whole column
+        if target is None and text_of is not None:
+            return [_Part(text_of())]
+        if target is None:
             text = pd.ArrowDtype(pa.string())
-            for i, result in enumerate(chunks):
-                original = result.undo_column(column)
-                frames[i][column] = original.astype(object).where(original.notna(), None) \
-                    .map(lambda v: v if v is None else str(v)).astype(text)
-            continue
-        for frame in frames:
-            if str(frame[column].dtype) != str(target) or isinstance(target, pd.CategoricalDtype):
-                series = frame[column]
-                if isinstance(series.dtype, pd.SparseDtype):
-                    series = series.sparse.to_dense()
-                if not series.notna().any() or (
-                        isinstance(target, pd.CategoricalDtype) and
-                        not isinstance(series.dtype, pd.CategoricalDtype)):
-                    series = series.astype(object).where(series.notna(), None)
-                frame[column] = series.astype(target)
-    combined: pd.DataFrame = pd.concat(frames, ignore_index=True)
-    return combined
+            pieces = []
+            for part in parts:
+                original = part.as_read()
+                pieces.append(original.astype(object).where(original.notna(), None)
+                              .map(lambda v: v if v is None else str(v)).astype(text))
+            return [_Part(pd.concat(pieces, ignore_index=True))]
+    del series
+    return [_Part(_concat_freeing(parts, target))]
+
+
+def _worth_joining(parts: list[_Part]) -> bool:
+    """Whether joining these parts now saves memory (else it only copies them).
+
+    Numbers, booleans and dates are as small in parts as joined; text is smaller joined only
+    when the parts' values together make a category. Parts that disagree in kind are joined
+    (that is, found to disagree) so that a column read again is let go of early.
+    """
+    import pandas as pd
+
+    kinds = {_is_text(part.series.dtype) for part in parts if part.series.notna().any()}
+    if kinds != {True}:
+        return len(kinds) > 1
+    return isinstance(_text_dtype([part.series for part in parts]), pd.CategoricalDtype)
+
+
+def _concat_freeing(parts: list[_Part], target: Any) -> pd.Series:
+    """Concatenate the parts as ``target``, letting each go as soon as it is copied.
+
+    A numpy dtype or a category is filled into one array made up front: the moment's extra
+    memory is one part, not the whole column converted and then concatenated again.
+    """
+    import pandas as pd
+
+    total = sum(len(part.series) for part in parts)
+    if isinstance(target, (np.dtype, pd.CategoricalDtype)):
+        categories = target.categories if isinstance(target, pd.CategoricalDtype) else None
+        dtype: np.dtype[Any] = (np.min_scalar_type(-max(len(categories), 1))
+                                if categories is not None else cast(np.dtype[Any], target))
+        out = np.empty(total, dtype=dtype)
+        position = 0
+        for index, part in enumerate(parts):
+            converted = _as_dtype(part.series, target)
+            values = (converted.cat.codes.to_numpy() if categories is not None
+                      else converted.to_numpy())
+            out[position:position + len(values)] = values
+            position += len(values)
+            parts[index] = _Part(converted.iloc[:0])  # the part goes; its dtype stays
+            del converted, values
+        filled: pd.Series = (
+            pd.Series(pd.Categorical.from_codes(out, dtype=cast(Any, target)), copy=False)
+            if categories is not None else pd.Series(out, copy=False))
+        return filled
+    if isinstance(target, pd.ArrowDtype) and all(
+            isinstance(part.series.dtype, pd.ArrowDtype) for part in parts):
+        import pyarrow as pa
+
+        # Arrow strings are chunked already: the chunks are kept, not copied into one.
+        chunks = [chunk for part in parts
+                  for chunk in part.series.array.__arrow_array__().chunks]
+        parts.clear()
+        text: pd.Series = pd.Series(pd.arrays.ArrowExtensionArray(
+            pa.chunked_array(chunks, type=target.pyarrow_dtype)))
+        return text
+    pieces = [part.series if target is None else _as_dtype(part.series, target)
+              for part in parts]
+    parts.clear()
+    joined: pd.Series = pd.concat(pieces, ignore_index=True)
+    return joined
+
+
+class _Columns:
+    """The optimized chunks read so far, column by column, joined in runs as they come.
+
+    Once the chunks not yet joined hold more than ``COMPACT_BYTES`` (or a fifth of what is
+    joined), each column's new parts are joined into one run: a column that is text in small
+    chunks (Arrow strings, ~30 bytes a row) often becomes a category (4) in a run of many,
+    and the peak stays near the result instead of the sum of the chunks. Runs already
+    joined are not copied again until the end.
+    """
+
+    def __init__(self, text_of: Callable[[Any], pd.Series] | None = None) -> None:
+        self.parts: dict[Any, list[_Part]] = {}
+        self._runs: dict[Any, int] = {}  # how many leading parts of each column are runs
+        # Columns whose parts disagree in kind, to be read again as text at the end: with a
+        # way to read them again (CSV), their parts are let go of as soon as that is known.
+        self._text_of = text_of
+        self._read_again: set[Any] = set()
+        self.rows = 0
+        self.held = 0
+        self._pending = 0
+        self._joined = 0
+
+    def add(self, frame: pd.DataFrame, parts: dict[Any, _Part]) -> None:
+        for column, part in parts.items():
+            kept = self.parts.setdefault(column, [])
+            self._runs.setdefault(column, 0)
+            if column not in self._read_again:
+                kept.append(part)
+        size = int(frame.memory_usage(deep=True).sum())
+        self.rows += len(frame)
+        self.held += size
+        self._pending += size
+        if self._pending > max(COMPACT_BYTES, self._joined // 5):
+            self._join_new()
+
+    def _join_new(self) -> None:
+        for column, parts in self.parts.items():
+            runs = self._runs[column]
+            if column in self._read_again or len(parts) <= runs:
+                continue
+            if not _worth_joining(parts[runs:]):
+                continue
+            new = _join(parts[runs:], final=False)
+            if len(new) > 1 and self._text_of is not None:  # text in the end, read again
+                self._read_again.add(column)
+                parts.clear()
+                continue
+            parts[runs:] = new
+            if len(new) == 1:  # joined: a run (parts that disagree wait for the end)
+                self._runs[column] = runs + 1
+        self._joined = self.held = sum(int(p.series.memory_usage(deep=True))
+                                       for parts in self.parts.values() for p in parts)
+        self._pending = 0
+
+    def frame(self) -> pd.DataFrame:
+        """Return one frame, each column joined in turn (its parts let go of as it is)."""
+        import pandas as pd
+
+        names = list(self.parts)
+        result: dict[Any, pd.Series] = {}
+        for column in names:
+            parts = self.parts.pop(column)
+            if column in self._read_again:
+                assert self._text_of is not None
+                result[column] = self._text_of(column)
+                continue
+            read_again = None if self._text_of is None else (
+                lambda c=column: self._text_of(c))  # type: ignore[misc]
+            (joined,) = _join(parts, read_again, final=True)
+            del parts
+            result[column] = joined.series
+        combined: pd.DataFrame = pd.DataFrame(result, columns=names, copy=False)
+        return combined
+
+
+def _as_dtype(series: pd.Series, target: Any) -> pd.Series:
+    import pandas as pd
+
+    if str(series.dtype) == str(target) and not isinstance(target, pd.CategoricalDtype):
+        return series
+    if isinstance(series.dtype, pd.SparseDtype):
+        series = cast(Any, series).sparse.to_dense()
+    if not series.notna().any() or (isinstance(target, pd.CategoricalDtype)
+                                     and series.dtype == object):
+        # Through Python objects only where pandas needs them: Arrow strings become a
+        # category directly (1.3 M strings as objects cost ~100 MiB for a moment).
+        series = series.astype(object).where(series.notna(), None)
+    converted: pd.Series = series.astype(target)
+    return converted
+
+
+def auto_chunksize(path: Path, kind: str) -> int:
+    """Return rows per chunk so that a chunk is about ``CHUNK_BYTES`` of the file.
+
+    Rows are measured where it is cheap: the first 256 KiB of a text file, a Parquet file's
+    metadata, the first record batch of an Arrow file.
+    """
+    row_bytes = 0.0
+    try:
+        if kind in ("csv", "json"):
+            with open(path, "rb") as handle:
+                sample = handle.read(256 * 1024)
+            lines = sample.count(b"\n")
+            row_bytes = len(sample) / lines if lines else len(sample)
+        elif kind == "parquet":
+            import pyarrow.parquet as pq
+
+            metadata = pq.ParquetFile(path).metadata
+            size = sum(metadata.row_group(i).total_byte_size
+                       for i in range(metadata.num_row_groups))
+            row_bytes = size / max(metadata.num_rows, 1)
+        elif kind == "feather":
+            import pyarrow as pa
+
+            with pa.OSFile(str(path), "r") as stream:
+                reader = pa.ipc.open_file(stream)
+                if reader.num_record_batches:
+                    batch = reader.get_batch(0)
+                    row_bytes = batch.nbytes / max(batch.num_rows, 1)
+    except Exception:  # a guess only: reading the file says what is wrong with it
+        row_bytes = 0.0
+    if row_bytes <= 0:
+        return DEFAULT_CHUNKSIZE if kind != "excel" else 10_000
+    return int(min(DEFAULT_CHUNKSIZE, max(MIN_AUTO_ROWS, CHUNK_BYTES / row_bytes)))
+
+
+def _chunks(path: str | Path, fmt: str | None, chunksize: int | None,
+            columns: list[str] | None, read_kwargs: dict[str, Any]
+            ) -> Iterator[tuple[_RawChunk, ChunkInfo]]:
+    """Check the arguments, then yield each raw chunk with where it came from."""
+    source = Path(path)
+    kind = _format_of(source, fmt)
+    if chunksize is not None:
+        check_count(chunksize, minimum=1, name="chunksize")
+    if columns is not None and (not isinstance(columns, (list, tuple))
+                                or not all(isinstance(c, str) for c in columns)):
+        raise TypeError("columns must be a list of column names")
+    if not source.exists():
+        raise FileNotFoundError(f"no such file: {source}")
+    if not source.is_file():
+        raise ValueError(f"{source} is not a regular file")
+    if chunksize is None:
+        chunksize = auto_chunksize(source, kind)
+    total = source.stat().st_size
+    rows = 0
+    for chunk in _raw_chunks(source, kind, chunksize, None if columns is None else list(columns),
+                             dict(read_kwargs)):
+        info = ChunkInfo(rows, len(chunk.frame), min(chunk.bytes_read, total), total)
+        rows += len(chunk.frame)
+        yield chunk, info
 
 
 def iter_optimized(
     path: str | Path,
     *,
-    chunksize: int = DEFAULT_CHUNKSIZE,
+    chunksize: int | None = None,
     columns: list[str] | None = None,
     format: str | None = None,
     **read_kwargs: Any,
 ) -> Iterator[pd.DataFrame]:
     """Yield optimized chunks of a file, for files larger than memory.
 
-    Each chunk is exact and as small as its own data allows; chunks may differ in dtype
-    (use :func:`read_optimized` for one frame with one schema).
+    Memory stays flat whatever the file's size: one raw chunk (about 2 MiB of the file
+    unless ``chunksize`` says how many rows) and Arrow's read-ahead (256 KiB blocks). Each
+    chunk is exact and as small as its own data allows; chunks may differ in dtype (use
+    :func:`read_optimized` for one frame with one schema). Each chunk's ``attrs["meno"]``
+    is a :class:`ChunkInfo` (rows before it, bytes read of the file's).
+    CSV takes ``sep``, ``encoding``, ``usecols``, ``dtype``, ``na_values``,
+    ``keep_default_na``, ``parse_dates``, ``nrows``, ``skiprows``, ``quotechar`` as
+    ``pandas.read_csv`` does; any other option is refused by name.
 
     Examples
     --------
@@ -334,44 +773,78 @@ def iter_optimized(
     >>> pd.DataFrame({"a": range(10)}).to_csv(path, index=False)
     >>> [len(c) for c in iter_optimized(path, chunksize=4)]
     [4, 4, 2]
+    >>> [c.attrs["meno"].rows_before for c in iter_optimized(path, chunksize=4)]
+    [0, 4, 8]
     """
-    source = Path(path)
-    fmt = _format_of(source, format)
-    check_count(chunksize, minimum=1, name="chunksize")
-    if not source.exists():
-        raise FileNotFoundError(f"no such file: {source}")
-    for chunk, _ in _raw_chunks(source, fmt, chunksize, columns, dict(read_kwargs)):
-        yield optimize_dataframe(chunk).frame
+    for chunk, info in _chunks(path, format, chunksize, columns, read_kwargs):
+        frame, _ = _optimized(chunk)
+        frame.attrs["meno"] = info
+        yield frame
+
+
+def preview(path: str | Path, n: int = 1000, *, columns: list[str] | None = None,
+            format: str | None = None, **read_kwargs: Any) -> pd.DataFrame:
+    """Return the first ``n`` rows, optimized: a first look that reads only what it needs.
+
+    The dtypes are those meno would choose for these rows (a later chunk may need wider
+    ones); a 20 GB CSV is previewed in well under a second.
+
+    Examples
+    --------
+    >>> import pandas as pd, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.csv")
+    >>> pd.DataFrame({"zip": ["02134"] * 5000, "n": range(5000)}).to_csv(path, index=False)
+    >>> first = preview(path, n=3)
+    >>> len(first), first["zip"].iloc[0], str(first["n"].dtype)
+    (3, '02134', 'uint8')
+    """
+    check_count(n, minimum=1, name="n")
+    for chunk, _ in _chunks(path, format, n, columns, read_kwargs):
+        frame, _ = _optimized(chunk)
+        return frame
+    import pandas as pd
+
+    empty: pd.DataFrame = pd.DataFrame(columns=columns or [])
+    return empty
 
 
 def read_optimized(
     path: str | Path,
     *,
-    chunksize: int = DEFAULT_CHUNKSIZE,
+    chunksize: int | None = None,
     columns: list[str] | None = None,
     memory_limit: int | None = None,
     progress: bool = True,
     format: str | None = None,
     **read_kwargs: Any,
 ) -> pd.DataFrame:
-    """Read a CSV, Parquet, Feather or Excel file into an optimized frame, chunk by chunk.
+    """Read a CSV, JSON lines, Parquet, Feather/Arrow or Excel file into an optimized frame.
+
+    Read chunk by chunk: the peak is about the optimized result plus one raw chunk, never
+    the file's full-size frame. Every value is the one ``pandas.read_csv`` (``read_json``,
+    ``read_parquet``...) gives, or better: zero-padded codes stay text, integers too large
+    for int64/uint64 stay exact as text.
 
     Parameters
     ----------
     path : str or Path
         The file; its suffix gives the format unless ``format`` does.
-    chunksize : int
+    chunksize : int, optional
         Rows read at a time: peak memory is about the optimized result plus one raw chunk.
+        By default, as many rows as make about 2 MiB of the file (at most 100,000).
     columns : list of str, optional
-        Only these columns.
+        Only these columns (``usecols=`` for CSV is the same).
     memory_limit : int, optional
         Stop with a MemoryError once the optimized chunks exceed this many bytes.
     progress : bool
         Show a progress bar (tqdm.auto: a widget in notebooks, text elsewhere).
-    format : {"csv", "parquet", "feather", "excel"}, optional
+    format : {"csv", "json", "parquet", "feather", "excel"}, optional
         Overrides the suffix.
     **read_kwargs
-        Passed to ``pandas.read_csv`` or ``pandas.read_excel`` (``sep``, ``encoding``…).
+        CSV: ``sep``, ``encoding``, ``usecols``, ``dtype``, ``na_values``,
+        ``keep_default_na``, ``parse_dates``, ``nrows``, ``skiprows``, ``quotechar``, as
+        ``pandas.read_csv`` takes them; JSON lines: ``encoding``, ``nrows``, ``dtype``;
+        Excel: ``sheet_name``. Anything else is refused by name.
 
     Examples
     --------
@@ -382,39 +855,46 @@ def read_optimized(
     >>> frame["zip"].tolist(), str(frame["n"].dtype)
     (['02134', '10001'], 'uint16')
     """
-    source = Path(path)
-    fmt = _format_of(source, format)
-    check_count(chunksize, minimum=1, name="chunksize")
     if memory_limit is not None and memory_limit <= 0:
         raise ValueError(f"memory_limit must be positive, got {memory_limit}")
-    if not source.exists():
-        raise FileNotFoundError(f"no such file: {source}")
+    source = Path(path)
+    chunks = _chunks(source, format, chunksize, columns, read_kwargs)
+    text_of = None
+    names = columns or []
+    if _format_of(source, format) == "csv" and source.is_file():
+        options = CsvOptions.from_kwargs(source, columns, dict(read_kwargs))
+        names = CsvStream(source, options, DEFAULT_CHUNKSIZE).wanted
+
+        def text_of(column: Any) -> pd.Series:
+            text: pd.Series = CsvStream(source, options, DEFAULT_CHUNKSIZE).text_column(column)
+            return text
     bar = _progress_bar(source.name) if progress else None
-    results = []
-    held = 0
+    read = _Columns(text_of)
     try:
-        for chunk, share in _raw_chunks(source, fmt, chunksize, columns, dict(read_kwargs)):
-            result = optimize_dataframe(chunk)
-            results.append(result)
-            held += result.bytes_after
-            if memory_limit is not None and held > memory_limit:
+        for chunk, info in chunks:
+            frame, parts = _optimized(chunk)
+            del chunk  # the raw chunk goes before the next is read
+            read.add(frame, parts)
+            del frame, parts
+            if memory_limit is not None and read.held > memory_limit:
                 raise MemoryError(
-                    f"{source.name}: the optimized rows read so far take {format_bytes(held)}, "
-                    f"over memory_limit={format_bytes(memory_limit)}; use iter_optimized() to "
-                    "stream it, or read fewer columns")
+                    f"{source.name}: the optimized rows read so far take "
+                    f"{format_bytes(read.held)}, over memory_limit="
+                    f"{format_bytes(memory_limit)}; use iter_optimized() to stream it, or "
+                    "read fewer columns")
             if bar is not None:
-                bar.n = round(100 * share, 1)
-                bar.set_postfix_str(f"{format_bytes(held)} optimized", refresh=False)
+                bar.n = round(100 * info.share, 1)
+                bar.set_postfix_str(f"{format_bytes(read.held)} optimized", refresh=False)
                 bar.refresh()
     finally:
         if bar is not None:
             bar.close()
-    if not results:
+    if not read.parts:  # a header and no rows: its columns, no rows
         import pandas as pd
 
-        empty: pd.DataFrame = pd.DataFrame(columns=columns or [])
+        empty: pd.DataFrame = pd.DataFrame(columns=names)
         return empty
-    return _unify(results)
+    return read.frame()
 
 
 def _progress_bar(name: str) -> Any:

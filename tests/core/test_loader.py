@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meno_jupyter.core.loader import iter_optimized, parse_text_column, read_optimized
 
@@ -90,3 +94,204 @@ def test_bad_input(tmp_path: Path) -> None:
         read_optimized(tmp_path / "x.bin", progress=False)
     with pytest.raises(ValueError, match="chunksize"):
         read_optimized(tmp_path / "x.bin", format="csv", chunksize=0, progress=False)
+
+
+# ---------------------------------------------------------------------------- never a changed value
+
+
+def raw_text(path: Path, **options: Any) -> pd.DataFrame:
+    """The file's fields as written, with pandas' own missing-value rules: the oracle."""
+    return pd.read_csv(path, dtype=str, **options)
+
+
+def assert_values_as_written(ours: pd.DataFrame, path: Path, **options: Any) -> None:
+    """Every value is the one its text denotes, missing where pandas finds it missing.
+
+    Text is kept as written; a number equals the number its text denotes exactly (so equal
+    to pandas' where pandas is exact, and exact where pandas' float64 is not).
+    """
+    written = raw_text(path, **options)
+    assert list(ours.columns) == list(written.columns)
+    assert len(ours) == len(written)
+    for column in written.columns:
+        mine = ours[column].astype(object).where(ours[column].notna(), None).tolist()
+        texts = written[column].tolist()
+        for row, (value, text) in enumerate(zip(mine, texts, strict=True)):
+            where = f"{column!r} row {row}: {value!r} from {text!r}"
+            if pd.isna(text):
+                assert value is None, where
+            elif isinstance(value, str):
+                assert value == text, where
+            elif isinstance(value, (bool, np.bool_)):
+                assert text == str(bool(value)), where
+            elif isinstance(value, (int, np.integer)):  # "0.0" may become 0: exact either way
+                assert Decimal(text) == int(value), where
+            else:
+                expected = float(text)
+                assert value == expected or (np.isnan(expected) and np.isnan(value)), where
+
+
+def test_ids_beyond_int64_stay_exact(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "ids.csv", "id,u,mixed\n12345678901234567890,"
+                     "18446744073709551615,-1\n12345678901234567891,1,9223372036854775808\n")
+    frame = read_optimized(path, progress=False)
+    assert frame["id"].tolist() == [12345678901234567890, 12345678901234567891]
+    assert frame["id"].iloc[0] != frame["id"].iloc[1]  # as float64 they compared equal
+    assert frame["u"].dtype == np.uint64 and frame["u"].iloc[0] == 2**64 - 1
+    assert frame["mixed"].tolist() == ["-1", "9223372036854775808"]  # pandas: text too
+    big = write_csv(tmp_path / "big.csv", "n\n" + "1" * 25 + "\n7\n")
+    assert read_optimized(big, progress=False)["n"].tolist() == ["1" * 25, "7"]
+    assert_values_as_written(read_optimized(path, progress=False), path)
+
+
+def test_duplicate_and_empty_headers_get_pandas_names(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "dup.csv", "a,a,b,,a.1\n1,2,3,4,5\n")
+    ours = read_optimized(path, progress=False)
+    assert list(ours.columns) == list(pd.read_csv(path).columns)
+    assert ours.iloc[0].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_bom_long_fields_and_encodings(tmp_path: Path) -> None:
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("a,b\n1,x\n".encode("utf-8-sig"))
+    assert read_optimized(bom, progress=False).to_dict("list") == {"a": [1], "b": ["x"]}
+    long = write_csv(tmp_path / "long.csv", "a,b\n1," + "x" * 20_000_000 + "\n2,y\n")
+    frame = read_optimized(long, progress=False)
+    assert frame["a"].tolist() == [1, 2] and len(frame["b"].iloc[0]) == 20_000_000
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("name,n\ncafé,1\nnaïve,2\n".encode("latin-1"))
+    assert read_optimized(latin, encoding="latin-1", progress=False)["name"].tolist() == [
+        "café", "naïve"]
+    with pytest.raises(ValueError, match="unknown encoding"):
+        read_optimized(latin, encoding="no-such-codec", progress=False)
+
+
+def test_read_csv_options_work_as_in_pandas(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "opts.csv", "# exported\na;b;c;when\n1;x;NA;2024-01-02\n"
+                     "2;y;missing;2024-02-03\n3;z;5;2024-03-04\n")
+    options: dict[str, Any] = {"sep": ";", "skiprows": 1, "na_values": ["missing"],
+                               "parse_dates": ["when"], "dtype": {"a": "float32"}, "nrows": 2,
+                               "usecols": ["a", "c", "when"]}
+    ours = read_optimized(path, progress=False, **options)
+    theirs = pd.read_csv(path, **options)
+    assert list(ours.columns) == list(theirs.columns) and len(ours) == 2
+    assert ours["a"].dtype == np.float32 and ours["a"].tolist() == theirs["a"].tolist()
+    assert ours["c"].isna().all() and theirs["c"].isna().all()
+    assert ours["when"].tolist() == theirs["when"].tolist()
+    chunks = list(iter_optimized(path, chunksize=1, sep=";", skiprows=1, nrows=3))
+    assert [len(c) for c in chunks] == [1, 1, 1]
+    no_defaults = read_optimized(path, progress=False, sep=";", skiprows=1,
+                                 keep_default_na=False)
+    assert no_defaults["c"].tolist() == ["NA", "missing", "5"]
+
+
+@pytest.mark.parametrize(("options", "error", "message"), [
+    ({"comment": "#"}, TypeError, "unsupported CSV option.*comment"),
+    ({"usecols": lambda c: True}, TypeError, "usecols must be a list"),
+    ({"skiprows": [1, 2]}, TypeError, "skiprows must be a whole number"),
+    ({"sep": r"\s+"}, ValueError, "one character"),
+    ({"na_values": {"a": ["x"]}}, TypeError, "no per-column"),
+    ({"parse_dates": ["nope"]}, ValueError, "parse_dates names"),
+    ({"columns": ["a"], "usecols": ["a"]}, TypeError, "not both"),
+    ({"dtype": {"a": "int8"}}, ValueError, "cannot be read as dtype"),
+])
+def test_what_the_loader_cannot_do_is_refused_by_name(
+        tmp_path: Path, options: dict[str, Any], error: type[Exception], message: str) -> None:
+    path = write_csv(tmp_path / "x.csv", "a,b\n1,x\nlots,y\n")
+    with pytest.raises(error, match=message):
+        read_optimized(path, progress=False, **options)
+
+
+def test_chunks_say_where_they_came_from(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "m.csv", "a\n" + "\n".join(map(str, range(25))) + "\n")
+    infos = [chunk.attrs["meno"] for chunk in iter_optimized(path, chunksize=10)]
+    assert [(i.rows_before, i.rows) for i in infos] == [(0, 10), (10, 10), (20, 5)]
+    assert infos[-1].bytes_read == infos[-1].bytes_total == path.stat().st_size
+    assert all(0 < i.share <= 1 for i in infos)
+
+
+def test_preview_reads_only_what_it_needs(tmp_path: Path) -> None:
+    from meno_jupyter.core.loader import preview
+
+    path = tmp_path / "big.csv"
+    with path.open("wb") as handle:
+        handle.write(b"zip,n\n")
+        for start in range(0, 200_000, 10_000):
+            handle.write("".join(f"{i % 99999:05d},{i}\n"
+                                 for i in range(start, start + 10_000)).encode())
+        handle.write(b"\xff\xfe not UTF-8 at the very end,\n")
+    first = preview(path, n=1000)
+    assert len(first) == 1000 and first["zip"].iloc[7] == "00007"
+    assert str(first["n"].dtype) == "uint16"  # the schema meno chooses for these rows
+    with pytest.raises(UnicodeDecodeError):  # the whole file has it; the preview never saw it
+        read_optimized(path, progress=False)
+
+
+def test_json_lines_and_excel_give_pandas_values(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"id": np.arange(2500), "name": ["a", "b", "c", "é", None] * 500,
+                          "x": np.linspace(0, 1, 2500)})
+    jsonl = tmp_path / "d.jsonl"
+    frame.to_json(jsonl, orient="records", lines=True)
+    ours = read_optimized(jsonl, chunksize=700, progress=False)
+    theirs = pd.read_json(jsonl, lines=True)
+    assert ours["id"].tolist() == theirs["id"].tolist() and ours["x"].tolist() == theirs[
+        "x"].tolist()
+    assert ours["name"].astype(object).where(ours["name"].notna(), None).tolist() == (
+        theirs["name"].astype(object).where(theirs["name"].notna(), None).tolist())
+    xlsx = tmp_path / "d.xlsx"
+    frame.to_excel(xlsx, index=False)
+    ours = read_optimized(xlsx, chunksize=700, progress=False)
+    theirs = pd.read_excel(xlsx)
+    assert ours["id"].tolist() == theirs["id"].tolist()
+    assert np.array_equal(ours["x"].to_numpy(np.float64), theirs["x"].to_numpy())
+    assert [len(c) for c in iter_optimized(xlsx, chunksize=1000)] == [1000, 1000, 500]
+
+
+ODD_TEXT = st.text(alphabet=st.sampled_from([*'ab,"\n é\u2028x0-.', "\ufeff"]),
+                   max_size=6)
+ODD_VALUE = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=True),
+    st.sampled_from(["", "007", "True", "False", "inf", "NA", "1e5", "-0.0", "+5"]),
+    ODD_TEXT)
+
+
+@settings(max_examples=60, deadline=None)
+@given(columns=st.lists(st.lists(ODD_VALUE, min_size=1, max_size=12), min_size=1, max_size=4),
+       bom=st.booleans(), chunksize=st.integers(1, 5))
+def test_any_written_frame_reads_back_as_written(columns: list[list[Any]], bom: bool,
+                                                 chunksize: int) -> None:
+    import tempfile
+
+    rows = min(len(c) for c in columns)
+    if len(columns) == 1:  # pandas drops a one-column file's whitespace-only lines; meno keeps
+        columns = [[v for v in columns[0] if not (isinstance(v, str) and v.isspace())]]
+        rows = len(columns[0])
+    frame = pd.DataFrame({f"c{i}": pd.Series(c[:rows], dtype=object)
+                          for i, c in enumerate(columns)})
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "odd.csv"
+        frame.to_csv(path, index=False, encoding="utf-8-sig" if bom else "utf-8")
+        ours = read_optimized(path, chunksize=chunksize, progress=False)
+        assert_values_as_written(ours, path)
+
+
+def test_runs_joined_while_reading_keep_every_value(tmp_path: Path, monkeypatch: Any) -> None:
+    from meno_jupyter.core import loader
+
+    monkeypatch.setattr(loader, "COMPACT_BYTES", 1)  # join after every chunk
+    rows = ["zip,n,city,late,ids"]
+    for i in range(60):
+        late = "" if i < 20 else ("text" if i == 45 else str(i))
+        zip_code = f"{i:05d}" if i % 25 == 0 else str(10_000 + i)  # zero-padded now and then
+        rows.append(f"{zip_code},{i if i < 30 else i * 2000},{'Lyon' if i % 3 else 'Nice'},"
+                    f"{late},{12345678901234567890 + i}")
+    path = write_csv(tmp_path / "runs.csv", "\n".join(rows) + "\n")
+    frame = read_optimized(path, chunksize=7, progress=False)
+    assert_values_as_written(frame, path)
+    assert frame["zip"].iloc[0] == "00000" and frame["zip"].iloc[1] == "10001"
+    assert frame["n"].dtype == np.uint32 and str(frame["city"].dtype) == "category"
+    assert frame["late"].iloc[45] == "text" and frame["ids"].dtype == np.uint64
+    parquet = tmp_path / "runs.parquet"
+    pd.read_csv(path, dtype={"zip": str}).to_parquet(parquet)
+    assert read_optimized(parquet, chunksize=7, progress=False)["zip"].tolist() == frame[
+        "zip"].tolist()
