@@ -120,6 +120,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/guard_overshoot.py
 	$(BIN)/python bench/dask_overhead.py
 	$(BIN)/python bench/dask_embed.py
+	$(BIN)/python bench/loader.py
 
 clean:
 	rm -rf $(VENV) $(PANDAS2_VENV) build .mypy_cache .ruff_cache .pytest_cache \
