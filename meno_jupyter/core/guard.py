@@ -91,6 +91,9 @@ class MemoryGuardError(MemoryError):
             _delivered.set()
             if _pending_message:
                 args = (_pending_message[-1],)
+            guard = _active
+            if guard is not None:  # now that the cell has its stop, so do its threads
+                guard._stop_cell_threads()
         super().__init__(*args)
 
 
@@ -216,6 +219,7 @@ class MemoryGuard:
         self._backoff_s = REFIRE_BACKOFF_S
         self._fired_used = 0
         self._signal_previous: Any = None
+        self._threads_to_stop: list[int] = []
         self.last_stop: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ life
@@ -395,12 +399,18 @@ class MemoryGuard:
         self._fired_used = used
         self._next_fire = now + self._backoff_s
         _delivered.clear()
-        for _, _, ident in others:
-            _set_async_exc(ident, MemoryGuardError)
+        # The threads are stopped once the cell has its own stop (in MemoryGuardError): were
+        # they first, the cell's join() could return before its stop arrived.
+        self._threads_to_stop = [ident for _, _, ident in others]
         if waiting:
             signal.pthread_kill(self._main_id, _STOP_SIGNAL)
         else:
             _set_async_exc(self._main_id, MemoryGuardError)
+
+    def _stop_cell_threads(self) -> None:
+        threads, self._threads_to_stop = self._threads_to_stop, []
+        for ident in threads:
+            _set_async_exc(ident, MemoryGuardError)
 
     def _cell_threads(self, frames: dict[int, FrameType]) -> list[tuple[str, CodeLine, int]]:
         """Return (name, line, ident) of threads this cell started that run user code now."""
@@ -438,17 +448,8 @@ class MemoryGuard:
 
         The safety margin kept below the limit is what the report uses meanwhile.
         """
-        self._suspended = True
-        try:
-            if self._original_limit is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    resource.setrlimit(resource.RLIMIT_DATA, self._original_limit)
-                self._allocation_limit = None
+        with self.original_limit_lifted():
             yield
-        finally:
-            self._suspended = False
-            if self._original_limit is not None and self._reader is not None:
-                self._update_allocation_limit(self._reader.used())
 
     def _update_allocation_limit(self, used: int, extra: int = 0) -> None:
         """Set the soft ``RLIMIT_DATA`` to data now + what is left below the limit (+extra)."""
@@ -534,7 +535,11 @@ class MemoryGuard:
 
     @contextlib.contextmanager
     def original_limit_lifted(self) -> Iterator[None]:
-        """Give this process its original allocation limit for a moment (a child starts)."""
+        """Give this process its original allocation limit for a moment.
+
+        While a child process starts (it inherits the limit) or a stop is reported; then the
+        limit is set again from a fresh reading.
+        """
         with self._limit_lock:
             if self._original_limit is None:
                 yield
@@ -547,7 +552,8 @@ class MemoryGuard:
                 yield
             finally:
                 self._suspended = False
-                self._update_allocation_limit(self._used)
+                if self._reader is not None:
+                    self._update_allocation_limit(self._reader.used())
 
     def _release_children(self) -> None:
         """Give new child processes the original allocation limit (they inherited ours)."""

@@ -13,7 +13,6 @@ import math
 import os
 import secrets
 import stat
-import tempfile
 import threading
 import time
 from collections import deque
@@ -131,8 +130,19 @@ def ledger_path_for(connection_file: str | os.PathLike[str]) -> Path:
 def write_json_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    _write_replacing(path, text, 0o600)
+
+
+def _write_replacing(path: Path, text: str, mode: int, *, exact_mode: bool = False) -> None:
+    """Write a temporary file beside ``path`` (never through a link), then rename it over.
+
+    ``mode`` is given to the new file less the umask, or as it is with ``exact_mode``.
+    """
+    tmp_name = str(path.parent / f".{path.name}.{secrets.token_hex(6)}")
+    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
+        if exact_mode:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.replace(tmp_name, path)
@@ -168,18 +178,11 @@ def write_export(path: Path, text: str) -> None:
     refuse_unsafe_target(path)
     directory = path.parent if str(path.parent) else Path(".")
     if os.stat(directory).st_uid == os.geteuid():
-        tmp_name = str(directory / f".{path.name}.{secrets.token_hex(6)}")
-        # 0o666 less the umask, as a new file gets; a replaced file keeps its own mode.
-        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
-        try:
-            if path.exists():
-                os.fchmod(fd, os.stat(path).st_mode & 0o777)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        # A new file gets 0o666 less the umask; a replaced one keeps its own mode.
+        if path.exists():
+            _write_replacing(path, text, os.stat(path).st_mode & 0o777, exact_mode=True)
+        else:
+            _write_replacing(path, text, 0o666)
         return
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
     with os.fdopen(fd, "w") as handle:
