@@ -15,3 +15,11 @@ def damaged(data: bytes, cut: int, flips: list[tuple[int, int]]) -> bytes:
         if raw:
             raw[position % len(raw)] ^= mask
     return bytes(raw)
+
+
+# Any JSON value, nested a little: what a damaged or planted file may hold in a field.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=10)

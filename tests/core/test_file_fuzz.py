@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from meno_jupyter.core.caches import CompressedCache, CorruptEntryError, _Codec, decode, encode
 from meno_jupyter.core.errors import MenoWarning
 from meno_jupyter.core.ledger import CellRecord, Ledger, LedgerFileError, read_ledger_file
-from tests.fuzzhelp import FLIPS, damaged
+from tests.fuzzhelp import FLIPS, JSON_VALUES, damaged
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -54,11 +54,6 @@ def test_a_damaged_ledger_reads_right_or_raises_ledger_file_error(
         assert isinstance(record.peak_rss, int) and isinstance(record.source_head, str)
 
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=3),
-    max_leaves=10)
 
 
 @FUZZ

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from meno_jupyter.core.ledger import inflight_path_for
 from meno_jupyter.server.deaths import DeathWatch
 from tests.cgrouphelp import MemoryCgroup, why_no_memory_cgroup
-from tests.fuzzhelp import FLIPS, damaged
+from tests.fuzzhelp import FLIPS, JSON_VALUES, damaged
 from tests.server.conftest import RunningKernel
 
 pytestmark = pytest.mark.server
@@ -207,11 +207,6 @@ def test_a_post_mortem_is_checked_field_by_field() -> None:
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=3),
-    max_leaves=10)
 
 
 @FUZZ
