@@ -54,8 +54,6 @@ def test_a_damaged_ledger_reads_right_or_raises_ledger_file_error(
         assert isinstance(record.peak_rss, int) and isinstance(record.source_head, str)
 
 
-
-
 @FUZZ
 @given(field=st.sampled_from(["schema", "pid", "updated_at", "cells", "cell"]),
        inner=st.sampled_from(list(CellRecord.__dataclass_fields__)), value=JSON_VALUES)
