@@ -493,12 +493,13 @@ def _text_dtype(columns: list[pd.Series]) -> Any:
 
 
 def _join(parts: list[_Part], text_of: Callable[[], pd.Series] | None = None,
-          *, final: bool) -> list[_Part]:
+          *, final: bool, text_target: Any = None) -> list[_Part]:
     """Join a column's parts into one, widened to a dtype every part fits exactly.
 
     Parts that disagree in kind are left as they are until the end (``final``): then the
     column becomes text, read again as written by ``text_of`` (a CSV's "0" and "0.0" both
-    parsed to 0.0), else each part's values as read, written as text.
+    parsed to 0.0), else each part's values as read, written as text. ``text_target`` is
+    the text parts' dtype when the caller has decided it already.
     """
     import pandas as pd
     import pyarrow as pa
@@ -512,7 +513,7 @@ def _join(parts: list[_Part], text_of: Callable[[], pd.Series] | None = None,
     if not typed:
         target = None
     elif all(_is_text(d) for d in typed):
-        target = _text_dtype(series)
+        target = text_target if text_target is not None else _text_dtype(series)
     else:
         target = _common_dtype(typed)
         if target is not None and len(typed) < len(series) and \
@@ -535,19 +536,21 @@ def _join(parts: list[_Part], text_of: Callable[[], pd.Series] | None = None,
     return [_Part(_concat_freeing(parts, target))]
 
 
-def _worth_joining(parts: list[_Part]) -> bool:
+def _worth_joining(parts: list[_Part]) -> tuple[bool, Any]:
     """Whether joining these parts now saves memory (else it only copies them).
 
     Numbers, booleans and dates are as small in parts as joined; text is smaller joined only
     when the parts' values together make a category. Parts that disagree in kind are joined
-    (that is, found to disagree) so that a column read again is let go of early.
+    (that is, found to disagree) so that a column read again is let go of early. Returns the
+    answer and, for text, the dtype it was decided on (counting the values is not cheap).
     """
     import pandas as pd
 
     kinds = {_is_text(part.series.dtype) for part in parts if part.series.notna().any()}
     if kinds != {True}:
-        return len(kinds) > 1
-    return isinstance(_text_dtype([part.series for part in parts]), pd.CategoricalDtype)
+        return len(kinds) > 1, None
+    target = _text_dtype([part.series for part in parts])
+    return isinstance(target, pd.CategoricalDtype), target
 
 
 def _concat_freeing(parts: list[_Part], target: Any) -> pd.Series:
@@ -635,9 +638,10 @@ class _Columns:
             runs = self._runs[column]
             if column in self._read_again or len(parts) <= runs:
                 continue
-            if not _worth_joining(parts[runs:]):
+            worth, text_target = _worth_joining(parts[runs:])
+            if not worth:
                 continue
-            new = _join(parts[runs:], final=False)
+            new = _join(parts[runs:], final=False, text_target=text_target)
             if len(new) > 1 and self._text_of is not None:  # text in the end, read again
                 self._read_again.add(column)
                 parts.clear()
