@@ -8,6 +8,7 @@ from typing import Any
 
 def register(shell: Any) -> None:
     """Register every meno-jupyter magic on ``shell``."""
+    from meno_jupyter.magics.checkpoint import MemCheckpoint
     from meno_jupyter.magics.clean import CleanMagics
     from meno_jupyter.magics.dash import DashboardMagics
     from meno_jupyter.magics.guard import MemGuard
@@ -18,16 +19,17 @@ def register(shell: Any) -> None:
     from meno_jupyter.magics.watch import WatchMagics
 
     shell.register_magics(ProfileMagics, StatusMagics, WatchMagics, CleanMagics, LeakMagics,
-                          OptimizeMagics, DashboardMagics, MemGuard)
+                          OptimizeMagics, DashboardMagics, MemGuard, MemCheckpoint)
 
 
 def unregister(shell: Any) -> None:
-    """Stop the ledger's hooks and close the dashboards (the magics stay defined)."""
+    """Stop the ledger's, guard's and checkpoints' hooks, close the dashboards (the magics stay)."""
     if "meno_jupyter.widgets.dashboard" in sys.modules:
         sys.modules["meno_jupyter.widgets.dashboard"].close_all()
     watch = shell.magics_manager.registry.get("WatchMagics")
     if watch is not None:
         watch.stop()
-    guard = shell.magics_manager.registry.get("MemGuard")
-    if guard is not None:
-        guard.stop()
+    for name in ("MemGuard", "MemCheckpoint"):
+        magics = shell.magics_manager.registry.get(name)
+        if magics is not None:
+            magics.stop()

@@ -178,6 +178,32 @@ def show(obj: object, raw: bool = False) -> None:
     display(obj, raw=raw)
 
 
+class CellCounter:
+    """Tell, in ``pre_run_cell``, the ``In [N]`` of the cell starting.
+
+    IPython 9 counts a stored cell before ``pre_run_cell``, older versions after it; each
+    finished cell tells which (its result carries the true number).
+    """
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self._offset = 1
+        self._seen: int | None = None
+
+    def starting(self, info: Any) -> int:
+        """Return the number of the cell whose ``pre_run_cell`` fires now."""
+        self._seen = int(self.shell.execution_count)
+        stored = getattr(info, "store_history", True)
+        return self._seen - (self._offset if stored else 0)
+
+    def finished(self, result: Any) -> None:
+        """Learn the offset from a finished cell's result."""
+        true_number = getattr(result, "execution_count", None)
+        if (isinstance(true_number, int) and self._seen is not None
+                and getattr(result.info, "store_history", True)):
+            self._offset = self._seen - true_number
+
+
 class CellInFlight:
     """Record the cell a kernel is running, so that a post-mortem can name it.
 
@@ -192,10 +218,7 @@ class CellInFlight:
         self.path = path
         self._users: set[str] = set()
         self._depth = 0
-        # IPython 9 counts a stored cell before pre_run_cell, older versions after it;
-        # each finished cell tells which (its result carries the true number).
-        self._offset = 1
-        self._seen: int | None = None
+        self._counter = CellCounter(shell)
         if path is not None:  # a kernel shut down cleanly leaves no cell in flight
             atexit.register(self._remove)
 
@@ -224,9 +247,7 @@ class CellInFlight:
         self._depth += 1
         if self._depth != 1 or self.path is None:
             return
-        self._seen = self.shell.execution_count
-        stored = getattr(info, "store_history", True)
-        number = self._seen - (self._offset if stored else 0)
+        number = self._counter.starting(info)
         from meno_jupyter.core.ledger import write_inflight
         from meno_jupyter.core.memory import read_rss
 
@@ -236,10 +257,7 @@ class CellInFlight:
 
     def _post_run_cell(self, result: Any) -> None:
         if self._depth == 1:
-            true_number = getattr(result, "execution_count", None)
-            if (isinstance(true_number, int) and self._seen is not None
-                    and getattr(result.info, "store_history", True)):
-                self._offset = self._seen - true_number
+            self._counter.finished(result)
             self._remove()
         self._depth = max(0, self._depth - 1)
 

@@ -15,6 +15,7 @@ from meno_jupyter.magics._common import (
     show,
     usage_check,
 )
+from meno_jupyter.magics.checkpoint import checkpoints_of
 from meno_jupyter.magics.guard import guard_of
 from meno_jupyter.shell import output_cache_objects, user_variables
 
@@ -37,7 +38,8 @@ class StatusMagics(Magics):
         The limit is the tighter of the machine's memory and a container's cgroup limit
         (JupyterHub, Kubernetes, Docker): the kernel is killed there. Also lists the largest
         variables by deep size and what IPython's output cache (``Out``, ``_``) holds,
-        whether the memory guard (``%memguard``) is on, and, when a Dask client is in use,
+        whether the memory guard (``%memguard``) is on, what the last checkpoint
+        (``%memcheckpoint``) holds, and, when a Dask client is in use,
         every worker's memory (RSS, managed, unmanaged, spilled, share of its limit).
 
         Examples::
@@ -60,3 +62,6 @@ class StatusMagics(Magics):
         guard = guard_of(self.shell)
         if guard is not None:
             print(guard.describe())
+        checkpoints = checkpoints_of(self.shell)
+        if checkpoints is not None and checkpoints.checkpointer is not None:
+            print(checkpoints.describe())

@@ -1,0 +1,112 @@
+"""A kernel really OOM-killed in a cgroup; a new kernel's %memrestore brings its variables back."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+from tests.cgrouphelp import KernelDiedError, MemoryCgroup, execute, start_kernel_in
+from tests.oom.conftest import require_memory_cgroup
+
+pytestmark = pytest.mark.kernel
+
+LIMIT = 700 * 2**20
+NOTEBOOK = "/work/analysis/Sales 2026.ipynb"
+
+# Built alike in both kernels: the dead one keeps them, the new one compares.
+BUILD = """
+import numpy as np, pandas as pd
+from sklearn.linear_model import LinearRegression
+rng = np.random.default_rng(7)
+n = 200_000
+{p}sales = pd.DataFrame({{
+    "amount": rng.random(n),
+    "units": rng.integers(0, 1000, n, dtype=np.int32),
+    "region": pd.Categorical(rng.choice(["north", "south", "east"], n)),
+    "when": pd.date_range("2026-01-01", periods=n, freq="min", tz="America/New_York"),
+    "note": [f"order {{i}}" for i in range(n)],
+}})
+{p}matrix = rng.random((2000, 2500))  # 40 MB
+{p}nested = {{"weights": [rng.random(10), (1, "two")], "meta": {{"seen": {{3, 4}}}}}}
+{p}model = LinearRegression().fit(rng.random((500, 3)), rng.random(500))
+"""
+
+
+def start(env: dict[str, str], cgroup: MemoryCgroup | None) -> tuple[Any, Any]:
+    if cgroup is not None:
+        return start_kernel_in(cgroup, env=env)
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(env=env)
+    client = manager.blocking_client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    return manager, client
+
+
+def ok(kernel: tuple[Any, Any], code: str, timeout: float = 180) -> str:
+    reply, text = execute(*kernel, code, timeout)
+    assert reply["status"] == "ok", text
+    return text
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+            "JPY_SESSION_NAME": NOTEBOOK}
+
+
+@pytest.fixture
+def kernels() -> Iterator[list[tuple[Any, Any]]]:
+    started: list[tuple[Any, Any]] = []
+    yield started
+    for manager, client in started:
+        client.stop_channels()
+        if manager.is_alive():
+            manager.shutdown_kernel(now=True)
+        else:
+            manager.cleanup_resources()
+
+
+def test_a_killed_kernels_variables_come_back_in_a_new_kernel(
+        env: dict[str, str], kernels: list[tuple[Any, Any]], tmp_path: Path) -> None:
+    require_memory_cgroup()
+    with MemoryCgroup(LIMIT) as cgroup:
+        dead = start(env, cgroup)
+        kernels.append(dead)
+        ok(dead, "%load_ext meno_jupyter\n%memcheckpoint on")
+        ok(dead, BUILD.format(p=""))
+        ok(dead, "double = lambda x: 2 * x\nsquares = (i * i for i in range(10))")
+        status = ok(dead, "%memcheckpoint status --wait")
+        assert "last checkpoint after cell [3]" in status, status
+        assert "a generator: where it stopped cannot be saved" in status
+        assert str(tmp_path / "data" / "meno-jupyter" / "checkpoints" / "Sales_2026-") in status
+        kills = cgroup.oom_kills()
+        with pytest.raises(KernelDiedError) as died:
+            execute(*dead, "never = 'made'\nchunks = []\nwhile True:\n"
+                           "    chunks.append(np.ones(2**22))", 180)
+        assert died.value.exit_code == -9
+        assert cgroup.oom_kills() == kills + 1
+    fresh = start(env, None)
+    kernels.append(fresh)
+    report = ok(fresh, "%load_ext meno_jupyter\n%memrestore")
+    assert "restored 10 variables" in report, report
+    assert "as after cell [2]" in report and "as after cell [3]" in report
+    assert "squares" in report and "not restored: a generator" in report
+    assert "made by cell [3]: run it again" in report
+    assert report.rstrip().endswith("Cells run after the checkpoint (their effects are not in it): "
+                           "[4] %memcheckpoint status --wait; [5] never = 'made'"), report
+    checks = ok(fresh, BUILD.format(p="expected_") + """
+print(sales.equals(expected_sales), sales.dtypes.equals(expected_sales.dtypes))
+print(np.array_equal(matrix, expected_matrix), matrix.dtype)
+print(nested["meta"] == expected_nested["meta"],
+      np.array_equal(nested["weights"][0], expected_nested["weights"][0]))
+print(np.allclose(model.coef_, expected_model.coef_), double(21))
+print("never" in globals(), "chunks" in globals(), "squares" in globals())
+""")
+    assert checks.split("\n")[:5] == ["True True", "True float64", "True True", "True 42",
+                                      "False False False"], checks
