@@ -121,6 +121,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/dask_overhead.py
 	$(BIN)/python bench/dask_embed.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/checkpoint.py
 
 clean:
 	rm -rf $(VENV) $(PANDAS2_VENV) build .mypy_cache .ruff_cache .pytest_cache \

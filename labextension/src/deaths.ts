@@ -10,8 +10,34 @@ const SVG_NS = 'http://www.w3.org/2000/svg';
 const WIDTH = 360;
 const HEIGHT = 90;
 
-/** The advice for a death's cause. */
+/** The label of the button that brings a checkpoint's variables back. */
+export const RESTORE_LABEL = 'Restore variables';
+
+/** The advice for a death's cause (and what its checkpoint, if any, offers). */
 export function suggestions(death: IDeath): string[] {
+  const advice = causeAdvice(death);
+  if (!death.checkpoint) {
+    return advice;
+  }
+  return [
+    `Your variables were saved (${death.checkpoint}): "${RESTORE_LABEL}" brings them ` +
+      'back in the new kernel; then run the cells after that checkpoint again.',
+    ...advice.filter(text => !text.includes('from the top'))
+  ];
+}
+
+/**
+ * The code that restores a checkpoint in the new kernel. The directory goes in double
+ * quotes (the magic removes them); one with a double quote in its name cannot, and the
+ * new kernel's default (the same notebook's directory) is used.
+ */
+export function restoreCode(death: IDeath): string {
+  const dir = death.checkpoint_dir ?? '';
+  const where = dir && !dir.includes('"') && !dir.includes('\n') ? ` "${dir}"` : '';
+  return `%load_ext meno_jupyter\n%memrestore${where}`;
+}
+
+function causeAdvice(death: IDeath): string[] {
   if (death.cause.includes('out-of-memory') || death.cause.includes('out of memory')) {
     return [
       'Turn on the memory guard (%memguard on): a runaway cell then stops with ' +
@@ -26,7 +52,10 @@ export function suggestions(death: IDeath): string[] {
         'library named in the traceback of a rerun if it happens again.'
     ];
   }
-  return ['Run the notebook from the top to get your variables back.'];
+  return [
+    'Run the notebook from the top to get your variables back (next time, ' +
+      '%memcheckpoint on keeps them on disk for %memrestore).'
+  ];
 }
 
 /** The body of the dialog shown when a kernel dies. */

@@ -26,7 +26,7 @@ import { Widget } from '@lumino/widgets';
 
 import { ALL_FIGURES, BadgeFigure } from './badges';
 import { CellBadges } from './badgeview';
-import { deathBody, goToCellLabel } from './deaths';
+import { RESTORE_LABEL, deathBody, goToCellLabel, restoreCode } from './deaths';
 
 import { highPressureMessage, shortPath } from './format';
 import { FetchError, Fetcher, IDeath, MemoryModel } from './model';
@@ -230,20 +230,75 @@ const plugin: JupyterFrontEndPlugin<void> = {
       rememberShown(death.id);
       dialogOpen = true;
       const found = death.execution_count !== null || death.cell_id !== null;
+      const buttons = [Dialog.cancelButton({ label: 'Close' })];
+      if (found) {
+        buttons.push(Dialog.okButton({ label: goToCellLabel(death) }));
+      }
+      if (death.checkpoint) {
+        buttons.push(Dialog.okButton({ label: RESTORE_LABEL }));
+      }
       void showDialog({
         title: 'The kernel died',
         body: new Widget({ node: deathBody(death) }),
-        buttons: found
-          ? [
-              Dialog.cancelButton({ label: 'Close' }),
-              Dialog.okButton({ label: goToCellLabel(death) })
-            ]
-          : [Dialog.okButton({ label: 'Close' })]
+        buttons
       }).then(result => {
         dialogOpen = false;
-        if (found && result.button.accept) {
+        if (!result.button.accept) {
+          return;
+        }
+        if (result.button.label === RESTORE_LABEL) {
+          void restoreVariables(death);
+        } else {
           showDeath(death);
         }
+      });
+    };
+
+    /** Run %memrestore in the dead kernel's notebook's new kernel; show what it says. */
+    const restoreVariables = async (death: IDeath): Promise<void> => {
+      const widget = notebookOf(death);
+      if (!widget) {
+        Notification.error('meno-jupyter: that notebook is no longer open');
+        return;
+      }
+      await widget.sessionContext.ready;
+      const kernel = widget.sessionContext.session?.kernel;
+      if (!kernel) {
+        Notification.error('meno-jupyter: the notebook has no kernel to restore into');
+        return;
+      }
+      const texts: string[] = [];
+      const future = kernel.requestExecute({
+        code: restoreCode(death),
+        silent: false,
+        store_history: false
+      });
+      future.onIOPub = message => {
+        const content = message.content as {
+          text?: string;
+          data?: Record<string, unknown>;
+          ename?: string;
+          evalue?: string;
+        };
+        if (message.header.msg_type === 'stream' && content.text) {
+          texts.push(content.text);
+        } else if (content.data && typeof content.data['text/plain'] === 'string') {
+          texts.push(content.data['text/plain'] as string);
+        } else if (message.header.msg_type === 'error') {
+          texts.push(`${content.ename}: ${content.evalue}`);
+        }
+      };
+      const reply = await future.done;
+      const body = document.createElement('pre');
+      body.className = 'jp-Meno-restore-report';
+      body.textContent = texts.join('\n').trim() || 'The kernel said nothing.';
+      void showDialog({
+        title:
+          reply.content.status === 'ok'
+            ? 'Variables restored'
+            : 'The variables could not be restored',
+        body: new Widget({ node: body }),
+        buttons: [Dialog.okButton({ label: 'Close' })]
       });
     };
 

@@ -92,6 +92,9 @@ export interface IDeath {
   path: string;
   times: number[];
   rss: number[];
+  /** What the kernel's last checkpoint holds ('' or absent: it kept none). */
+  checkpoint?: string;
+  checkpoint_dir?: string;
 }
 
 export interface IDeathsReply {

@@ -39,6 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from meno_jupyter.core.caches import CorruptEntryError, cache_key, private_directory
+from meno_jupyter.core.ledger import (
+    LedgerFileError,
+    kernel_file_for,
+    read_json_file,
+    write_json_atomic,
+)
 from meno_jupyter.core.memory import GIB, MIB, format_bytes, parse_size
 from meno_jupyter.core.rendering import RendersAsTable, html_table, text_table
 
@@ -722,25 +728,30 @@ class RestoreReport(RendersAsTable):
             rows.append([m.name, m.type_name, "", f"not restored: {m.reason}{made}"])
         return rows
 
-    def _later(self) -> str:
-        if not self.later_cells:
-            return ""
-        cells = "; ".join(f"[{c.cell}] {c.source.splitlines()[0][:60] if c.source else ''}"
-                          for c in self.later_cells)
-        return f"Cells run after the checkpoint (their effects are not in it): {cells}"
+    def _later(self) -> list[str]:
+        return [f"[{c.cell}] {c.source.splitlines()[0][:80] if c.source.strip() else ''}"
+                for c in self.later_cells]
 
     def to_text(self) -> str:  # noqa: D102 - RendersAsTable
         parts = [self._headline(), text_table(("name", "type", "size", ""), self._rows())]
-        if self._later():
-            parts.append(self._later())
+        if self.later_cells:
+            parts.append(_LATER_CELLS)
+            parts += [f"  {line}" for line in self._later()]
         return "\n".join(parts)
 
     def to_html(self) -> str:  # noqa: D102 - RendersAsTable
         import html
 
-        later = f"<p>{html.escape(self._later())}</p>" if self._later() else ""
+        later = ""
+        if self.later_cells:
+            items = "".join(f"<li><code>{html.escape(line)}</code></li>"
+                            for line in self._later())
+            later = f"<p>{html.escape(_LATER_CELLS)}</p><ul>{items}</ul>"
         return html_table(("name", "type", "size", ""), self._rows(),
                           caption=self._headline()) + later
+
+
+_LATER_CELLS = "Cells run after the checkpoint (their effects are not in it):"
 
 
 def restore(directory: Path, namespace: dict[str, Any], *, only: Iterable[str] | None = None,
@@ -825,6 +836,42 @@ def read_log(directory: Path) -> list[dict[str, Any]]:
             if isinstance(entry, dict):
                 entries.append(entry)
     return entries
+
+
+# --------------------------------------------------------------------------- for the server
+
+POINTER_SCHEMA_VERSION = 1
+_POINTER_MAX_BYTES = 64 * 1024
+
+
+def pointer_path_for(connection_file: str | os.PathLike[str]) -> Path:
+    """Return where a kernel says where it keeps checkpoints (``meno-checkpoint-<k>.json``)."""
+    return kernel_file_for(connection_file, "checkpoint")
+
+
+def write_pointer(path: Path, directory: Path) -> None:
+    """Tell the Jupyter server (atomically) where this kernel keeps its checkpoints."""
+    write_json_atomic(path, json.dumps({"schema": POINTER_SCHEMA_VERSION, "pid": os.getpid(),
+                                        "directory": str(directory)}))
+
+
+def checkpoint_of_kernel(connection_file: str | os.PathLike[str]) -> Checkpoint | None:
+    """Return the last complete checkpoint of a (dead) kernel, or None if it has none.
+
+    What the pointer names is read as any checkpoint is: a directory of the user's own,
+    authenticated; anything else is no checkpoint.
+    """
+    try:
+        data = read_json_file(pointer_path_for(connection_file), _POINTER_MAX_BYTES)
+    except LedgerFileError:
+        return None
+    if not isinstance(data, dict) or data.get("schema") != POINTER_SCHEMA_VERSION \
+            or not isinstance(data.get("directory"), str):
+        return None
+    try:
+        return read_checkpoint(Path(data["directory"]))
+    except (CheckpointError, OSError):
+        return None
 
 
 def parse_max_size(text: str) -> int:

@@ -128,6 +128,21 @@ def check_identifier(name: str | None, option: str) -> None:
         raise UsageError(f"{option} needs a valid Python variable name, got {name!r}")
 
 
+def path_argument(text: str) -> Path:
+    """Return the path a magic's argument names: ``~`` expanded, one pair of quotes removed.
+
+    IPython splits a magic's line without removing quotes (``%m "a b"`` gives ``"a b"``).
+
+    Examples
+    --------
+    >>> path_argument('"/tmp/with space"')
+    PosixPath('/tmp/with space')
+    """
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1]
+    return Path(text).expanduser()
+
+
 def writable_file(text: str | None, option: str) -> Path | None:
     """Return the file ``text`` names once it is known to be writable; else UsageError.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,17 @@ from meno_jupyter.core.checkpoint import (
     checkpoint_directory,
     notebook_identity,
     parse_max_size,
+    pointer_path_for,
     restore,
+    write_pointer,
 )
 from meno_jupyter.core.checkpointer import Checkpointer
 from meno_jupyter.core.memory import WorkingSetReader, format_bytes
 from meno_jupyter.magics._common import (
     CellCounter,
+    kernel_connection_file,
     parse,
+    path_argument,
     plain_help,
     running_cell_number,
     show,
@@ -53,6 +58,11 @@ class MemCheckpoint(Magics):
         self.checkpointer: Checkpointer | None = None
         self._exit_registered = False
         self._counter = CellCounter(shell)
+        connection_file = kernel_connection_file(shell)
+        # In a kernel, a small file tells the Jupyter server where the checkpoints are: its
+        # post-mortem dialog then offers to restore them.
+        self.pointer_path = None if connection_file is None else pointer_path_for(
+            connection_file)
         if self.on_load:
             self.start(self.directory or None, parse_max_size(self.max_size))
 
@@ -68,7 +78,7 @@ class MemCheckpoint(Magics):
 
     def start(self, directory: str | None, max_bytes: int) -> Checkpointer:
         """Start checkpoints into ``directory`` (default: the notebook's); restart if on."""
-        path = Path(directory).expanduser() if directory else self.default_directory()
+        path = path_argument(directory) if directory else self.default_directory()
         reader = None
         try:
             reader = WorkingSetReader()
@@ -83,10 +93,19 @@ class MemCheckpoint(Magics):
         if shell is not None:
             shell.events.register("pre_run_cell", self._pre_run_cell)
             shell.events.register("post_run_cell", self._post_run_cell)
+        if self.pointer_path is not None:
+            with contextlib.suppress(OSError):
+                write_pointer(self.pointer_path, path)
         if not self._exit_registered:
-            atexit.register(self.stop)
+            atexit.register(self._exit)
             self._exit_registered = True
         return checkpointer
+
+    def _exit(self) -> None:
+        """At a clean exit: the last writer finishes (or is stopped); no death to report."""
+        self.stop()
+        if self.pointer_path is not None:
+            self.pointer_path.unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Stop checkpoints (the last complete one stays on disk)."""
@@ -206,7 +225,7 @@ class MemCheckpoint(Magics):
         """
         args = parse(self.memrestore, line)
         if args.directory:
-            directory = Path(args.directory).expanduser()
+            directory = path_argument(args.directory)
         elif self.checkpointer is not None:  # on with --dir: from there
             directory = self.checkpointer.directory
         else:
@@ -222,6 +241,8 @@ class MemCheckpoint(Magics):
         if self.checkpointer is not None and not args.list:
             self.checkpointer.adopt(report, self.shell.user_ns)
         show(report)
+        if self.checkpointer is None and not args.list:
+            print("Checkpoints are off in this kernel: %memcheckpoint on keeps them again.")
         return None
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import psutil
 
+from meno_jupyter.core.checkpoint import checkpoint_of_kernel
 from meno_jupyter.core.ledger import LedgerFileError, inflight_path_for, read_inflight_file
 from meno_jupyter.core.memory import cgroup_ancestors, format_bytes
 
@@ -66,6 +67,8 @@ class Death:
     path: str = ""
     times: list[float] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
+    checkpoint: str = ""  # what the kernel's last checkpoint holds, if it kept one
+    checkpoint_dir: str = ""
 
     @property
     def id(self) -> str:
@@ -124,6 +127,7 @@ _FIELD_CHECKS: dict[str, Callable[[object], bool]] = {
     "limit_source": _is_str, "path": _is_str,
     "times": lambda value: isinstance(value, list) and all(_is_time(t) for t in value),
     "rss": lambda value: isinstance(value, list) and all(_is_int(r) for r in value),
+    "checkpoint": _is_str, "checkpoint_dir": _is_str,
 }
 _REQUIRED_FIELDS = ("kernel_id", "pid", "died_at", "cause", "summary", "exit_code", "signal")
 
@@ -392,6 +396,8 @@ class DeathWatch:
         if cell is None and watched.connection_file:
             cell = _cell_in_flight(watched.connection_file, watched.pid)
         cause, signal_name = classify(exit_code, oom_rose, share)
+        checkpoint = checkpoint_of_kernel(watched.connection_file) \
+            if watched.connection_file else None
         cell = cell or {}
         count = cell.get("execution_count")
         return Death(
@@ -401,7 +407,9 @@ class DeathWatch:
             cell_id=cell.get("cell_id"), source_head=cell.get("source_head", ""),
             rss_bytes=rss[-1] if rss else None, peak_rss_bytes=max(rss) if rss else None,
             limit_bytes=limit, limit_source=source, path=self.paths.get(kernel_id, ""),
-            times=times, rss=rss)
+            times=times, rss=rss,
+            checkpoint="" if checkpoint is None else checkpoint.describe(),
+            checkpoint_dir="" if checkpoint is None else checkpoint.directory)
 
     def scan_orphans(self, runtime_dir: Path) -> int:
         """Report kernels that died with the server: a cell in flight, its process gone."""

@@ -98,3 +98,48 @@ def test_a_death_while_the_page_was_closed_is_shown_when_the_notebook_opens(
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "death-shown-on-reopen.png"))
     dialog.get_by_role("button", name="Close").click()
+
+
+def test_after_a_real_death_the_dialog_restores_the_checkpointed_variables(
+        lab: Lab, page: Any) -> None:
+    reason = why_no_memory_cgroup()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must be able to make a memory cgroup: {reason}")
+        pytest.skip(f"needs a writable memory cgroup: {reason}")
+    lab.notebook("kept.ipynb", "%load_ext meno_jupyter\n%memcheckpoint on",
+                 "import pandas as pd\nframe = pd.DataFrame({'x': range(100_000)})\n"
+                 "total = int(frame.x.sum())",
+                 "%memcheckpoint status --wait", GROW, "print(total, len(frame))")
+    open_notebook(page, lab, "kept.ipynb")
+    for index in range(3):
+        run_cell(page, index)
+    with MemoryCgroup(600 * 2**20) as cgroup:
+        cgroup.add(kernel_pid(lab, page))
+        time.sleep(1.5)
+        run_cell(page, 3, wait=False)
+        wait_for_prompt(page, 3, "*")
+        dialog = page.locator(".jp-Dialog:has(.jp-Meno-death)")
+        generic = page.locator(".jp-Dialog:not(:has(.jp-Meno-death))")
+        deadline = time.monotonic() + 60
+        while not dialog.count() and time.monotonic() < deadline:
+            if generic.count():
+                generic.get_by_role("button", name="Ok").click()
+            page.wait_for_timeout(250)
+        dialog.wait_for(timeout=1_000)
+        assert cgroup.oom_kills() == 1
+    text = dialog.inner_text()
+    assert "Your variables were saved (last checkpoint after cell [2]" in text, text
+    assert "from the top" not in text
+    dialog.get_by_role("button", name="Restore variables").click()
+    report = page.locator(".jp-Dialog:has(.jp-Meno-restore-report)")
+    report.wait_for(timeout=90_000)
+    assert "Variables restored" in report.inner_text()
+    assert "restored 3 variables" in report.inner_text(), report.inner_text()
+    assert "as after cell [2]" in report.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "death-restored.png"))
+    report.get_by_role("button", name="Close").click()
+    run_cell(page, 4)
+    output = page.locator(".jp-Notebook .jp-Cell").nth(4).locator(".jp-OutputArea-output")
+    output.first.wait_for(timeout=30_000)
+    assert output.first.inner_text().strip() == "4999950000 100000"

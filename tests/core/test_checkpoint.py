@@ -77,7 +77,7 @@ def test_everything_restorable_comes_back_equal(kernel: Kernel) -> None:
     values = frames()
     kernel.run("import numpy as np; make data", np=np, **values)
     kernel.settle()
-    kernel.ns["lam"] = eval("lambda x: x * factor", {"__name__": "__main__"})  # noqa: S307
+    kernel.ns["lam"] = eval("lambda x: x * factor", {"__name__": "__main__"})
     kernel.ns["factor"] = 3
     kernel.ns["gen"] = (i for i in range(3))
     assert kernel.run("lam = lambda x: x * factor; gen = ...")

@@ -85,7 +85,7 @@ def test_restore_without_a_checkpoint_says_so(shell: Any, tmp_path: Path) -> Non
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    with pytest.raises(UsageError, match="cannot keep checkpoints there: .*other users"):
+    with pytest.raises(UsageError, match=r"cannot keep checkpoints there: .*other users"):
         shell.run_line_magic("memcheckpoint", f"on --dir {shared}")
 
 

@@ -98,8 +98,9 @@ def test_a_killed_kernels_variables_come_back_in_a_new_kernel(
     assert "as after cell [2]" in report and "as after cell [3]" in report
     assert "squares" in report and "not restored: a generator" in report
     assert "made by cell [3]: run it again" in report
-    assert report.rstrip().endswith("Cells run after the checkpoint (their effects are not in it): "
-                           "[4] %memcheckpoint status --wait; [5] never = 'made'"), report
+    assert ("Cells run after the checkpoint (their effects are not in it):\n"
+            "  [4] %memcheckpoint status --wait\n  [5] never = 'made'") in report
+    assert "Checkpoints are off in this kernel: %memcheckpoint on keeps them again." in report
     checks = ok(fresh, BUILD.format(p="expected_") + """
 print(sales.equals(expected_sales), sales.dtypes.equals(expected_sales.dtypes))
 print(np.array_equal(matrix, expected_matrix), matrix.dtype)

@@ -1,4 +1,4 @@
-import { deathBody, goToCellLabel, suggestions } from '../deaths';
+import { deathBody, goToCellLabel, restoreCode, suggestions } from '../deaths';
 import { IDeath, MemoryModel } from '../model';
 
 function death(overrides: Partial<IDeath> = {}): IDeath {
@@ -36,6 +36,28 @@ describe('a dead kernel explained', () => {
     );
     expect(suggestions(death({ cause: 'exited with code 3' }))[0]).toContain('from the top');
     expect(deathBody(death({ rss: [], times: [] })).querySelector('svg')).toBeNull();
+  });
+
+  it('offers the checkpoint when the kernel kept one', () => {
+    const kept = death({
+      cause: 'exited with code 3',
+      checkpoint: 'last checkpoint after cell [3] at 14:02:11: 4 variables, 1.2 GiB',
+      checkpoint_dir: '/home/a/my checkpoints'
+    });
+    const advice = suggestions(kept);
+    expect(advice[0]).toContain('Your variables were saved (last checkpoint after cell [3]');
+    expect(advice[0]).toContain('"Restore variables" brings them back');
+    expect(advice.join(' ')).not.toContain('from the top');
+    expect(restoreCode(kept)).toBe(
+      '%load_ext meno_jupyter\n%memrestore "/home/a/my checkpoints"'
+    );
+    expect(restoreCode({ ...kept, checkpoint_dir: '/a/"b"' })).toBe(
+      '%load_ext meno_jupyter\n%memrestore'
+    );
+    expect(suggestions(death({ cause: 'exited with code 3' }))[0]).toContain(
+      '%memcheckpoint on'
+    );
+    expect(restoreCode(death())).toBe('%load_ext meno_jupyter\n%memrestore');
   });
 
   it('are fetched once each, newest first, also from an older server without them', async () => {
