@@ -15,9 +15,9 @@ from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
-# The guard's notebook runs memory up to the limit on purpose: tests/oom runs it in a
-# kernel inside a 600 MiB cgroup.
-IN_A_CGROUP = {"07_memory_guard.ipynb"}
+# The guard's notebook runs memory up to the limit on purpose, and the checkpoints' one
+# forks its kernel: tests/oom runs them in a kernel inside a memory cgroup.
+IN_A_CGROUP = {"07_memory_guard.ipynb", "09_checkpoints.ipynb"}
 PLOTLY = "application/vnd.plotly.v1+json"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

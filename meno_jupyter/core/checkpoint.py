@@ -719,6 +719,10 @@ class RestoreReport(RendersAsTable):
 
     def _rows(self) -> list[list[object]]:
         rows: list[list[object]] = []
+        if self.listed_only:
+            rows += [[v.name, v.type_name, format_bytes(v.size_bytes),
+                      f"as after cell [{v.saved_after}] at {_clock(v.saved_at)}"]
+                     for v in self.checkpoint.variables]
         for r in self.restored:
             rows.append([r.name, r.type_name, format_bytes(r.size_bytes),
                          f"as after cell [{r.saved_after}] at {_clock(r.saved_at)}"])

@@ -164,7 +164,19 @@ class Checkpointer:
         if self._cell_started is not None:
             self._cell_seconds[cell] = time.perf_counter() - self._cell_started
             self._cell_started = None
-        mentioned = names_in(source)
+        changed = self._note_changes(namespace, cell, names_in(source))
+        with self._lock:
+            self._running_cell = False
+            if not changed and self._pending is None:
+                return False
+            self._pending = cell
+            if self._writer is not None or self._closed:
+                return False
+            return self._start_locked(dict(namespace))
+
+    def _note_changes(self, namespace: Mapping[str, object], cell: int,
+                      mentioned: set[str]) -> bool:
+        """Compare the namespace with the last one seen; return whether anything changed."""
         changed = False
         current: dict[str, int] = {}
         for name, value in namespace.items():
@@ -184,14 +196,7 @@ class Checkpointer:
         touched = {current[n] for n in self._candidates if n in current}
         self._candidates.update(n for n, i in current.items() if i in touched)
         self._bound = current
-        with self._lock:
-            self._running_cell = False
-            if not changed and self._pending is None:
-                return False
-            self._pending = cell
-            if self._writer is not None or self._closed:
-                return False
-            return self._start_locked(dict(namespace))
+        return changed
 
     # -- the writer
 
@@ -298,14 +303,18 @@ class Checkpointer:
                 self._idle.wait(left)
         return True
 
-    def flush(self, namespace: Mapping[str, object], timeout: float = 600.0) -> bool:
-        """Write what waits now (call it between cells, or from a magic); wait for it.
+    def flush(self, namespace: Mapping[str, object], cell: int, timeout: float = 600.0
+              ) -> bool:
+        """Write the namespace as it is now, inside cell ``cell`` (a magic's); wait for it.
 
         Return whether the checkpoint is up to date when it returns.
         """
         if not self.wait(timeout):
             return False
+        changed = self._note_changes(namespace, cell, set())
         with self._lock:
+            if changed:
+                self._pending = cell
             if self._pending is not None and self._writer is None and not self._closed:
                 self._start_locked(dict(namespace))
         return self.wait(timeout)

@@ -195,7 +195,8 @@ class MemCheckpoint(Magics):
             print("checkpoints off (the last complete one stays on disk for %memrestore)")
             return
         if args.wait and self.checkpointer is not None:
-            self.checkpointer.flush(checkpoint_variables(self.shell))
+            self.checkpointer.flush(checkpoint_variables(self.shell),
+                                    running_cell_number(self.shell) or 0)
         print(self.describe())
 
     @plain_help

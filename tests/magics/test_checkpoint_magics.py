@@ -106,3 +106,12 @@ def test_off_by_default_and_off_again(shell: Any, tmp_path: Path) -> None:
     assert lines[2].startswith("checkpoints off (the last complete one stays")
     callbacks = shell.events.callbacks
     assert not [c for c in callbacks["post_run_cell"] if "MemCheckpoint" in repr(c)]
+
+
+def test_a_directory_with_a_space_in_quotes(shell: Any, tmp_path: Path) -> None:
+    where = tmp_path / "my checkpoints"
+    run(shell, f'%memcheckpoint on --dir "{where}"\nkept = [1, 2, 3]')
+    run(shell, "%memcheckpoint status --wait")
+    shell.run_line_magic("memcheckpoint", "off")
+    assert (where / "checkpoint.meno").is_file()
+    assert "kept" in run(shell, f'%memrestore "{where}" --list')

@@ -111,3 +111,56 @@ print("never" in globals(), "chunks" in globals(), "squares" in globals())
 """)
     assert checks.split("\n")[:5] == ["True True", "True float64", "True True", "True 42",
                                       "False False False"], checks
+
+
+def test_config_and_a_silent_magic_turn_checkpoints_on(
+        env: dict[str, str], kernels: list[tuple[Any, Any]], tmp_path: Path) -> None:
+    # IPython config at start-up: every kernel checkpoints, to the configured directory.
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(env=env, extra_arguments=[
+        "--InteractiveShellApp.extensions=meno_jupyter", "--MemCheckpoint.on_load=True",
+        f"--MemCheckpoint.directory={tmp_path / 'configured'}", "--MemCheckpoint.max_size=1G"])
+    client = manager.blocking_client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    configured = (manager, client)
+    kernels.append(configured)
+    ok(configured, "answer = 41 + 1")
+    status = ok(configured, "%memcheckpoint status --wait")
+    assert f"in {tmp_path / 'configured'} (size cap 953.7 MiB)" in status, status
+    assert "answer" in status
+    # A front end's button runs its magics silently (no run-cell hooks for that cell).
+    silent = start(env, None)
+    kernels.append(silent)
+    reply, text = execute(*silent, "%load_ext meno_jupyter\n%memcheckpoint on", silent=True)
+    assert reply["status"] == "ok", text
+    ok(silent, "question = 'six times seven'")
+    assert "question" in ok(silent, "%memcheckpoint status --wait")
+
+
+def test_the_tutorial_runs_in_a_cgroup_kernel(env: dict[str, str]) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    from tests.cgrouphelp import CgroupKernelManager
+
+    require_memory_cgroup()
+    path = Path(__file__).parents[2] / "notebooks" / "09_checkpoints.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    with MemoryCgroup(LIMIT) as cgroup:
+        manager = CgroupKernelManager(kernel_name="python3")
+        manager.cgroup = cgroup
+        NotebookClient(notebook, km=manager, timeout=300, resources={"metadata": {"path": "."}}
+                       ).execute(env=env)
+        assert cgroup.oom_kills() == 0
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    texts = ["".join(out.get("text", "") + out.get("data", {}).get("text/plain", "")
+                     for out in cell.outputs) for cell in code]
+    assert not [out for cell in code for out in cell.outputs if out.output_type == "error"]
+    assert "a generator: where it stopped cannot be saved" in texts[2]
+    assert "last checkpoint after cell [4]" in texts[3]  # `total` made, nothing rewritten
+    assert texts[4].endswith("False")
+    assert "restored 9 variables" in texts[5] and "not restored: a generator" in texts[5]
+    assert "'when': datetime64[" in texts[6] and "(20000, 384) float32 120.0" in texts[6]
+    assert "nothing restored: --list" in texts[7]
+    assert "embeddings        ndarray           29.3 MiB  as after cell [2]" in texts[7]
