@@ -164,3 +164,21 @@ def test_the_tutorial_runs_in_a_cgroup_kernel(env: dict[str, str]) -> None:
     assert "'when': datetime64[" in texts[6] and "(20000, 384) float32 120.0" in texts[6]
     assert "nothing restored: --list" in texts[7]
     assert "embeddings        ndarray           29.3 MiB  as after cell [2]" in texts[7]
+
+
+def test_with_the_guard_a_stopped_cell_is_no_death_and_the_checkpoint_goes_on(
+        env: dict[str, str], kernels: list[tuple[Any, Any]]) -> None:
+    require_memory_cgroup()
+    with MemoryCgroup(LIMIT) as cgroup:
+        kernel = start(env, cgroup)
+        kernels.append(kernel)
+        ok(kernel, "%load_ext meno_jupyter\n%memguard on\n%memcheckpoint on\n"
+                   "import numpy as np\nkeep = np.arange(5_000_000)")
+        assert "last checkpoint after cell [1]" in ok(kernel, "%memcheckpoint status --wait")
+        reply, text = execute(*kernel, "chunks = []\nwhile True:\n"
+                                       "    chunks.append(np.ones(2**22))", 180)
+        assert reply["ename"] == "MemoryGuardError", text
+        ok(kernel, "del chunks\nafter = int(keep[-1])")
+        status = ok(kernel, "%memcheckpoint status --wait")
+        assert "\nafter  int" in status and "chunks" not in status, status
+        assert cgroup.oom_kills() == 0
