@@ -18,7 +18,6 @@ import fcntl
 import gc
 import json
 import os
-import re
 import resource
 import select
 import signal
@@ -49,8 +48,9 @@ from meno_jupyter.core.checkpoint import (
     write_checkpoint,
 )
 from meno_jupyter.core.memory import MIB, WorkingSetReader, format_bytes
+from meno_jupyter.core.namespace import names_in
 
-__all__ = ["Checkpointer", "names_in"]
+__all__ = ["Checkpointer"]
 
 # Below this headroom (or this share of the limit) no writer is forked: the pages its
 # pickling touches are copied, and the copies count against the same limit.
@@ -59,20 +59,6 @@ MIN_HEADROOM_SHARE = 0.05
 WRITER_TIMEOUT_S = 600.0
 WRITER_ALLOWANCE_BYTES = 256 * MIB
 _LOCK_FILE = ".lock"
-
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def names_in(source: str) -> set[str]:
-    """Return the identifiers a cell's text mentions (a cheap over-estimate).
-
-    Examples
-    --------
-    >>> sorted(names_in("df['x'] = f(a.b)  # c"))
-    ['a', 'b', 'c', 'df', 'f', 'x']
-    """
-    return set(_NAME.findall(source))
 
 
 @dataclass

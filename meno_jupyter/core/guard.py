@@ -30,7 +30,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -61,6 +61,11 @@ MAX_REFIRE_BACKOFF_S = 4.0
 # Sent to the main thread when it waits in Thread.join, Event.wait, Queue.get (as Ctrl-C
 # does): a blocked lock wait sees no asynchronous exception, but a signal interrupts it.
 _STOP_SIGNAL = getattr(signal, "SIGRTMIN", 34) + 7
+# Sent to the main thread when a cell nears the level and the guard may relieve memory
+# (``relief``): the handler runs there, so the cell waits while variables are moved.
+_RELIEF_SIGNAL = _STOP_SIGNAL + 1
+# Relief is sought this far below the guard level (a share of the limit).
+RELIEF_MARGIN = 0.1
 # Kept free below the limit by the allocation limit: the page cache, the kernel's own
 # buffers and the error handling itself need some.
 SAFETY_FRACTION = 0.03
@@ -182,6 +187,11 @@ class MemoryGuard:
         The share of the limit at which a growing cell is stopped (default 0.9).
     limit_allocations : bool
         Also keep ``RLIMIT_DATA`` at what is left below the limit (the second layer).
+    relief : callable, optional
+        ``relief(used_bytes, target_bytes)`` frees memory (moves variables to disk) and
+        returns what it did; called once per cell, in the main thread (the cell waits),
+        when the cell passes ``RELIEF_MARGIN`` below the level. The cell is stopped only
+        if that was not enough.
 
     Examples
     --------
@@ -192,8 +202,14 @@ class MemoryGuard:
     >>> guard.stop()
     """
 
-    def __init__(self, at: float = DEFAULT_AT, *, limit_allocations: bool = True) -> None:
+    def __init__(self, at: float = DEFAULT_AT, *, limit_allocations: bool = True,
+                 relief: Callable[[int, int], str | None] | None = None) -> None:
         self.at = parse_level(at)
+        self.relief = relief
+        self._relief_sent = False
+        self._relieving = False
+        self._relief_previous: Any = None
+        self.last_relief: str | None = None
         self.limit_allocations = limit_allocations and sys.platform.startswith("linux")
         self._reader: WorkingSetReader | None = None
         self._thread: threading.Thread | None = None
@@ -299,6 +315,8 @@ class MemoryGuard:
             self._backoff_s = REFIRE_BACKOFF_S
             self._threads_before = set(sys._current_frames())
             _delivered.clear()
+            self._relief_sent = False
+            self.last_relief = None
             self._armed = True
             if self.limit_allocations and self._original_limit is not None:
                 self._update_allocation_limit(used)
@@ -350,7 +368,14 @@ class MemoryGuard:
                 self._used = used
                 if self._armed:
                     self._cell_peak = max(self._cell_peak, used)
-                    if (used > level and used > self._start_used + GRACE_BYTES
+                    relief_level = int(limit * max(0.5, self.at - RELIEF_MARGIN))
+                    if (self.relief is not None and not self._relief_sent
+                            and self._relief_previous is not None and used > relief_level
+                            and used > self._start_used + GRACE_BYTES):
+                        self._relief_sent = True
+                        signal.pthread_kill(self._main_id, _RELIEF_SIGNAL)
+                    elif (used > level and not self._relieving
+                          and used > self._start_used + GRACE_BYTES
                             and self._may_fire(used, now)):
                         self._fire(used, limit, now)
             if self._original_limit is not None:
@@ -427,20 +452,44 @@ class MemoryGuard:
         return found
 
     def _install_stop_signal(self) -> None:
-        """Handle the stop signal in the main thread (when nobody else handles it)."""
+        """Handle the stop (and relief) signals in the main thread (when nobody else does)."""
         if threading.current_thread() is not threading.main_thread():
             return
         with contextlib.suppress(ValueError, OSError):
             if signal.getsignal(_STOP_SIGNAL) in (signal.SIG_DFL, None):
                 self._signal_previous = signal.signal(_STOP_SIGNAL, _on_stop_signal)
+            if signal.getsignal(_RELIEF_SIGNAL) in (signal.SIG_DFL, None):
+                self._relief_previous = signal.signal(_RELIEF_SIGNAL, _on_relief_signal)
 
     def _remove_stop_signal(self) -> None:
-        if self._signal_previous is None:
-            return
         with contextlib.suppress(ValueError, OSError):
             if threading.current_thread() is threading.main_thread():
-                signal.signal(_STOP_SIGNAL, self._signal_previous)
+                if self._signal_previous is not None:
+                    signal.signal(_STOP_SIGNAL, self._signal_previous)
+                if self._relief_previous is not None:
+                    signal.signal(_RELIEF_SIGNAL, self._relief_previous)
         self._signal_previous = None
+        self._relief_previous = None
+
+    def relieve(self) -> str | None:
+        """Ask ``relief`` to bring usage back below the relief level; return what it did.
+
+        Run in the main thread (the relief signal's handler, or the error handler after a
+        refused allocation), the allocation limit lifted: moving variables needs a little.
+        """
+        if self.relief is None or self._reader is None:
+            return None
+        limit = self._reader.limit_bytes
+        target = int(limit * max(0.5, self.at - 2 * RELIEF_MARGIN))
+        self._relieving = True  # the cell waits meanwhile: no stop while variables move
+        try:
+            with self.original_limit_lifted():
+                done: str | None = self.relief(self._reader.used(), target)
+        finally:
+            self._relieving = False
+        if done:
+            self.last_relief = done
+        return done
 
     @contextlib.contextmanager
     def reporting(self) -> Iterator[None]:
@@ -592,6 +641,14 @@ def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     if interruptible_user_frame(frame) is None and not waiting_in_threading(frame):
         return  # moved on into code a stop must not break: the next reading sends it again
     raise MemoryGuardError
+
+
+def _on_relief_signal(signum: int, frame: FrameType | None) -> None:
+    """Relieve memory in the main thread, the cell waiting (see ``_RELIEF_SIGNAL``)."""
+    guard = _active
+    if guard is None or not guard._armed:
+        return
+    guard.relieve()
 
 
 # Where the main thread waits for other threads; interrupting it there is what Ctrl-C does.

@@ -9,6 +9,7 @@ crash or a hang. Nothing here imports numpy, pandas or torch: types are recognis
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import types
@@ -249,3 +250,17 @@ def held_bytes(objects: Iterable[object], time_budget_s: float = 1.0) -> int:
         except Exception:
             total += _getsizeof(obj)
     return total
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def names_in(source: str) -> set[str]:
+    """Return the identifiers a cell's text mentions (a cheap over-estimate).
+
+    Examples
+    --------
+    >>> sorted(names_in("df['x'] = f(a.b)  # c"))
+    ['a', 'b', 'c', 'df', 'f', 'x']
+    """
+    return set(_NAME.findall(source))

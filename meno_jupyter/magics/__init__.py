@@ -15,11 +15,12 @@ def register(shell: Any) -> None:
     from meno_jupyter.magics.leak import LeakMagics
     from meno_jupyter.magics.optimize import OptimizeMagics
     from meno_jupyter.magics.profile import ProfileMagics
+    from meno_jupyter.magics.spill import SpillMagics
     from meno_jupyter.magics.status import StatusMagics
     from meno_jupyter.magics.watch import WatchMagics
 
     shell.register_magics(ProfileMagics, StatusMagics, WatchMagics, CleanMagics, LeakMagics,
-                          OptimizeMagics, DashboardMagics, MemGuard, MemCheckpoint)
+                          OptimizeMagics, DashboardMagics, MemGuard, MemCheckpoint, SpillMagics)
 
 
 def unregister(shell: Any) -> None:

@@ -25,7 +25,8 @@ from meno_jupyter.core.guard import (
     write_guard_file,
 )
 from meno_jupyter.core.memory import format_bytes
-from meno_jupyter.core.namespace import largest_variables
+from meno_jupyter.core.namespace import largest_variables, names_in
+from meno_jupyter.core.spill import SpillError
 from meno_jupyter.magics._common import (
     cell_in_flight,
     end_of_running_cell_comes,
@@ -34,7 +35,11 @@ from meno_jupyter.magics._common import (
     parse,
     plain_help,
 )
+from meno_jupyter.magics.spill import spill_of
 from meno_jupyter.shell import user_variables
+
+# Variables smaller than this are not worth a file when the guard makes room.
+SPILL_AT_LEAST_BYTES = 1 << 20
 
 
 def _innermost_frame(tb: TracebackType | None) -> Any:
@@ -63,6 +68,8 @@ class MemGuard(Magics):
         config=True)
     at = Float(DEFAULT_AT, help="The share of the memory limit at which a cell is stopped.").tag(
         config=True)
+    spill = Bool(False, help="Before stopping a cell, move the largest variables it does not "
+                             "name to disk (%memspill).").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -75,17 +82,19 @@ class MemGuard(Magics):
         self._depth = 0
         self._previous_exc: tuple[tuple[type[BaseException], ...], Any] | None = None
         if self.on_load:
-            self.start(self.at)
+            self.start(self.at, spill=self.spill)
 
     # ------------------------------------------------------------------ on / off
 
-    def start(self, at: float) -> None:
-        """Turn the guard on at ``at`` (or move it there when it is on)."""
+    def start(self, at: float, *, spill: bool = False) -> None:
+        """Turn the guard on at ``at`` (or move it there when it is on); ``spill``: relieve."""
+        relief = self._relieve_by_spilling if spill else None
         if self.guard is not None:
             self.guard.at = parse_level(at)
+            self.guard.relief = relief
             self._write_state()
             return
-        self.guard = MemoryGuard(at)
+        self.guard = MemoryGuard(at, relief=relief)
         self.guard.start()
         self._write_state()
         shell = self.shell
@@ -174,7 +183,10 @@ class MemGuard(Magics):
             _free_traceback_frames(tb)
             collect_garbage()
             trim_allocator()
-            error = MemoryGuardError(f"{message} {self._variables_note()}")
+            moved = guard.relieve() if guard.relief is not None else None
+            note = (f"{moved}: run the cell again, it has room now." if moved
+                    else self._variables_note())
+            error = MemoryGuardError(f"{message} {note}")
             error._meno_reported = True  # type: ignore[attr-defined]
             error.__cause__ = None
             error.__suppress_context__ = True
@@ -186,6 +198,39 @@ class MemGuard(Magics):
             result.error_in_exec = error
         sys.last_value = error
         return None
+
+    def _relieve_by_spilling(self, used: int, target: int) -> str | None:
+        """Move the largest variables the running cell does not name to disk (%memspill)."""
+        shell = self.shell
+        spill = None if shell is None else spill_of(shell)
+        if shell is None or spill is None:
+            return None
+        result = getattr(shell.displayhook, "exec_result", None)
+        named = names_in(getattr(getattr(result, "info", None), "raw_cell", "") or "")
+        hidden = getattr(shell, "user_ns_hidden", {})
+        namespace = shell.user_ns
+        moved: list[tuple[str, int]] = []
+        freed = 0
+        for variable in largest_variables(user_variables(shell), top=20, hidden=hidden,
+                                          time_budget_s=0.3):
+            if freed >= used - target:
+                break
+            if (variable.name in named or variable.name.startswith("_")
+                    or variable.size_bytes < SPILL_AT_LEAST_BYTES):
+                continue
+            try:
+                report = spill.store_for(None).spill([variable.name], namespace,
+                                                     out=namespace.get("Out"))
+            except (SpillError, OSError, UsageError):
+                continue  # held elsewhere, an object column, a full disk: the next one
+            freed += report.moved[0].freed_bytes
+            moved.append((variable.name, variable.size_bytes))
+        if not moved:
+            return None
+        names = " and ".join(f"`{name}` {format_bytes(size)}" for name, size in moved)
+        message = f"meno guard: moved {names} to disk to let this cell finish"
+        print(f"{message} (%memspill --back NAME brings one back)")
+        return message
 
     def _variables_note(self) -> str:
         if self.shell is None:
@@ -204,6 +249,9 @@ class MemGuard(Magics):
     @magic_arguments()
     @argument("action", nargs="?", choices=("on", "off", "status"), default="status",
               help="on: stop runaway cells from now; off: stop guarding; status (default).")
+    @argument("--spill", action="store_true",
+              help="Before stopping a cell, move the largest variables it does not name to "
+                   "disk (as %%memspill does); stop it only if that is not enough.")
     @argument("--at", metavar="LEVEL", default=None,
               help="Stop a cell when memory passes this share of the limit: 90%% (default), "
                    "0.8, 75.")
@@ -218,6 +266,10 @@ class MemGuard(Magics):
         machine's memory. A single allocation too large for what is left fails at once.
         Afterwards the cell's temporaries are freed and the next cell runs normally.
 
+        With --spill, a cell that nears the level first gets room: the largest variables
+        it does not name, held by nothing but the namespace, are moved to disk (%memspill),
+        and the kernel says which; the cell is stopped only if that is not enough.
+
         It cannot stop memory taken by other processes, nor GPU memory. Turn it on for
         every kernel with c.MemGuard.on_load = True (and c.MemGuard.at = 0.9) in an
         IPython profile.
@@ -225,6 +277,7 @@ class MemGuard(Magics):
         Examples:
           %memguard on
           %memguard on --at 80%
+          %memguard on --spill
           %memguard status
           %memguard off
         """
@@ -235,8 +288,10 @@ class MemGuard(Magics):
                 at = parse_level(args.at)
             except ValueError as error:
                 raise UsageError(f"--at: {error}") from None
+        if args.spill and args.action != "on":
+            raise UsageError("--spill goes with on: %memguard on --spill")
         if args.action == "on":
-            self.start(at)
+            self.start(at, spill=args.spill or self.spill)
         elif args.action == "off":
             self.stop()
             print("memory guard off: cells are no longer stopped, the allocation limit is "
@@ -248,7 +303,10 @@ class MemGuard(Magics):
 
     def describe(self) -> str:
         """Say whether the guard is on, and its figures."""
-        return (self.guard or MemoryGuard(self.at)).status().describe()
+        text = (self.guard or MemoryGuard(self.at)).status().describe()
+        if self.guard is not None and self.guard.relief is not None:
+            text += "; before stopping a cell it moves idle variables to disk"
+        return text
 
 
 def guard_of(shell: Any) -> MemGuard | None:

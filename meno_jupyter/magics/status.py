@@ -17,6 +17,7 @@ from meno_jupyter.magics._common import (
 )
 from meno_jupyter.magics.checkpoint import checkpoints_of
 from meno_jupyter.magics.guard import guard_of
+from meno_jupyter.magics.spill import spill_of
 from meno_jupyter.shell import output_cache_objects, user_variables
 
 
@@ -65,3 +66,6 @@ class StatusMagics(Magics):
         checkpoints = checkpoints_of(self.shell)
         if checkpoints is not None and checkpoints.checkpointer is not None:
             print(checkpoints.describe())
+        spill = spill_of(self.shell)
+        if spill is not None and spill.store is not None and spill.store.spilled_names():
+            print(spill.describe())

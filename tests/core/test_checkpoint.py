@@ -25,7 +25,8 @@ from meno_jupyter.core.checkpoint import (
     read_checkpoint,
     restore,
 )
-from meno_jupyter.core.checkpointer import Checkpointer, names_in
+from meno_jupyter.core.checkpointer import Checkpointer
+from meno_jupyter.core.namespace import names_in
 
 
 class Kernel:
