@@ -55,7 +55,7 @@ def test_bad_arguments(shell: Any, line: str, message: str) -> None:
 
 def test_help_has_usage_and_examples(shell: Any) -> None:
     doc = shell.find_line_magic("memguard").__doc__
-    assert "%memguard [--at LEVEL] [{on,off,status}]" in doc
+    assert "%memguard [--spill] [--at LEVEL] [{on,off,status}]" in doc
     assert "%memguard on --at 80%" in doc and "c.MemGuard.on_load" in doc
     assert "``" not in doc  # the help text is read as plain text
 

@@ -1,0 +1,101 @@
+"""A cell that does not fit completes after %memspill, or with %memguard on --spill."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cgrouphelp import MemoryCgroup, execute, start_kernel_in
+from tests.oom.conftest import require_memory_cgroup
+
+pytestmark = pytest.mark.kernel
+
+LIMIT = 640 * 2**20
+SETUP = """
+%load_ext meno_jupyter
+import numpy as np, pandas as pd
+from meno_jupyter.core.spill import anonymous_rss
+raw = np.random.default_rng(0).random(300 * 2**20 // 8)            # 300 MiB
+n = 75 * 2**20 // 24
+frame = pd.DataFrame({"x": np.arange(n, dtype=np.float64), "k": np.arange(n) % 3,
+                      "t": pd.date_range("2026-01-01", periods=n, freq="s")},
+                     index=pd.RangeIndex(7, 7 + n, name="row"))      # 75 MiB
+expected_sum, expected_k = float(raw.sum()), frame.groupby("k")["x"].sum()
+"""
+# 340 MiB, in steps (a loop, as most cells that grow do).
+BIG_CELL = "parts = [np.ones(20 * 2**20 // 8) for _ in range(17)]\nprint(len(parts))"
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Iterator[tuple[Any, Any, MemoryCgroup]]:
+    require_memory_cgroup()
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    with MemoryCgroup(LIMIT) as cgroup:
+        manager, client = start_kernel_in(cgroup, env=env)
+        try:
+            yield manager, client, cgroup
+        finally:
+            client.stop_channels()
+            if manager.is_alive():
+                manager.shutdown_kernel(now=True)
+            else:
+                manager.cleanup_resources()
+
+
+def ok(kernel: tuple[Any, Any, MemoryCgroup], code: str) -> str:
+    reply, text = execute(kernel[0], kernel[1], code, 180)
+    assert reply["status"] == "ok", text
+    return text
+
+
+def test_only_the_guard_stops_the_cell_and_a_spill_lets_it_complete(
+        kernel: tuple[Any, Any, MemoryCgroup], tmp_path: Path) -> None:
+    cgroup = kernel[2]
+    ok(kernel, SETUP)
+    ok(kernel, "%memguard on")
+    reply, text = execute(kernel[0], kernel[1], BIG_CELL, 180)
+    assert reply["ename"] == "MemoryGuardError", text
+    ok(kernel, "del parts" if "parts" in ok(kernel, "print(dir())") else "pass")
+    moved = ok(kernel, "before = anonymous_rss()\n%memspill raw frame\n"
+                       "freed = before - anonymous_rss()\n"
+                       "print('freed share', round(freed / (375 * 2**20), 2))")
+    assert "moved 2 variable(s) to disk" in moved, moved
+    share = float(moved.split("freed share")[1].split()[0])
+    assert share >= 0.9, moved
+    assert ok(kernel, BIG_CELL).strip().endswith("17")
+    checks = ok(kernel, """
+del parts
+print(type(raw).__name__, raw.dtype, float(raw.sum()) == expected_sum)
+print(type(frame).__name__, frame.index.name, frame.index[0], dict(frame.dtypes.astype(str)))
+print(frame.groupby("k")["x"].sum().equals(expected_k))
+frame.loc[7, "x"] = -5.0
+frame["y"] = frame["x"] * 2
+print(frame["x"].iloc[0], frame["y"].iloc[0], len(frame))
+""")
+    lines = checks.strip().splitlines()
+    assert lines[0] == "ndarray float64 True"
+    assert lines[1] == ("DataFrame row 7 {'x': 'float64', 'k': 'int64', "
+                        "'t': 'datetime64[us]'}") or "datetime64[ns]" in lines[1], lines[1]
+    assert lines[2] == "True" and lines[3] == f"-5.0 -10.0 {75 * 2**20 // 24}"
+    status = ok(kernel, "%memstatus --top 0")
+    assert "on disk in" in status and "raw" in status
+    assert cgroup.oom_kills() == 0
+
+
+def test_the_guard_moves_idle_variables_itself(kernel: tuple[Any, Any, MemoryCgroup]) -> None:
+    cgroup = kernel[2]
+    ok(kernel, SETUP)
+    ok(kernel, "%memguard on --spill")
+    text = ok(kernel, BIG_CELL)
+    assert "meno guard: moved `raw` 300.0 MiB" in text and "to let this cell finish" in text
+    assert text.strip().endswith("17")
+    checks = ok(kernel, "del parts\nprint(float(raw.sum()) == expected_sum, "
+                        "frame.groupby('k')['x'].sum().equals(expected_k))")
+    assert checks.strip() == "True True"
+    listing = ok(kernel, "%memspill --list")
+    assert "raw" in listing and "parts" not in listing
+    assert cgroup.oom_kills() == 0
