@@ -27,7 +27,8 @@ PIP_EDITABLE := SKIP_JUPYTER_BUILDER=1 $(INSTALL) --no-build-isolation -e
 
 # The optimizer and loader also run under pandas 2.x (the main venv has pandas 3).
 PANDAS2_VENV := .venv-pandas2
-PANDAS2_TESTS := tests/core/test_dataframe.py tests/core/test_loader.py tests/magics/test_optimize.py
+PANDAS2_TESTS := tests/core/test_dataframe.py tests/core/test_loader.py tests/magics/test_optimize.py \
+	tests/core/test_spill.py tests/core/test_checkpoint.py
 
 .PHONY: lab demo test lint typecheck pytest pytest-server pytest-browser pytest-pandas2 \
 	labextension jstest bench clean

@@ -8,8 +8,10 @@ imports them.
 
 from __future__ import annotations
 
+import atexit
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from meno_jupyter.core.attribution import is_user_file
@@ -17,6 +19,7 @@ from meno_jupyter.core.cleanup import Released, ReleaseReport, finish_release
 from meno_jupyter.core.ledger import Ledger, current_ledger
 from meno_jupyter.core.memory import read_rss
 from meno_jupyter.core.namespace import deep_sizeof, held_bytes
+from meno_jupyter.core.spill import SpillError, SpillStore
 
 
 def user_variables(shell: Any) -> dict[str, object]:
@@ -39,6 +42,51 @@ def output_cache_objects(shell: Any) -> list[object]:
         seen.add(id(obj))
         objects.append(obj)
     return objects
+
+
+_spill_stores: dict[int, tuple[Any, SpillStore]] = {}
+
+
+def spill_store(shell: Any, directory: Path | None = None) -> SpillStore:
+    """Return the shell's store of variables moved to disk (made on first use).
+
+    ``%memspill``, the dashboard's *move to disk* and the guard's ``--spill`` share it.
+    Files of variables deleted or rebound go after each cell; all go at exit. Raises
+    SpillError for another ``directory`` while variables are on disk in the first.
+    """
+    found = _spill_stores.get(id(shell))
+    store = found[1] if found is not None and found[0] is shell else None
+    if store is not None and (directory is None or directory == store.directory):
+        return store
+    if store is not None and store.spilled_names():
+        raise SpillError(f"variables are on disk in {store.directory}: bring them back "
+                         "(%memspill --back) before choosing another directory")
+    made = SpillStore(directory)
+    _spill_stores[id(shell)] = (shell, made)
+    if store is None:
+        events = getattr(shell, "events", None)
+        if events is not None:
+            events.register("post_run_cell", lambda result: _forget_gone(shell))
+        atexit.register(_close_spill_store, shell)
+    return made
+
+
+def existing_spill_store(shell: Any) -> SpillStore | None:
+    """Return the shell's spill store if one was made."""
+    found = _spill_stores.get(id(shell))
+    return found[1] if found is not None and found[0] is shell else None
+
+
+def _forget_gone(shell: Any) -> None:
+    store = existing_spill_store(shell)
+    if store is not None:
+        store.forget_gone(shell.user_ns)
+
+
+def _close_spill_store(shell: Any) -> None:
+    store = existing_spill_store(shell)
+    if store is not None:
+        store.close()
 
 
 def session_ledger() -> Ledger | None:

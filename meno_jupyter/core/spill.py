@@ -302,9 +302,9 @@ def _check_column(array: Any) -> None:
 
 
 def _refuse(value: object) -> Any:
-    raise SpillError(f"a {type(value).__name__}: only numpy arrays, pandas DataFrames and "
-                     "Series (numeric, bool, dates, categoricals, Arrow strings) and lists, "
-                     "tuples and dicts of them can be moved to disk")
+    raise SpillError(f"a value of type {type(value).__name__}: only numpy arrays, pandas "
+                     "DataFrames and Series (numeric, bool, dates, categoricals, Arrow "
+                     "strings) and lists, tuples and dicts of them can be moved to disk")
 
 
 def _view_held_elsewhere(value: Any) -> str | None:
@@ -484,7 +484,9 @@ class SpillStore:
             namespace[name] = twin
             gc.collect()
             _release_freed_memory()
-            freed = max(0, anon_before - anonymous_rss())
+            # What left anonymous memory, up to the variable's own size (trimming the
+            # allocator may give back other freed memory at the same time).
+            freed = min(before_bytes, max(0, anon_before - anonymous_rss()))
             variable = SpilledVariable(name, type(twin).__name__, before_bytes,
                                        files.size_bytes, freed, time.time(),
                                        time.perf_counter() - started)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -13,37 +12,21 @@ from meno_jupyter.core.memory import format_bytes
 from meno_jupyter.core.rendering import text_table
 from meno_jupyter.core.spill import SpillError, SpillStore, resident_file_bytes
 from meno_jupyter.magics._common import check_identifier, parse, path_argument, plain_help, show
+from meno_jupyter.shell import existing_spill_store, spill_store
 
 
 @magics_class
 class SpillMagics(Magics):
     """Holds ``%memspill`` and the store of this kernel's spilled variables."""
 
-    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
-        super().__init__(shell=shell, **kwargs)
-        self.store: SpillStore | None = None
-        if shell is not None:
-            shell.events.register("post_run_cell", self._post_run_cell)
-        atexit.register(self.close)
+    @property
+    def store(self) -> SpillStore | None:
+        """The shell's spill store, if one was made."""
+        return None if self.shell is None else existing_spill_store(self.shell)
 
     def store_for(self, directory: str | None) -> SpillStore:
-        """Return the store (made on first use, in ``directory`` if given)."""
-        path = path_argument(directory) if directory else None
-        if self.store is None or (path is not None and path != self.store.directory):
-            if self.store is not None and self.store.spilled_names():
-                raise UsageError(f"variables are on disk in {self.store.directory}: bring "
-                                 "them back (--back) before choosing another --dir")
-            self.store = SpillStore(path)
-        return self.store
-
-    def _post_run_cell(self, result: Any) -> None:
-        if self.store is not None and self.shell is not None:
-            self.store.forget_gone(self.shell.user_ns)
-
-    def close(self) -> None:
-        """Remove every spill file (kernel exit)."""
-        if self.store is not None:
-            self.store.close()
+        """Return the shell's store (made on first use, in ``directory`` if given)."""
+        return spill_store(self.shell, path_argument(directory) if directory else None)
 
     def describe(self) -> str:
         """List the spilled variables with their size on disk and what of them is in RAM."""

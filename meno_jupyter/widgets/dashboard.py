@@ -27,8 +27,17 @@ from meno_jupyter.core.live import (
 from meno_jupyter.core.memory import format_bytes
 from meno_jupyter.core.namespace import VariableSize, largest_variables
 from meno_jupyter.core.rendering import PRESSURE_COLOURS
+from meno_jupyter.core.spill import SpillError
 from meno_jupyter.display.figures import live_timeline_spec, svg_timeline
-from meno_jupyter.shell import release_shell_memory, session_ledger
+from meno_jupyter.shell import (
+    existing_spill_store,
+    release_shell_memory,
+    session_ledger,
+    spill_store,
+)
+
+# What the *move to disk* button is offered for (what %memspill can move).
+SPILLABLE_TYPES = frozenset({"ndarray", "DataFrame", "Series"})
 
 DEFAULT_INTERVAL_S = 0.5
 VARIABLES_TIME_BUDGET_S = 0.5
@@ -280,22 +289,33 @@ class MemoryDashboard:
 
     def _row(self, variable: VariableSize) -> Any:
         widgets = self._widgets
+        store = existing_spill_store(self.shell) if self.shell is not None else None
+        on_disk = store is not None and variable.name in store.spilled_names()
         label = widgets.HTML(
             f"<code>{html.escape(variable.name)}</code> "
             f"<span style='color:var(--jp-ui-font-color2,#666)'>"
             f"{html.escape(variable.type_name)}</span> "
-            f"<b>{format_bytes(variable.size_bytes)}</b>",
+            f"<b>{format_bytes(variable.size_bytes)}</b>" + (" on disk" if on_disk else ""),
             layout=widgets.Layout(width="55%"))
         buttons = []
         button_width = widgets.Layout(width="96px")
         value = self.shell.user_ns.get(variable.name) if self.shell is not None else None
-        if variable.type_name == "DataFrame" and self._optimized.get(id(value)) is not value:
+        if variable.type_name == "DataFrame" and not on_disk and \
+                self._optimized.get(id(value)) is not value:
             optimize = widgets.Button(description="optimize", icon="compress",
                                       tooltip=f"shrink dtypes of {variable.name}, losslessly",
                                       layout=button_width)
             optimize.on_click(lambda _, name=variable.name: self.optimize(name))
             buttons.append(optimize)
         else:  # the same column of buttons on every row
+            buttons.append(widgets.Label("", layout=button_width))
+        if variable.type_name in SPILLABLE_TYPES and not on_disk:
+            spill = widgets.Button(description="move to disk", icon="hdd-o",
+                                   tooltip=f"keep {variable.name} in a file, its memory freed "
+                                           "(%memspill)", layout=button_width)
+            spill.on_click(lambda _, name=variable.name: self.spill(name))
+            buttons.append(spill)
+        else:
             buttons.append(widgets.Label("", layout=button_width))
         delete = widgets.Button(description="delete", icon="trash",
                                 tooltip=f"del {variable.name} (asks first)",
@@ -339,6 +359,23 @@ class MemoryDashboard:
         self._say(f"{name}: {format_bytes(result.bytes_before)} → "
                   f"{format_bytes(result.bytes_after)} ({100 * result.reduction:.0f}% "
                   "smaller, every value kept)")
+        self.refresh_variables()
+        return self.message
+
+    def spill(self, name: str) -> str:
+        """Move ``name`` to disk (as ``%memspill`` does); say what it freed or why not."""
+        if self.shell is None or name not in self.shell.user_ns:
+            self._say(f"no variable named {name!r} any more: nothing moved")
+            return self.message
+        try:
+            report = spill_store(self.shell).spill([name], self.shell.user_ns,
+                                                   out=self.shell.user_ns.get("Out"))
+        except (SpillError, OSError) as error:
+            self._say(f"{name} stays in memory: {error}")
+            return self.message
+        moved = report.moved[0]
+        self._say(f"{name} moved to disk ({format_bytes(moved.disk_bytes)}): "
+                  f"{format_bytes(moved.freed_bytes)} of memory freed")
         self.refresh_variables()
         return self.message
 

@@ -79,3 +79,12 @@ def test_dashboard_figure_changes_while_a_cell_is_busy(lab: Lab, page: Any) -> N
                            ".innerText.includes('every value kept')", timeout=30_000)
     page.wait_for_timeout(500)
     assert optimize.count() == 0
+    # Move to disk: the frame's memory is freed, its row no longer offers it.
+    move = dashboard.get_by_role("button", name="move to disk")
+    assert move.count() == 1  # the frame; not the list of blocks
+    move.click()
+    page.wait_for_function("() => document.querySelector('.jp-Meno-dashboard')"
+                           ".innerText.includes('frame moved to disk')", timeout=30_000)
+    page.wait_for_timeout(500)
+    assert move.count() == 0
+    page.screenshot(path=str(ARTIFACTS / "dashboard-moved-to-disk.png"), full_page=True)

@@ -93,7 +93,7 @@ def test_containers_and_series(store: SpillStore) -> None:
 
 @pytest.mark.parametrize(("make", "message"), [
     (lambda: pd.DataFrame({"o": [object(), 1]}), "holds Python objects"),
-    (lambda: {"ok": np.ones(3), "bad": "text"}, "a str: only numpy arrays"),
+    (lambda: {"ok": np.ones(3), "bad": "text"}, "a value of type str: only numpy arrays"),
     (lambda: np.ma.masked_array([1, 2]), "subclass of ndarray"),
     (lambda: np.array(["a", "b"]), "dtype <U1"),
 ])

@@ -140,7 +140,7 @@ def test_optimize_rebinds_the_name_to_a_smaller_frame(dash: Any, shell: Any) -> 
     shell.user_ns["frame"] = frame
     dash.refresh_variables()
     row = next(r for r in dash._variables_box.children if "frame" in r.children[0].value)
-    assert [b.description for b in row.children[1:]] == ["optimize", "delete"]
+    assert [b.description for b in row.children[1:]] == ["optimize", "move to disk", "delete"]
     message = dash.optimize("frame")
     smaller = shell.user_ns["frame"]
     assert smaller is not frame
@@ -149,8 +149,28 @@ def test_optimize_rebinds_the_name_to_a_smaller_frame(dash: Any, shell: Any) -> 
     assert "smaller, every value kept" in message
     # Optimized once: not offered again; the buttons stay in one column.
     row = next(r for r in dash._variables_box.children if "frame" in r.children[0].value)
-    assert [getattr(b, "description", "") for b in row.children[1:]] == ["", "delete"]
+    assert [getattr(b, "description", "") for b in row.children[1:]] == [
+        "", "move to disk", "delete"]
     assert row.children[1].layout.width == row.children[2].layout.width == "96px"
+
+
+def test_move_to_disk_frees_the_memory_and_keeps_the_values(
+        dash: Any, shell: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    import numpy as np
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    shell.user_ns["emb"] = np.arange(2_000_000, dtype=np.float64)
+    dash.refresh_variables()
+    message = dash.spill("emb")
+    assert message.startswith("emb moved to disk (15.3 MiB):"), message
+    assert shell.user_ns["emb"][123] == 123.0 and shell.user_ns["emb"].base is not None
+    row = next(r for r in dash._variables_box.children if "emb" in r.children[0].value)
+    assert [getattr(b, "description", "") for b in row.children[1:]] == ["", "", "delete"]
+    assert "on disk" in row.children[0].value
+    shell.user_ns["listed"] = [1, 2]
+    assert "listed stays in memory: a value of type int: only numpy" in dash.spill("listed")
+    assert "nothing moved" in dash.spill("nope")
+    shell.run_line_magic("memspill", "--back emb")
 
 
 def test_the_dashboard_does_not_list_itself_and_says_when_there_is_nothing(

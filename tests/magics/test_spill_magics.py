@@ -23,10 +23,9 @@ def run(shell: Any, code: str) -> str:
 @pytest.fixture
 def spill_dir(shell: Any, tmp_path: Path) -> Path:
     yield tmp_path / "spill"
-    magics = shell.magics_manager.registry["SpillMagics"]
-    if magics.store is not None:
-        magics.store.close()
-        magics.store = None
+    store = shell.magics_manager.registry["SpillMagics"].store
+    if store is not None:
+        store.close()
 
 
 def test_move_list_use_and_bring_back(shell: Any, spill_dir: Path) -> None:
