@@ -66,6 +66,8 @@ _STOP_SIGNAL = getattr(signal, "SIGRTMIN", 34) + 7
 _RELIEF_SIGNAL = _STOP_SIGNAL + 1
 # Relief is sought this far below the guard level (a share of the limit).
 RELIEF_MARGIN = 0.1
+# How long a cell past the level waits for the relief to start before it is stopped.
+RELIEF_WAIT_S = 2.0
 # Kept free below the limit by the allocation limit: the page cache, the kernel's own
 # buffers and the error handling itself need some.
 SAFETY_FRACTION = 0.03
@@ -208,6 +210,7 @@ class MemoryGuard:
         self.relief = relief
         self._relief_sent = False
         self._relieving = False
+        self._relief_wait_until = 0.0
         self._relief_previous: Any = None
         self.last_relief: str | None = None
         self.limit_allocations = limit_allocations and sys.platform.startswith("linux")
@@ -316,6 +319,8 @@ class MemoryGuard:
             self._threads_before = set(sys._current_frames())
             _delivered.clear()
             self._relief_sent = False
+            self._relieving = False
+            self._relief_wait_until = 0.0
             self.last_relief = None
             self._armed = True
             if self.limit_allocations and self._original_limit is not None:
@@ -373,7 +378,13 @@ class MemoryGuard:
                             and self._relief_previous is not None and used > relief_level
                             and used > self._start_used + GRACE_BYTES):
                         self._relief_sent = True
+                        # No stop until the relief has run (it runs at the main thread's
+                        # next line), or this long has passed without it.
+                        self._relieving = True
+                        self._relief_wait_until = now + RELIEF_WAIT_S
                         signal.pthread_kill(self._main_id, _RELIEF_SIGNAL)
+                    elif self._relieving and now > self._relief_wait_until > 0:
+                        self._relieving = False  # the main thread never got to it
                     elif (used > level and not self._relieving
                           and used > self._start_used + GRACE_BYTES
                             and self._may_fire(used, now)):
@@ -482,6 +493,7 @@ class MemoryGuard:
         limit = self._reader.limit_bytes
         target = int(limit * max(0.5, self.at - 2 * RELIEF_MARGIN))
         self._relieving = True  # the cell waits meanwhile: no stop while variables move
+        self._relief_wait_until = 0.0
         try:
             with self.original_limit_lifted():
                 done: str | None = self.relief(self._reader.used(), target)

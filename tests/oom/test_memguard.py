@@ -137,10 +137,17 @@ def test_the_guard_notebook_runs_in_a_limited_kernel() -> None:
               if out.output_type == "error"}
     stopped = [index for index, cell in enumerate(code)
                if "raises-exception" in cell.metadata.get("tags", [])]
-    assert sorted(errors) == stopped  # the two runaway cells, and nothing else
+    assert sorted(errors) == stopped  # the three runaway cells, and nothing else
+    assert len(stopped) == 3
     assert all(out.ename == "MemoryGuardError" for out in errors.values())
-    printed = "".join(out.get("text", "") for cell in code for out in cell.outputs)
+    printed = "".join(out.get("text", "") + out.get("data", {}).get("text/plain", "")
+                      for cell in code for out in cell.outputs)
     assert "an hour of work 1000000" in printed and "chunks" in printed
+    # The cell that did not fit completes after %memspill, and with the guard's --spill.
+    assert "moved 1 variable(s) to disk" in printed
+    assert "22 steps done; True ndarray" in printed
+    assert "meno guard: moved `idle` 240.0 MiB to disk to let this cell finish" in printed
+    assert printed.count("22 steps done") == 2
     assert kills == 0
 
 
