@@ -123,6 +123,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/dask_embed.py
 	$(BIN)/python bench/loader.py
 	$(BIN)/python bench/checkpoint.py
+	$(BIN)/python bench/spill.py
 
 clean:
 	rm -rf $(VENV) $(PANDAS2_VENV) build .mypy_cache .ruff_cache .pytest_cache \

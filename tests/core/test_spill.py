@@ -32,6 +32,7 @@ def frame() -> pd.DataFrame:
         "c": pd.Categorical(rng.choice(["x", "y", "z"], N)),
         "t": pd.date_range("2024-01-01", periods=N, freq="s", tz="America/New_York"),
         "d": pd.to_timedelta(np.arange(N), unit="s"),
+        "p": pd.period_range("2000-01-01", periods=N, freq="D"),
         "I": pd.array(np.where(np.arange(N) % 7 == 0, None, np.arange(N)), dtype="Int64"),
         "s": pd.array([f"name {i % 1000}" for i in range(N)], dtype="string[pyarrow]"),
     }, index=pd.RangeIndex(10, 10 + N, name="row"))

@@ -99,3 +99,16 @@ def test_the_guard_moves_idle_variables_itself(kernel: tuple[Any, Any, MemoryCgr
     listing = ok(kernel, "%memspill --list")
     assert "raw" in listing and "parts" not in listing
     assert cgroup.oom_kills() == 0
+
+
+def test_a_refused_single_allocation_says_what_was_moved(
+        kernel: tuple[Any, Any, MemoryCgroup]) -> None:
+    ok(kernel, SETUP)
+    ok(kernel, "%memguard on --spill")
+    reply, text = execute(kernel[0], kernel[1], "big = np.ones(330 * 2**20 // 8)", 180)
+    assert reply["ename"] == "MemoryGuardError", text
+    assert "An allocation was refused" in text
+    assert "meno guard: moved `raw` 300.0 MiB" in text and "run the cell again" in text
+    assert ok(kernel, "big = np.ones(330 * 2**20 // 8)\nprint(big.shape)").strip().endswith(
+        f"({330 * 2**20 // 8},)")
+    assert kernel[2].oom_kills() == 0
