@@ -62,7 +62,10 @@ __all__ = [
 FORMAT_VERSION = 1
 SEGMENT_BYTES = 64 * MIB
 DEFAULT_MAX_BYTES = 8 * GIB
-MANIFEST_FILE = "checkpoint.meno"
+# One manifest per kernel session (a new kernel never replaces a dead one's); the newest
+# few sessions' are kept, and the objects they name.
+MANIFEST_PATTERN = re.compile(r"checkpoint-([0-9a-f]{32})\.meno")
+KEPT_SESSIONS = 3
 CELLS_LOG = "cells.log"
 OBJECTS = "objects"
 _OBJECT_SUFFIX = ".var"
@@ -605,8 +608,25 @@ def write_checkpoint(directory: Path, key: bytes, plan: WritePlan) -> Checkpoint
     checkpoint = Checkpoint(str(directory), plan.notebook, plan.session, plan.cell, started,
                             tuple(saved), tuple(skipped), written, time.time() - started)
     _write_manifest(directory, key, checkpoint)
-    _prune(objects, {v.object_name for v in saved})
+    _prune(directory, key)
     return checkpoint
+
+
+def manifest_path(directory: Path, session: str) -> Path:
+    """Return where a kernel session's checkpoint manifest lives."""
+    return directory / f"checkpoint-{session}.meno"
+
+
+def _manifests(directory: Path) -> list[Path]:
+    """Return the manifests in ``directory``, newest first (regular files only)."""
+    found = []
+    for path in directory.iterdir():
+        if MANIFEST_PATTERN.fullmatch(path.name):
+            with contextlib.suppress(OSError):
+                status = path.lstat()
+                if stat.S_ISREG(status.st_mode):
+                    found.append((status.st_mtime_ns, path))
+    return [path for _, path in sorted(found, reverse=True)]
 
 
 def _write_manifest(directory: Path, key: bytes, checkpoint: Checkpoint) -> None:
@@ -618,7 +638,7 @@ def _write_manifest(directory: Path, key: bytes, checkpoint: Checkpoint) -> None
     finally:
         os.close(fd)
     try:
-        os.rename(tmp, directory / MANIFEST_FILE)
+        os.rename(tmp, manifest_path(directory, checkpoint.session))
     except OSError:
         os.unlink(tmp)
         raise
@@ -630,9 +650,20 @@ def _write_manifest(directory: Path, key: bytes, checkpoint: Checkpoint) -> None
             os.close(dir_fd)
 
 
-def _prune(objects: Path, keep: set[str]) -> None:
-    for path in objects.iterdir():
-        if path.name not in keep:
+def _prune(directory: Path, key: bytes) -> None:
+    """Keep the newest sessions' manifests and the objects they name; remove the rest."""
+    manifests = _manifests(directory)
+    for old in manifests[KEPT_SESSIONS:]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+    keep: set[str] = set()
+    for path in manifests[:KEPT_SESSIONS]:
+        try:
+            keep |= {v.object_name for v in _read_manifest(directory, path, key).variables}
+        except CheckpointError:
+            return  # unreadable: what it names is unknown, so nothing is removed
+    for path in (directory / OBJECTS).iterdir():
+        if path.name not in keep and not path.name.startswith(".tmp-"):
             with contextlib.suppress(OSError):
                 path.unlink()
 
@@ -648,10 +679,27 @@ def open_directory(directory: Path, create: bool) -> bytes:
         raise CheckpointError(str(error).replace("disk_dir", "checkpoint directory")) from None
 
 
-def read_checkpoint(directory: Path) -> Checkpoint:
-    """Return the last complete checkpoint in ``directory``; raise CheckpointError."""
+def read_checkpoint(directory: Path, *, session: str | None = None,
+                    avoid: str | None = None) -> Checkpoint:
+    """Return a complete checkpoint in ``directory``; raise CheckpointError.
+
+    That of kernel ``session``, or else the newest, another kernel's than ``avoid`` when
+    there is one (the running kernel's own is taken last: after a death, the new kernel
+    looks for the dead one's).
+    """
     key = open_directory(directory, create=False)
-    path = directory / MANIFEST_FILE
+    if session is not None:
+        path = manifest_path(directory, session)
+    else:
+        found = _manifests(directory)
+        if not found:
+            raise CheckpointError(f"no complete checkpoint in {directory}")
+        own = None if avoid is None else manifest_path(directory, avoid)
+        path = next((p for p in found if p != own), found[0])
+    return _read_manifest(directory, path, key)
+
+
+def _read_manifest(directory: Path, path: Path, key: bytes) -> Checkpoint:
     try:
         fd, size = _open_regular(path)
     except FileNotFoundError:
@@ -671,7 +719,11 @@ def read_checkpoint(directory: Path) -> Checkpoint:
         os.close(fd)
     if not isinstance(data, dict):
         raise CheckpointError(f"the checkpoint in {directory} is malformed")
-    return Checkpoint.from_dict(data)
+    checkpoint = Checkpoint.from_dict(data)
+    if path.name != manifest_path(directory, checkpoint.session).name:
+        raise CheckpointError(f"the checkpoint in {directory} was refused: {path.name} "
+                              "holds another kernel's manifest")
+    return checkpoint
 
 
 # --------------------------------------------------------------------------- restoring
@@ -759,15 +811,16 @@ _LATER_CELLS = "Cells run after the checkpoint (their effects are not in it):"
 
 
 def restore(directory: Path, namespace: dict[str, Any], *, only: Iterable[str] | None = None,
-            list_only: bool = False) -> RestoreReport:
+            list_only: bool = False, avoid: str | None = None) -> RestoreReport:
     """Bring the variables of ``directory``'s last complete checkpoint into ``namespace``.
 
     Every file is verified before anything is unpickled; a variable whose file is refused
     or cannot be rebuilt is reported, never half restored. Raise CheckpointError when
-    there is no usable checkpoint.
+    there is no usable checkpoint. The newest checkpoint is used, another kernel's than
+    ``avoid`` (the running kernel's own) when there is one.
     """
     started = time.perf_counter()
-    checkpoint = read_checkpoint(directory)
+    checkpoint = read_checkpoint(directory, avoid=avoid)
     key = cache_key(directory)
     wanted = None if only is None else set(only)
     if wanted is not None:
@@ -853,10 +906,10 @@ def pointer_path_for(connection_file: str | os.PathLike[str]) -> Path:
     return kernel_file_for(connection_file, "checkpoint")
 
 
-def write_pointer(path: Path, directory: Path) -> None:
+def write_pointer(path: Path, directory: Path, session: str) -> None:
     """Tell the Jupyter server (atomically) where this kernel keeps its checkpoints."""
     write_json_atomic(path, json.dumps({"schema": POINTER_SCHEMA_VERSION, "pid": os.getpid(),
-                                        "directory": str(directory)}))
+                                        "directory": str(directory), "session": session}))
 
 
 def checkpoint_of_kernel(connection_file: str | os.PathLike[str]) -> Checkpoint | None:
@@ -870,10 +923,11 @@ def checkpoint_of_kernel(connection_file: str | os.PathLike[str]) -> Checkpoint 
     except LedgerFileError:
         return None
     if not isinstance(data, dict) or data.get("schema") != POINTER_SCHEMA_VERSION \
-            or not isinstance(data.get("directory"), str):
+            or not isinstance(data.get("directory"), str) \
+            or not MANIFEST_PATTERN.fullmatch(f"checkpoint-{data.get('session')}.meno"):
         return None
     try:
-        return read_checkpoint(Path(data["directory"]))
+        return read_checkpoint(Path(data["directory"]), session=data["session"])
     except (CheckpointError, OSError):
         return None
 

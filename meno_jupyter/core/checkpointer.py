@@ -38,11 +38,9 @@ from meno_jupyter.core.checkpoint import (
     MAX_LOG_BYTES,
     OBJECTS,
     Checkpoint,
-    CheckpointError,
     RestoreReport,
     WritePlan,
     open_directory,
-    read_checkpoint,
     read_log,
     write_all,
     write_checkpoint,
@@ -106,10 +104,6 @@ class Checkpointer:
         self.last: Checkpoint | None = None
         self.last_problem: str | None = None
         self.checkpoints = 0
-        with contextlib.suppress(CheckpointError):
-            previous = read_checkpoint(directory)
-            if previous.notebook == notebook:
-                self.last = previous
 
     # -- hooks
 

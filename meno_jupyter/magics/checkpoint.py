@@ -95,7 +95,7 @@ class MemCheckpoint(Magics):
             shell.events.register("post_run_cell", self._post_run_cell)
         if self.pointer_path is not None:
             with contextlib.suppress(OSError):
-                write_pointer(self.pointer_path, path)
+                write_pointer(self.pointer_path, path, checkpointer.session)
         if not self._exit_registered:
             atexit.register(self._exit)
             self._exit_registered = True
@@ -211,7 +211,9 @@ class MemCheckpoint(Magics):
     def memrestore(self, line: str) -> Any:
         """Bring back the variables of the notebook's last complete checkpoint.
 
-        Run it in the new kernel after a death. It reads from DIR, else from where
+        Run it in the new kernel after a death: it takes the newest checkpoint of another
+        kernel of this notebook when there is one (a new kernel's checkpoints never replace
+        a dead one's; the last three kernels' are kept). It reads from DIR, else from where
         %memcheckpoint writes now, else from c.MemCheckpoint.directory, else from the
         notebook's own directory of checkpoints. Prints what came back (as after which
         cell, when), what did not and why (with the cell that made it, to run again), and
@@ -236,7 +238,9 @@ class MemCheckpoint(Magics):
             raise UsageError("%memrestore needs an IPython shell")
         try:
             report = restore(directory, self.shell.user_ns, only=args.only,
-                             list_only=args.list)
+                             list_only=args.list,
+                             avoid=None if self.checkpointer is None
+                             else self.checkpointer.session)
         except CheckpointError as error:
             raise UsageError(str(error)) from None
         if self.checkpointer is not None and not args.list:

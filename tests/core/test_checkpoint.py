@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 
 from meno_jupyter.core.checkpoint import (
-    MANIFEST_FILE,
     OBJECTS,
     CheckpointError,
     checkpoint_directory,
+    manifest_path,
     notebook_identity,
     read_checkpoint,
     restore,
@@ -221,15 +221,16 @@ def test_damaged_or_planted_files_are_refused_never_unpickled(kernel: Kernel,
     other.run("a = ...", a=_plant_marker_pickle(marker))
     other.settle()
     other.checkpointer.close()
-    (directory / MANIFEST_FILE).write_bytes((other.checkpointer.directory / MANIFEST_FILE)
-                                            .read_bytes())
+    mine = manifest_path(directory, kernel.checkpointer.session)
+    mine.write_bytes(manifest_path(other.checkpointer.directory, other.checkpointer.session)
+                     .read_bytes())
     with pytest.raises(CheckpointError, match="was refused: authentication failed"):
         restore(directory, back)
     assert not marker.exists()
-    # A link or a FIFO in place of the manifest: refused, no hang.
-    (directory / MANIFEST_FILE).unlink()
-    os.mkfifo(directory / MANIFEST_FILE)
-    with pytest.raises(CheckpointError, match="not a regular file"):
+    # A FIFO in place of the manifest: not taken for one, no hang.
+    mine.unlink()
+    os.mkfifo(mine)
+    with pytest.raises(CheckpointError, match="no complete checkpoint in"):
         restore(directory, back)
 
 
@@ -332,3 +333,32 @@ def test_cells_run_after_the_checkpoint_are_listed(kernel: Kernel) -> None:
     assert "nothing restored: --list" in report.to_text()
     with pytest.raises(CheckpointError, match="no variable named nope"):
         restore(kernel.checkpointer.directory, {}, only=["nope"])
+
+
+def test_a_new_kernel_never_replaces_a_dead_ones_checkpoint(tmp_path: Path) -> None:
+    dead = Kernel(tmp_path / "cp")
+    dead.run("data = ...", data=np.arange(1000), note="the dead kernel's")
+    dead.settle()
+    dead.checkpointer.close()
+    # A new kernel of the same notebook checkpoints its own first cells...
+    new = Kernel(tmp_path / "cp")
+    new.run("import numpy as np", np=np)
+    new.settle()
+    # ...and its %memrestore still finds the dead one's.
+    back: dict[str, Any] = {}
+    report = restore(tmp_path / "cp", back, avoid=new.checkpointer.session)
+    assert report.checkpoint.session == dead.checkpointer.session
+    assert back["note"] == "the dead kernel's" and np.array_equal(back["data"], np.arange(1000))
+    # Only the newest three kernels' are kept, with the files they name.
+    for number in range(3):
+        later = Kernel(tmp_path / "cp")
+        later.run(f"x = {number}", x=np.full(10, number))
+        later.settle()
+        later.checkpointer.close()
+    new.checkpointer.close()
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        read_checkpoint(tmp_path / "cp", session=dead.checkpointer.session)
+    kept = {v.object_name for session in (later.checkpointer.session,)
+            for v in read_checkpoint(tmp_path / "cp", session=session).variables}
+    assert kept <= {p.name for p in (tmp_path / "cp" / OBJECTS).iterdir()}
+    assert len(list((tmp_path / "cp" / OBJECTS).iterdir())) == 3
