@@ -38,6 +38,7 @@ from meno_jupyter.core.checkpoint import (
     MAX_LOG_BYTES,
     OBJECTS,
     Checkpoint,
+    CheckpointError,
     RestoreReport,
     WritePlan,
     open_directory,
@@ -250,8 +251,12 @@ class Checkpointer:
             result = json.loads(message) if message else None
         with self._lock:
             self._writer = None
+            finished = None
             if isinstance(result, dict) and "checkpoint" in result:
-                self.last = Checkpoint.from_dict(result["checkpoint"])
+                with contextlib.suppress(CheckpointError, TypeError):
+                    finished = Checkpoint.from_dict(result["checkpoint"])
+            if finished is not None:
+                self.last = finished
                 self.last_problem = None
                 self.checkpoints += 1
             else:
