@@ -240,3 +240,23 @@ def test_dask_notebook_measures_each_worker_exactly() -> None:
                     and cell.source.startswith("import sys"))
     shown = ast.literal_eval(embedded.outputs[0].data["text/plain"])
     assert shown == {"complete": True, "torch in this kernel": False}
+
+
+def test_in_a_kernel_inline_lines_reach_front_ends_without_the_labextension() -> None:
+    # VS Code, Colab, nbviewer and the terminal run no labextension: the line is an output.
+    notebook = new_notebook(cells=[
+        new_code_cell("%load_ext meno_jupyter\n%memwatch on --inline"),
+        new_code_cell("import numpy as np\nblock = np.ones(2**24)  # 128 MiB"),
+        new_code_cell("%memwatch on --no-inline"),
+        new_code_cell("small = 1"),
+    ])
+    execute(notebook)
+    first, block, _, after = notebook.cells
+    assert "the badges under the cells show it already" in first.outputs[0]["text"]
+    lines = [out for out in block.outputs if out.output_type == "display_data"]
+    assert len(lines) == 1
+    text, page = lines[0]["data"]["text/plain"], lines[0]["data"]["text/html"]
+    assert re.fullmatch(r"peak \+128\.\d MiB · kept \+128\.\d MiB · \d+ ms · \d+ % of limit",
+                        text), text
+    assert text in page and "<script" not in page and "http" not in page
+    assert after.outputs == []  # --no-inline: no more lines

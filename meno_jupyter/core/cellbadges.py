@@ -98,13 +98,31 @@ class CellMemory:
         ...            ).badge_text()
         'peak +1.0 GiB · kept +1.0 MiB · 3.4 s · 50 % of limit'
         """
-        parts = [f"peak {format_bytes(self.peak_increase, signed=True)}",
-                 f"kept {format_bytes(self.delta, signed=True)}",
-                 _format_duration(self.duration_s)]
-        share = self.limit_share
-        if share is not None:
-            parts.append(f"{round(100 * share)} % of limit")
-        return " · ".join(parts)
+        return cell_line(self.peak_increase, self.delta, self.duration_s, self.limit_share)
+
+
+def cell_line(peak_increase: int, delta: int, duration_s: float,
+              limit_share: float | None) -> str:
+    """Return the one line a cell's memory gets (badges, ``%memwatch --inline``, exports).
+
+    Examples
+    --------
+    >>> cell_line(2**20, 0, 0.183, 0.12)
+    'peak +1.0 MiB · kept 0 B · 183 ms · 12 % of limit'
+    """
+    parts = [f"peak {format_bytes(peak_increase, signed=True)}",
+             f"kept {format_bytes(delta, signed=True)}", _format_duration(duration_s)]
+    if limit_share is not None:
+        parts.append(f"{round(100 * limit_share)} % of limit")
+    return " · ".join(parts)
+
+
+def cell_line_html(text: str) -> str:
+    """Return the line as self-contained HTML: no script, no stylesheet, any theme."""
+    import html
+
+    return (f'<div class="jp-Meno-inline" style="font-family:monospace;font-size:11px;'
+            f'opacity:0.7;margin:2px 0">{html.escape(text)}</div>')
 
 
 def _format_duration(seconds: float) -> str:

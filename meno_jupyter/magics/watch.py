@@ -12,14 +12,17 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Int
 
+from meno_jupyter.core.cellbadges import cell_line, cell_line_html
 from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.ledger import (
     DEFAULT_MAX_CELLS,
+    CellRecord,
     CellRecorder,
     Ledger,
     ledger_path_for,
     set_current_ledger,
 )
+from meno_jupyter.core.memory import effective_limit
 from meno_jupyter.magics._common import (
     cell_id_of,
     cell_in_flight,
@@ -48,6 +51,9 @@ class WatchMagics(Magics):
         False, help="Start recording every cell when the extension is loaded."
     ).tag(config=True)
     max_cells = Int(DEFAULT_MAX_CELLS, help="Cells kept in the ledger.").tag(config=True)
+    inline = Bool(False, help="Give every recorded cell an output with its memory line "
+                              "(front ends without the labextension: VS Code, Colab, "
+                              "terminal).").tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -57,6 +63,7 @@ class WatchMagics(Magics):
         self._recorder = CellRecorder(self.ledger)
         self._depth = 0
         self.watching = False
+        self._limit_bytes: int | None = None
         set_current_ledger(self.ledger)
         if self.watch_on_load:
             self.start()
@@ -96,14 +103,28 @@ class WatchMagics(Magics):
             error = result.error_before_exec or result.error_in_exec
             # The result carries the cell's final In [N]; ipykernel may not have set it yet
             # when pre_run_cell fires.
-            self._recorder.end(None if error is None else type(error).__name__,
-                               getattr(result, "execution_count", None))
+            record = self._recorder.end(None if error is None else type(error).__name__,
+                                        getattr(result, "execution_count", None))
+            if self.inline and record is not None:
+                self._show_inline(record)
         self._depth = max(0, self._depth - 1)
+
+    def _show_inline(self, record: CellRecord) -> None:
+        """Show the cell's memory line as its own output (text and self-contained HTML)."""
+        if self._limit_bytes is None:
+            self._limit_bytes = effective_limit().limit_bytes
+        text = cell_line(record.peak_increase, record.delta, record.duration_s,
+                         record.peak_rss / self._limit_bytes if self._limit_bytes else None)
+        show({"text/plain": text, "text/html": cell_line_html(text)}, raw=True)
 
     @plain_help
     @magic_arguments()
     @argument("action", nargs="?", choices=("on", "off"),
               help="on: record every cell from now; off: stop. Without it, show the ledger.")
+    @argument("--inline", action="store_true",
+              help="With on: every cell also gets an output with its memory line (for VS "
+                   "Code, Colab, nbviewer and the terminal, where no badges show).")
+    @argument("--no-inline", action="store_true", help="With on: stop the inline lines.")
     @argument("--top", type=int, default=20, metavar="N", help="Rows to show (default 20).")
     @argument("--json", metavar="PATH", help="Export the ledger as JSON.")
     @argument("--csv", metavar="PATH", help="Export the ledger as CSV.")
@@ -119,10 +140,15 @@ class WatchMagics(Magics):
         RSS across the session with the largest cells highlighted. In a kernel the ledger
         is also kept in a small JSON file beside the kernel's connection file, for the
         JupyterLab sidebar. Start it on load with ``c.WatchMagics.watch_on_load = True``.
+        ``--inline`` gives every later cell an output with its line ("peak +300.0 MiB ·
+        kept +4.0 KiB · 183 ms · 12 % of limit"): front ends without the labextension
+        (VS Code, Colab, nbviewer, terminal IPython) show it, and it is saved with the
+        notebook (``c.WatchMagics.inline = True``).
 
         Examples::
 
             %memwatch on
+            %memwatch on --inline
             %memwatch --top 50
             %memwatch --csv cells.csv
             import meno_jupyter; meno_jupyter.ledger()   # as a DataFrame
@@ -146,9 +172,15 @@ class WatchMagics(Magics):
         if args.clear:
             print(f"memwatch: {len(self.ledger)} cells forgotten")
             self.ledger.clear()
+        if (args.inline or args.no_inline) and args.action != "on":
+            raise UsageError("--inline and --no-inline go with on: %memwatch on --inline")
         if args.action == "on":
             self.start()
-            print(f"memwatch on: recording every cell (ledger keeps {self.ledger.max_cells})")
+            if args.inline or args.no_inline:
+                self.inline = args.inline
+            print(f"memwatch on: recording every cell (ledger keeps {self.ledger.max_cells})"
+                  + ("; each cell also shows its memory line (in JupyterLab and Notebook 7 "
+                     "the badges under the cells show it already)" if self.inline else ""))
         elif args.action == "off":
             self.stop()
             print(f"memwatch off: {len(self.ledger)} cells recorded")
