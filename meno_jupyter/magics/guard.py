@@ -13,6 +13,7 @@ from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Float
 
+from meno_jupyter.core.attribution import is_user_file
 from meno_jupyter.core.cleanup import collect_garbage, trim_allocator
 from meno_jupyter.core.guard import (
     DEFAULT_AT,
@@ -49,6 +50,21 @@ def _innermost_frame(tb: TracebackType | None) -> Any:
     return frame
 
 
+def _user_traceback(tb: TracebackType | None) -> TracebackType | None:
+    """Return ``tb`` ending at its innermost frame of user code (a cell, the user's files)."""
+    nodes = []
+    while tb is not None:
+        nodes.append(tb)
+        tb = tb.tb_next
+    users = [i for i, node in enumerate(nodes) if is_user_file(node.tb_frame.f_code.co_filename)]
+    if not users:
+        return nodes[0] if nodes else None
+    rebuilt = None
+    for node in reversed(nodes[:users[-1] + 1]):
+        rebuilt = TracebackType(rebuilt, node.tb_frame, node.tb_lasti, node.tb_lineno)
+    return rebuilt
+
+
 def _free_traceback_frames(tb: TracebackType | None) -> None:
     """Drop the locals of a failed cell's function frames: its temporaries go with them."""
     while tb is not None:
@@ -80,6 +96,7 @@ class MemGuard(Magics):
         if self.state_path is not None:
             atexit.register(self.state_path.unlink, missing_ok=True)
         self._depth = 0
+        self._after_stop = False
         self._previous_exc: tuple[tuple[type[BaseException], ...], Any] | None = None
         if self.on_load:
             self.start(self.at, spill=self.spill)
@@ -180,18 +197,26 @@ class MemGuard(Magics):
                 detail += f" ({value})." if str(value) else "."
                 message = stop_message(stop.get("used_bytes", 0), stop.get("limit_bytes", 1),
                                        line, detail)
-            _free_traceback_frames(tb)
-            collect_garbage()
-            trim_allocator()
-            moved = guard.relieve() if guard.relief is not None else None
-            note = (f"{moved}: run the cell again, it has room now." if moved
-                    else self._variables_note())
-            error = MemoryGuardError(f"{message} {note}")
+            error = MemoryGuardError(f"{message} {self._variables_note()}")
             error._meno_reported = True  # type: ignore[attr-defined]
             error.__cause__ = None
             error.__suppress_context__ = True
             error.original = value  # type: ignore[attr-defined]
-            shell.showtraceback((MemoryGuardError, error, tb), tb_offset=tb_offset)
+            # Shown down to the user's own line (not into numpy's internals), and before
+            # the frames' locals are freed: the frames shown keep their arguments.
+            shell.showtraceback((MemoryGuardError, error, _user_traceback(tb)),
+                                tb_offset=tb_offset)
+            _free_traceback_frames(tb)
+            collect_garbage()
+            trim_allocator()
+            if guard.relief is not None:
+                self._after_stop = True
+                try:
+                    moved = guard.relieve()
+                finally:
+                    self._after_stop = False
+                if moved:
+                    print(f"{moved}: run the cell again, it has room now.")
         self._write_state()
         result = getattr(shell.displayhook, "exec_result", None)
         if result is not None:  # what the kernel's reply names
@@ -228,6 +253,8 @@ class MemGuard(Magics):
         if not moved:
             return None
         names = " and ".join(f"`{name}` {format_bytes(size)}" for name, size in moved)
+        if self._after_stop:
+            return f"meno guard: moved {names} to disk"
         message = f"meno guard: moved {names} to disk to let this cell finish"
         print(f"{message} (%memspill --back NAME brings one back)")
         return message

@@ -70,6 +70,8 @@ def test_a_refused_allocation_becomes_a_guard_error_with_the_line(guarded: Any) 
     assert "MemoryGuardError" in text and "An allocation was refused" in text
     assert "in line 2: `big = np.ones(10**13)`" in text
     assert "Your variables are intact; the largest: `kept`" in text
+    # The traceback ends at the user's line, its frames shown with their arguments.
+    assert "numeric.py" not in text and "failed resolving arguments" not in text
     assert guarded.user_ns["kept"][-1] == 99_999
     assert guarded.run_cell("y = 2").success
 
