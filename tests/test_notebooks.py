@@ -260,3 +260,25 @@ def test_in_a_kernel_inline_lines_reach_front_ends_without_the_labextension() ->
                         text), text
     assert text in page and "<script" not in page and "http" not in page
     assert after.outputs == []  # --no-inline: no more lines
+
+
+def test_in_a_kernel_the_running_cell_is_recorded_once_the_extension_loads() -> None:
+    # Without %memwatch or %memguard: a death's post-mortem can still name the cell.
+    notebook = new_notebook(cells=[
+        new_code_cell("%load_ext meno_jupyter"),
+        new_code_cell("from ipykernel.connect import get_connection_file\n"
+                      "from meno_jupyter.core.ledger import inflight_path_for, "
+                      "read_inflight_file\n"
+                      "path = inflight_path_for(get_connection_file())\n"
+                      "record = read_inflight_file(path)\n"
+                      "print(record['running'], record['execution_count'], "
+                      "record['source_head'])"),
+        new_code_cell("print(path.exists())"),
+        new_code_cell("%unload_ext meno_jupyter"),
+        new_code_cell("print(path.exists())"),
+    ])
+    execute(notebook)
+    printed = [cell.outputs[0]["text"].strip() if cell.outputs else "" for cell in notebook.cells]
+    assert printed[1] == "True 2 from ipykernel.connect import get_connection_file"
+    assert printed[2] == "True"  # this cell's own record, removed when it ends
+    assert printed[4] == "False"

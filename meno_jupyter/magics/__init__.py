@@ -30,6 +30,9 @@ def unregister(shell: Any) -> None:
     watch = shell.magics_manager.registry.get("WatchMagics")
     if watch is not None:
         watch.stop()
+    from meno_jupyter.magics._common import cell_in_flight
+
+    cell_in_flight(shell).release("extension")
     for name in ("MemGuard", "MemCheckpoint"):
         magics = shell.magics_manager.registry.get(name)
         if magics is not None:
