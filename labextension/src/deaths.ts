@@ -81,6 +81,9 @@ export function deathBody(death: IDeath): HTMLElement {
   if (death.exit_code !== null) {
     parts.push(`exit status ${death.exit_code}${death.signal ? ` (${death.signal})` : ''}`);
   }
+  if (death.rss.length >= 2 && chartScaledToData(death)) {
+    parts.push('chart scaled to the data (the limit is far above)');
+  }
   figures.textContent = parts.join(' · ');
   body.append(figures);
   const list = document.createElement('ul');
@@ -94,13 +97,23 @@ export function deathBody(death: IDeath): HTMLElement {
   return body;
 }
 
+/**
+ * Whether the last minute stayed far below the limit (under a quarter of it): drawn against
+ * the limit it would be a flat line at the bottom, so the chart is scaled to the data.
+ */
+export function chartScaledToData(death: IDeath): boolean {
+  const limit = death.limit_bytes ?? 0;
+  return limit > 0 && Math.max(...death.rss) < limit / 4;
+}
+
 function memoryChart(death: IDeath): SVGSVGElement {
   const chart = document.createElementNS(SVG_NS, 'svg');
   chart.setAttribute('class', 'jp-Meno-chart jp-Meno-death-chart');
   chart.setAttribute('viewBox', `0 0 ${WIDTH} ${HEIGHT}`);
   chart.setAttribute('preserveAspectRatio', 'none');
   const peak = Math.max(...death.rss);
-  const limit = death.limit_bytes ?? 0;
+  const scaled = chartScaledToData(death);
+  const limit = scaled ? 0 : (death.limit_bytes ?? 0);
   const top = Math.max(peak, limit) * 1.05 || 1;
   const line = document.createElementNS(SVG_NS, 'path');
   line.setAttribute('class', 'jp-Meno-chart-rss');
@@ -117,7 +130,9 @@ function memoryChart(death: IDeath): SVGSVGElement {
     chart.append(limitLine);
   }
   const title = document.createElementNS(SVG_NS, 'title');
-  title.textContent = 'memory in the last minute (dashed: the limit)';
+  title.textContent = scaled
+    ? 'memory in the last minute (scaled to it: the limit is far above)'
+    : 'memory in the last minute (dashed: the limit)';
   chart.append(title);
   return chart;
 }

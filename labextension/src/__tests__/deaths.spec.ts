@@ -38,6 +38,24 @@ describe('a dead kernel explained', () => {
     expect(deathBody(death({ rss: [], times: [] })).querySelector('svg')).toBeNull();
   });
 
+  it('scales the chart to the data when the limit is far above', () => {
+    const far = death({ rss: [100e6, 200e6, 150e6], times: [1, 2, 3], limit_bytes: 25e9 });
+    const body = deathBody(far);
+    expect(body.querySelector('.jp-Meno-chart-limit')).toBeNull();
+    expect(body.querySelector('.jp-Meno-detail')?.textContent).toContain(
+      'chart scaled to the data (the limit is far above)'
+    );
+    // The line uses the height: its highest point is near the top, not at the bottom.
+    const d = body.querySelector('.jp-Meno-chart-rss')?.getAttribute('d') ?? '';
+    const ys = [...d.matchAll(/[ML]\s*[\d.]+[ ,]([\d.]+)/g)].map(m => Number(m[1]));
+    expect(Math.min(...ys)).toBeLessThan(20);
+    const near = death({ rss: [20e9, 24e9], times: [1, 2], limit_bytes: 25e9 });
+    expect(deathBody(near).querySelector('.jp-Meno-chart-limit')).not.toBeNull();
+    expect(deathBody(near).querySelector('.jp-Meno-detail')?.textContent).not.toContain(
+      'scaled'
+    );
+  });
+
   it('offers the checkpoint when the kernel kept one', () => {
     const kept = death({
       cause: 'exited with code 3',
