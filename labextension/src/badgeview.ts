@@ -27,6 +27,9 @@ import {
 import { formatBytes, linePath, pressureClass } from './format';
 import { ICell, MemoryModel } from './model';
 
+/** Kernel statuses after which a running cell will never finish. */
+const KERNEL_GONE = new Set(['restarting', 'autorestarting', 'dead']);
+
 const BADGE_CLASS = 'jp-Meno-badge';
 const SPARK_WIDTH = 60;
 const SPARK_HEIGHT = 12;
@@ -74,6 +77,11 @@ export class CellBadges {
     tracker.widgetAdded.connect((_, panel) => {
       void panel.context.ready.then(() => this.renderAll(panel));
       panel.content.model?.cells.changed.connect(() => this.renderAll(panel));
+      panel.sessionContext.statusChanged.connect((_, status) => {
+        if (KERNEL_GONE.has(status)) {
+          this.kernelGone(panel);
+        }
+      });
     });
     NotebookActions.executionScheduled.connect((_, args) => {
       this._running.set(args.cell, Date.now());
@@ -235,6 +243,29 @@ export class CellBadges {
       (figures.limit_bytes ? ` of a ${formatBytes(figures.limit_bytes)} limit` : '') +
       `\nran ${formatDuration(figures.duration_s)}, measured ${when}${count}` +
       (stale ? '\nthe cell changed since: run it again to measure it' : '');
+  }
+
+  /**
+   * The kernel died or restarts: its running cell was not measured, and the live line
+   * (which would go on with the new kernel's RSS) says so instead.
+   */
+  kernelGone(panel: NotebookPanel): void {
+    for (const [cell, started] of [...this._running]) {
+      if (!panel.content.widgets.includes(cell)) {
+        continue;
+      }
+      this._running.delete(cell);
+      this._shown.delete(cell);
+      if (!this.settings.enabled) {
+        continue;
+      }
+      const node = this._badgeNode(cell, true) as HTMLElement;
+      node.className = `${BADGE_CLASS} jp-Meno-badge-stopped`;
+      node.textContent =
+        `the kernel stopped after ${formatDuration((Date.now() - started) / 1000)}: ` +
+        'not measured';
+      node.title = 'the kernel died or restarted while this cell ran';
+    }
   }
 
   /** The running cell's line: live RSS from the server's sampler, while the kernel works. */

@@ -66,6 +66,10 @@ def test_an_oom_death_is_explained_and_its_cell_marked(lab: Lab, page: Any) -> N
     cell = page.locator(".jp-Notebook .jp-Cell").nth(grow_index)
     page.wait_for_timeout(500)
     assert cell.is_visible()
+    # Its badge says it was not measured; it does not run on with the new kernel's RSS.
+    badge = cell.locator(".jp-Meno-badge")
+    assert badge.inner_text().startswith("the kernel stopped after "), badge.inner_text()
+    assert "not measured" in badge.inner_text() and "running" not in badge.inner_text()
     assert "jp-Meno-killer-cell" in (cell.get_attribute("class") or "")
     page.screenshot(path=str(ARTIFACTS / "death-cell-marked.png"))
     # The sidebar keeps the death for the session.
