@@ -37,6 +37,8 @@ const PLUGIN_ID = '@meno/jupyter:plugin';
 const SHOWN_DEATHS_KEY = 'meno-jupyter:deaths-shown';
 const KILLER_CELL_CLASS = 'jp-Meno-killer-cell';
 const GOTO_HEAVIEST = 'meno-jupyter:goto-heaviest-cell';
+/** What JupyterLab's own dialog for a dead kernel says (replaced by the post-mortem). */
+const GENERIC_DEATH_TEXTS = ['appears to have died', 'Kernel Restarting'];
 
 /** The post-mortems already shown in this browser (so each is shown once). */
 function shownDeaths(): Set<string> {
@@ -229,6 +231,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
       rememberShown(death.id);
       dialogOpen = true;
+      // JupyterLab's own "Kernel Restarting ... appears to have died" says less: ours, with
+      // the cause, replaces it rather than waiting behind it.
+      Dialog.tracker.forEach(dialog => {
+        const text = dialog.node.textContent ?? '';
+        if (GENERIC_DEATH_TEXTS.some(generic => text.includes(generic))) {
+          dialog.reject();
+        }
+      });
       const found = death.execution_count !== null || death.cell_id !== null;
       const buttons = [Dialog.cancelButton({ label: 'Close' })];
       if (found) {
