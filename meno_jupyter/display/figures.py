@@ -239,18 +239,66 @@ def figure_bundle(figure: Figure | dict[str, Any], text: str) -> dict[str, Any]:
     """Return a display bundle: plotly's own mimetype, HTML for exports, text for terminals.
 
     JupyterLab, Notebook 7 and VS Code draw the plotly mimetype offline (plotly ships the
-    renderer); exported HTML loads plotly.js from its CDN.
+    renderer). Exported HTML loads plotly.js from its CDN; until it does (or offline, for
+    good) a static SVG of the same lines stands in its place.
     """
     spec = figure if isinstance(figure, dict) else json.loads(figure.to_json())
     payload = json_for_script(spec)  # cell text in hover labels is data, not markup
     div_id = f"meno-{uuid.uuid4().hex}"
     html_text = (
-        f'<div id="{div_id}" class="jp-Meno-figure"></div>'
+        f'<div id="{div_id}" class="jp-Meno-figure">'
+        f'<div class="jp-Meno-figure-static">{static_svg(spec)}'
+        '<div style="font-size:11px;opacity:0.7">a static copy: the interactive figure '
+        "needs plotly.js, loaded from its CDN</div></div></div>"
         f'<script src="{PLOTLY_CDN}"></script>'
-        f"<script>(function(){{var s={payload};"
-        f'if(window.Plotly){{Plotly.newPlot("{div_id}",s.data,s.layout);}}}})();</script>'
+        f"<script>(function(){{var s={payload};if(window.Plotly){{"
+        f'var d=document.getElementById("{div_id}");d.innerHTML="";'
+        "Plotly.newPlot(d,s.data,s.layout);}})();</script>"
     )
     return {PLOTLY_MIMETYPE: spec, "text/html": html_text, "text/plain": text}
+
+
+def static_svg(spec: dict[str, Any], width: int = 640, height: int = 220) -> str:
+    """Return the line traces of a plotly spec as a plain SVG (no script), for exports.
+
+    Examples
+    --------
+    >>> svg = static_svg({"data": [{"x": [0, 1, 2], "y": [1, 3, 2], "name": "rss"}]})
+    >>> svg.startswith("<svg") and "<polyline" in svg
+    True
+    """
+    import html
+
+    traces = []
+    for trace in spec.get("data", []):
+        ys = [v for v in trace.get("y") or [] if isinstance(v, (int, float))]
+        if len(ys) != len(trace.get("y") or []) or not ys:
+            continue
+        xs = trace.get("x") or list(range(len(ys)))
+        if len(xs) != len(ys) or not all(isinstance(v, (int, float)) for v in xs):
+            xs = list(range(len(ys)))
+        colour = (trace.get("line") or {}).get("color") or _LINE_COLOUR
+        traces.append((xs, ys, str(colour), str(trace.get("name") or "")))
+    title = (spec.get("layout") or {}).get("title")
+    title_text = title.get("text", "") if isinstance(title, dict) else str(title or "")
+    parts = [f'<svg class="jp-Meno-static-figure" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">',
+             f'<rect width="{width}" height="{height}" fill="none" stroke="{_GRID}"/>']
+    if traces:
+        x_low = min(min(xs) for xs, _, _, _ in traces)
+        x_span = (max(max(xs) for xs, _, _, _ in traces) - x_low) or 1.0
+        y_top = max(max(ys) for _, ys, _, _ in traces) * 1.1 or 1.0
+        for xs, ys, colour, name in traces:
+            points = " ".join(
+                f"{(x - x_low) / x_span * (width - 2) + 1:.1f},"
+                f"{height - 1 - max(0.0, y) / y_top * (height - 24):.1f}"
+                for x, y in zip(xs, ys, strict=True))
+            parts.append(f'<polyline fill="none" stroke="{html.escape(colour)}" '
+                         f'stroke-width="1.5" points="{points}">'
+                         f"<title>{html.escape(name)}</title></polyline>")
+    parts.append(f'<text x="4" y="14" font-size="11" fill="{_NEUTRAL_TEXT}">'
+                 f"{html.escape(title_text)}</text></svg>")
+    return "".join(parts)
 
 
 _BAND_COLOURS = {"medium": "rgba(239,108,0,0.08)", "high": "rgba(198,40,40,0.10)"}

@@ -96,3 +96,24 @@ def test_every_result_renders_hostile_names_as_text(browser: Any, tmp_path: Path
     assert pwned is None and not errors
     for hostile in HOSTILE[:3]:
         assert hostile in text
+
+
+def test_exported_figures_show_a_static_copy_offline(browser: Any, tmp_path: Path) -> None:
+    from meno_jupyter.core.ledger import CellRecord, Ledger
+    from meno_jupyter.display.figures import figure_bundle, ledger_figure
+
+    ledger = Ledger(10)
+    for number in range(1, 6):
+        ledger.add(CellRecord(number, f"cell {number}", 1e9 + number, 0.1, 2**20 * number,
+                              2**21 * number, 2**22 * number, True, 0))
+    page_file = tmp_path / "figure.html"
+    page_file.write_text("<!doctype html><html><body>"
+                         + figure_bundle(ledger_figure(ledger), "")["text/html"]
+                         + "</body></html>")
+    context, page = _offline_page(browser)  # the CDN cannot be reached
+    page.goto(page_file.as_uri(), wait_until="domcontentloaded")
+    page.wait_for_timeout(500)
+    static = page.locator(".jp-Meno-figure .jp-Meno-figure-static svg polyline")
+    assert static.count() >= 1 and static.first.is_visible()
+    assert "a static copy: the interactive figure needs plotly.js" in page.inner_text("body")
+    context.close()
