@@ -108,13 +108,24 @@ def load_ipython_extension(ipython: Any) -> None:
     """Register the magics: ``%load_ext meno_jupyter``.
 
     In a kernel, the cell running is recorded from now on (0.15 ms a cell): if the kernel
-    dies, the post-mortem names it, with or without ``%memwatch``.
+    dies, the post-mortem names it, with or without ``%memwatch``; and when the previous
+    kernel of this notebook died while running a cell without anyone reporting it (VS Code
+    runs no server extension), this says so once.
     """
     from meno_jupyter.magics import register
-    from meno_jupyter.magics._common import cell_in_flight
+    from meno_jupyter.magics._common import cell_in_flight, note_this_kernel
 
     register(ipython)
     cell_in_flight(ipython).use("extension")
+    # Once per kernel: a post-mortem where no server extension gave one (VS Code).
+    if not getattr(ipython, "_meno_kernel_noted", False):
+        ipython._meno_kernel_noted = True
+        message = note_this_kernel(ipython)
+        if message:
+            print(f"meno-jupyter: {message}")
+            status = ipython.magics_manager.registry.get("StatusMagics")
+            if status is not None:
+                status.previous_death = message
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -105,7 +105,8 @@ def notebook_identity(environ: Mapping[str, str], namespace: Mapping[str, object
     return cwd
 
 
-def _data_dir() -> Path:
+def jupyter_data_dir() -> Path:
+    """Return Jupyter's data directory (``~/.local/share/jupyter`` without Jupyter)."""
     try:
         from jupyter_core.paths import jupyter_data_dir
     except ImportError:  # terminal IPython without Jupyter installed
@@ -123,7 +124,7 @@ def checkpoint_directory(notebook: str, base: Path | None = None) -> Path:
     """
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(notebook).stem or "notebook")[:40]
     digest = hashlib.sha256(notebook.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return (base or _data_dir() / "meno-jupyter" / "checkpoints") / f"{stem}-{digest}"
+    return (base or jupyter_data_dir() / "meno-jupyter" / "checkpoints") / f"{stem}-{digest}"
 
 
 # --------------------------------------------------------------------------- records

@@ -295,3 +295,29 @@ def cell_in_flight(shell: Any) -> CellInFlight:
         path = None if connection_file is None else inflight_path_for(connection_file)
         found = _in_flight[id(shell)] = CellInFlight(shell, path)
     return found
+
+
+def note_this_kernel(shell: Any) -> str | None:
+    """Note this kernel for the next one of its notebook; say how the previous one died.
+
+    Returns the sentence about the previous kernel when it died while running a cell and
+    nothing has reported it yet (front ends without the server extension: VS Code).
+    """
+    connection_file = kernel_connection_file(shell)
+    if connection_file is None:
+        return None
+    from meno_jupyter.core.checkpoint import jupyter_data_dir, notebook_identity
+    from meno_jupyter.core.deaths import (
+        forget_kernel,
+        kernel_note_path,
+        note_kernel,
+        previous_kernel_death,
+    )
+
+    notebook = notebook_identity(os.environ, shell.user_ns, os.getcwd())
+    path = kernel_note_path(notebook, jupyter_data_dir())
+    message = previous_kernel_death(path)
+    with contextlib.suppress(OSError):
+        note_kernel(path, connection_file)
+        atexit.register(forget_kernel, path)
+    return message

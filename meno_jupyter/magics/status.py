@@ -25,6 +25,8 @@ from meno_jupyter.shell import output_cache_objects, user_variables
 class StatusMagics(Magics):
     """Holds ``%memstatus``."""
 
+    previous_death: str | None = None  # set at load when the previous kernel died unseen
+
     @plain_help
     @magic_arguments()
     @argument("-o", "--output", metavar="NAME", help="Store the MemoryStatus in this variable.")
@@ -66,6 +68,8 @@ class StatusMagics(Magics):
         checkpoints = checkpoints_of(self.shell)
         if checkpoints is not None and checkpoints.checkpointer is not None:
             print(checkpoints.describe())
+        if self.previous_death:
+            print(f"meno-jupyter: {self.previous_death}")
         spill = spill_of(self.shell)
         if spill is not None and spill.store is not None and spill.store.spilled_names():
             print(spill.describe())

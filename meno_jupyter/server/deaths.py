@@ -17,7 +17,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import stat
 import time
 from collections import deque
@@ -29,23 +28,17 @@ from typing import Any
 import psutil
 
 from meno_jupyter.core.checkpoint import checkpoint_of_kernel
+from meno_jupyter.core.deaths import classify, summarize
+from meno_jupyter.core.deaths import memory_cgroup_dirs as _cgroup_dirs
+from meno_jupyter.core.deaths import memory_cgroups_limit as _cgroup_limit
+from meno_jupyter.core.deaths import oom_kills as _oom_kills
 from meno_jupyter.core.ledger import LedgerFileError, inflight_path_for, read_inflight_file
-from meno_jupyter.core.memory import cgroup_ancestors, format_bytes
+from meno_jupyter.core.memory import format_bytes
 
 MAX_DEATHS = 200
 SAMPLES_KEPT_S = 60.0
 DEATHS_FILE = "deaths.jsonl"
 DEATHS_MAX_BYTES = 16 * 2**20
-ALMOST_CERTAINLY_OOM = 0.9
-CRASH_NAMES = {
-    signal.SIGSEGV: "segmentation fault",
-    signal.SIGABRT: "aborted (SIGABRT)",
-    signal.SIGBUS: "bus error",
-    signal.SIGFPE: "floating-point exception",
-    signal.SIGILL: "illegal instruction",
-}
-
-
 @dataclass(frozen=True)
 class Death:
     """What is known of one kernel's death. Sizes in bytes, times in Unix seconds."""
@@ -132,113 +125,7 @@ _FIELD_CHECKS: dict[str, Callable[[object], bool]] = {
 _REQUIRED_FIELDS = ("kernel_id", "pid", "died_at", "cause", "summary", "exit_code", "signal")
 
 
-def classify(  # noqa: PLR0911 - one return per cause
-        exit_code: int | None, oom_kills_rose: bool | None,
-        share_of_limit: float | None) -> tuple[str, str | None]:
-    """Return (cause, signal name) for a dead kernel.
-
-    Examples
-    --------
-    >>> classify(-9, True, 0.99)
-    ('killed by the out-of-memory killer', 'SIGKILL')
-    >>> classify(-9, None, 0.97)
-    ('killed (SIGKILL) at 97 % of the limit: almost certainly out of memory', 'SIGKILL')
-    >>> classify(-11, False, 0.2)
-    ('crashed: segmentation fault', 'SIGSEGV')
-    >>> classify(3, False, 0.1)
-    ('exited with code 3', None)
-    """
-    if exit_code is None:
-        return "stopped; no exit status was recorded", None
-    if exit_code >= 0:
-        return f"exited with code {exit_code}", None
-    try:
-        number = signal.Signals(-exit_code)
-    except ValueError:
-        return f"killed by signal {-exit_code}", None
-    name = number.name
-    if number == signal.SIGKILL:
-        if oom_kills_rose:
-            return "killed by the out-of-memory killer", name
-        if share_of_limit is not None and share_of_limit >= ALMOST_CERTAINLY_OOM:
-            return (f"killed (SIGKILL) at {100 * share_of_limit:.0f} % of the limit: almost "
-                    "certainly out of memory"), name
-        return "killed (SIGKILL)", name
-    if number in CRASH_NAMES:
-        return f"crashed: {CRASH_NAMES[number]}", name
-    return f"killed by {name}", name
-
-
-def summarize(cause: str, execution_count: int | None, source_head: str) -> str:
-    """One sentence for people: what happened, and in which cell.
-
-    Examples
-    --------
-    >>> summarize("killed by the out-of-memory killer", 12, "m = a.merge(b)")
-    'The kernel was killed by the out-of-memory killer while running cell [12] (m = a.merge(b)).'
-    >>> summarize("crashed: segmentation fault", None, "")
-    'The kernel crashed (segmentation fault).'
-    """
-    after = ""
-    if cause.startswith("killed"):
-        what = f"was {cause}"
-    elif cause.startswith("crashed: "):
-        what = f"crashed ({cause.removeprefix('crashed: ')})"
-    elif cause.startswith("stopped; "):
-        what, after = "stopped", f"; {cause.removeprefix('stopped; ')}"
-    else:
-        what = cause
-    cell = ""
-    if execution_count is not None:
-        cell = f" while running cell [{execution_count}]"
-        if source_head:
-            cell += f" ({source_head})"
-    return f"The kernel {what}{cell}{after}."
-
-
 # ---------------------------------------------------------------------------- cgroups
-
-def _cgroup_dirs(pid: int) -> list[Path]:
-    """Return the memory cgroup directories of a process, its own first, then ancestors."""
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    except OSError:
-        return []
-    root = Path("/sys/fs/cgroup")
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            start, top = root / "memory" / path.lstrip("/"), root / "memory"
-            break
-    else:
-        v2 = [line.split(":", 2)[2] for line in lines if line.startswith("0::")]
-        if not v2:
-            return []
-        start, top = root / v2[0].lstrip("/"), root
-    # The hierarchy's root is left out: its counters count every OOM kill on the machine.
-    return [directory for directory in cgroup_ancestors(start, top) if directory != top]
-
-
-def _oom_kills(directory: Path) -> int | None:
-    for name in ("memory.events", "memory.oom_control"):
-        with contextlib.suppress(OSError, ValueError):
-            for line in (directory / name).read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
-                    return int(value)
-    return None
-
-
-def _cgroup_limit(directories: Iterable[Path]) -> int | None:
-    best = None
-    for directory in directories:
-        for name in ("memory.max", "memory.limit_in_bytes"):
-            with contextlib.suppress(OSError, ValueError):
-                value = int((directory / name).read_text().strip())
-                if value < 1 << 60 and (best is None or value < best):
-                    best = value
-    return best
-
 
 @dataclass
 class _Watched:
