@@ -83,6 +83,17 @@ def test_arrays_of_every_file_dtype_and_layout(store: SpillStore) -> None:
     assert ns["floats"][0, 0] == 42.0
 
 
+def test_multiindex_rows_and_columns_come_back_as_they_were(store: SpillStore) -> None:
+    index = pd.MultiIndex.from_product([["a", "b"], range(500)], names=["group", "n"])
+    columns = pd.MultiIndex.from_tuples([("x", "mean"), ("x", "max"), ("y", "mean")])
+    expected = pd.DataFrame(np.arange(3000.0).reshape(1000, 3), index=index, columns=columns)
+    ns: dict[str, Any] = {"wide": expected.copy()}
+    store.spill(["wide"], ns)
+    assert ns["wide"].equals(expected)
+    assert ns["wide"].index.equals(index) and ns["wide"].columns.equals(columns)
+    assert ns["wide"].loc[("b", 3), ("x", "max")] == expected.loc[("b", 3), ("x", "max")]
+
+
 def test_containers_and_series(store: SpillStore) -> None:
     series = pd.Series(np.arange(5.0), index=list("abcde"), name="s")
     ns: dict[str, Any] = {"box": {"a": np.arange(3), "parts": [series.copy(), (np.ones(2),)]}}

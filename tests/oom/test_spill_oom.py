@@ -112,3 +112,24 @@ def test_a_refused_single_allocation_says_what_was_moved(
     assert ok(kernel, "big = np.ones(330 * 2**20 // 8)\nprint(big.shape)").strip().endswith(
         f"({330 * 2**20 // 8},)")
     assert kernel[2].oom_kills() == 0
+
+
+def test_config_turns_the_spilling_guard_on(tmp_path: Path) -> None:
+    require_memory_cgroup()
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    with MemoryCgroup(LIMIT) as cgroup:
+        manager, client = start_kernel_in(cgroup, env=env, extra_arguments=[
+            "--InteractiveShellApp.extensions=meno_jupyter", "--MemGuard.on_load=True",
+            "--MemGuard.spill=True"])
+        try:
+            kernel = (manager, client, cgroup)
+            assert "moves idle variables to disk" in ok(kernel, "%memguard status")
+            # The data is built unguarded (its temporaries come near the limit), then the
+            # guard is on again: with the configured spill.
+            ok(kernel, "%memguard off\n" + SETUP + "\n%memguard on")
+            text = ok(kernel, BIG_CELL)
+            assert "meno guard: moved `raw` 300.0 MiB" in text and text.strip().endswith("17")
+            assert cgroup.oom_kills() == 0
+        finally:
+            client.stop_channels()
+            manager.shutdown_kernel(now=True)
