@@ -9,7 +9,8 @@ from __future__ import annotations
 from meno_jupyter.topics.cache import EmbeddingCache
 from meno_jupyter.topics.datasets import debian_descriptions, docstring_corpus
 from meno_jupyter.topics.documents import Documents
-from meno_jupyter.topics.embedder import ChunkedEmbedder, EncoderError
+from meno_jupyter.topics.embedder import ChunkedEmbedder
+from meno_jupyter.topics.encoders import EncoderError
 from meno_jupyter.topics.explorer import StageTimeline, TopicExplorer, TopicProcessError
 from meno_jupyter.topics.recommend import Recommendation, recommend_settings
 from meno_jupyter.topics.static import StaticModelError, distill_static_model

@@ -30,7 +30,7 @@ from meno_jupyter.core.cleanup import trim_allocator
 from meno_jupyter.core.cluster import worker_statuses
 from meno_jupyter.core.memory import format_bytes
 from meno_jupyter.topics._worker import load_encoder
-from meno_jupyter.topics.embedder import Encoder, EncoderError, InProcessEncoder
+from meno_jupyter.topics.encoders import Encoder, EncoderError, InProcessEncoder
 from meno_jupyter.topics.static import STATIC_MODEL, distill_static_model, static_model_ready
 from meno_jupyter.topics.store import EmbeddingStore, StoreError, StoreMeta
 

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from meno_jupyter.topics.embedder import ChunkedEmbedder, EncoderError
+from meno_jupyter.topics.embedder import ChunkedEmbedder
+from meno_jupyter.topics.encoders import EncoderError
 from meno_jupyter.topics.store import EmbeddingStore
 from tests.dask.conftest import running_cluster
 
