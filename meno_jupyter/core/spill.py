@@ -31,6 +31,7 @@ from typing import Any
 from meno_jupyter.core.caches import private_directory
 from meno_jupyter.core.cleanup import trim_allocator
 from meno_jupyter.core.memory import MIB, format_bytes
+from meno_jupyter.core.namespace import deep_sizeof
 from meno_jupyter.core.rendering import RendersAsTable, html_table, text_table
 
 __all__ = ["SpillError", "SpillReport", "SpillStore", "anonymous_rss", "default_spill_dir"]
@@ -445,6 +446,7 @@ class SpillStore:
         Every variable is checked and written before any name is rebound: a name that
         cannot be moved raises SpillError, a full disk OSError, and then nothing changed.
         """
+        names = list(dict.fromkeys(names))  # a name given twice moves once
         missing = [n for n in names if n not in namespace]
         if missing:
             raise SpillError(f"no variable named {', '.join(missing)}")
@@ -462,20 +464,19 @@ class SpillStore:
             if reason:
                 raise SpillError(f"`{name}`: {reason}")
         directory = self._ready()
-        from meno_jupyter.core.namespace import deep_sizeof
-
         # Every variable is written before any name is rebound: all move, or none does.
         twins: list[tuple[str, Any, _Files, int, float]] = []
+        written: list[_Files] = []
         try:
             for name in names:
                 started = time.perf_counter()
                 files = _Files(directory)
-                twins.append((name, None, files, deep_sizeof(namespace[name],
-                                                             time_budget_s=0.5)[0], started))
-                twins[-1] = (name, _spill_value(namespace[name], files), files, twins[-1][3],
-                             started)
+                written.append(files)
+                before_bytes = deep_sizeof(namespace[name], time_budget_s=0.5)[0]
+                twins.append((name, _spill_value(namespace[name], files), files,
+                              before_bytes, started))
         except BaseException:
-            for _, _, files, _, _ in twins:
+            for files in written:
                 files.remove()
             raise
         moved = []

@@ -144,7 +144,7 @@ def test_a_variable_held_elsewhere_is_refused(store: SpillStore) -> None:
 
 def test_files_go_with_the_variable(store: SpillStore) -> None:
     ns: dict[str, Any] = {"a": np.arange(1000.0), "b": np.arange(1000.0)}
-    store.spill(["a", "b"], ns)
+    store.spill(["a", "b", "a"], ns)  # a name given twice moves once
     assert len(list(store.directory.iterdir())) == 2
     ns["a"] = 1  # rebound
     del ns["b"]  # deleted
