@@ -305,7 +305,10 @@ class Checkpointer:
         return self.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop starting writers and wait for the one running (killed after ``timeout``)."""
+        """Stop starting writers, wait for the one running (killed after ``timeout``).
+
+        The limit reader it was given is closed too.
+        """
         with self._lock:
             self._closed = True
             writer = self._writer
@@ -313,6 +316,9 @@ class Checkpointer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(writer.pid, signal.SIGKILL)
             self.wait(5.0)
+        if self._reader is not None:  # given to this checkpointer: it goes with it
+            self._reader.close()
+            self._reader = None
 
     def adopt(self, report: RestoreReport, namespace: Mapping[str, object]) -> None:
         """Take restored variables as saved already: the next checkpoint does not rewrite them."""

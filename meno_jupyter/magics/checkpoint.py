@@ -64,7 +64,11 @@ class MemCheckpoint(Magics):
         self.pointer_path = None if connection_file is None else pointer_path_for(
             connection_file)
         if self.on_load:
-            self.start(self.directory or None, parse_max_size(self.max_size))
+            try:
+                self.start(self.directory or None, parse_max_size(self.max_size))
+            except (ValueError, CheckpointError, OSError) as error:
+                # A bad setting must not stop the extension (and every other magic) loading.
+                print(f"meno-jupyter: checkpoints stay off: {error} (c.MemCheckpoint)")
 
     def default_directory(self) -> Path:
         """Return the checkpoint directory of this kernel's notebook."""

@@ -303,13 +303,18 @@ def test_no_writer_when_the_headroom_is_short(tmp_path: Path) -> None:
         def used(self) -> int:
             return 950_000_000
 
-    kernel = Kernel(tmp_path / "cp", limit_reader=Tight())
+        def close(self) -> None:
+            self.closed = True
+
+    tight = Tight()
+    kernel = Kernel(tmp_path / "cp", limit_reader=tight)
     assert not kernel.run("a = 1", a=1)
     assert kernel.checkpointer.last_problem == (
         "no checkpoint after cell [1]: only 47.7 MiB left under the limit (953.7 MiB); the "
         "writer's copies of the pages it reads could push the kernel over it (it needs "
         "128.0 MiB)")
     kernel.checkpointer.close()
+    assert tight.closed  # the reader goes with the checkpointer
 
 
 def test_where_a_notebook_keeps_its_checkpoints(tmp_path: Path) -> None:

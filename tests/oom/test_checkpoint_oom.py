@@ -182,3 +182,18 @@ def test_with_the_guard_a_stopped_cell_is_no_death_and_the_checkpoint_goes_on(
         status = ok(kernel, "%memcheckpoint status --wait")
         assert "\nafter  int" in status and "chunks" not in status, status
         assert cgroup.oom_kills() == 0
+
+
+def test_a_bad_setting_leaves_checkpoints_off_and_the_extension_loaded(
+        env: dict[str, str], kernels: list[tuple[Any, Any]]) -> None:
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(env=env, extra_arguments=[
+        "--InteractiveShellApp.extensions=meno_jupyter", "--MemCheckpoint.on_load=True",
+        "--MemCheckpoint.max_size=lots"])
+    client = manager.blocking_client()
+    client.start_channels()
+    client.wait_for_ready(timeout=60)
+    kernel = (manager, client)
+    kernels.append(kernel)
+    assert ok(kernel, "%memcheckpoint").startswith("checkpoints off")
+    assert ok(kernel, "%memguard status").startswith("memory guard off")  # the others too
