@@ -99,7 +99,10 @@ class MemGuard(Magics):
         self._after_stop = False
         self._previous_exc: tuple[tuple[type[BaseException], ...], Any] | None = None
         if self.on_load:
-            self.start(self.at, spill=self.spill)
+            try:
+                self.start(self.at, spill=self.spill)
+            except ValueError as error:  # a bad c.MemGuard.at must not stop the extension
+                print(f"meno-jupyter: the memory guard stays off: {error} (c.MemGuard.at)")
 
     # ------------------------------------------------------------------ on / off
 

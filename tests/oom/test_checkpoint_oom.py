@@ -189,11 +189,11 @@ def test_a_bad_setting_leaves_checkpoints_off_and_the_extension_loaded(
     manager = KernelManager(kernel_name="python3")
     manager.start_kernel(env=env, extra_arguments=[
         "--InteractiveShellApp.extensions=meno_jupyter", "--MemCheckpoint.on_load=True",
-        "--MemCheckpoint.max_size=lots"])
+        "--MemCheckpoint.max_size=lots", "--MemGuard.on_load=True", "--MemGuard.at=7"])
     client = manager.blocking_client()
     client.start_channels()
     client.wait_for_ready(timeout=60)
     kernel = (manager, client)
     kernels.append(kernel)
     assert ok(kernel, "%memcheckpoint").startswith("checkpoints off")
-    assert ok(kernel, "%memguard status").startswith("memory guard off")  # the others too
+    assert ok(kernel, "%memguard status").startswith("memory guard off")  # at=7: also off
