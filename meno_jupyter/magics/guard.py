@@ -98,11 +98,15 @@ class MemGuard(Magics):
         self._depth = 0
         self._after_stop = False
         self._previous_exc: tuple[tuple[type[BaseException], ...], Any] | None = None
-        if self.on_load:
-            try:
+        try:
+            parse_level(self.at)
+        except ValueError as error:  # a bad c.MemGuard.at must not stop the extension
+            print(f"meno-jupyter: c.MemGuard.at: {error}; the default "
+                  f"({DEFAULT_AT:.0%}) is used, and the guard stays off")
+            self.at = DEFAULT_AT
+        else:
+            if self.on_load:
                 self.start(self.at, spill=self.spill)
-            except ValueError as error:  # a bad c.MemGuard.at must not stop the extension
-                print(f"meno-jupyter: the memory guard stays off: {error} (c.MemGuard.at)")
 
     # ------------------------------------------------------------------ on / off
 
