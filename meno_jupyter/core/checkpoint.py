@@ -43,6 +43,7 @@ from meno_jupyter.core.ledger import (
     LedgerFileError,
     kernel_file_for,
     read_json_file,
+    write_all,
     write_json_atomic,
 )
 from meno_jupyter.core.memory import GIB, MIB, format_bytes, parse_size
@@ -122,9 +123,20 @@ def checkpoint_directory(notebook: str, base: Path | None = None) -> Path:
     >>> checkpoint_directory("/w/My Analysis.ipynb", Path("/d")).name[:12]
     'My_Analysis-'
     """
+    return (base or jupyter_data_dir() / "meno-jupyter" / "checkpoints") / notebook_slug(notebook)
+
+
+def notebook_slug(notebook: str) -> str:
+    """Return a file name for a notebook: its readable stem and a digest of its identity.
+
+    Examples
+    --------
+    >>> notebook_slug("/w/My Analysis.ipynb")[:12]
+    'My_Analysis-'
+    """
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(notebook).stem or "notebook")[:40]
     digest = hashlib.sha256(notebook.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return (base or jupyter_data_dir() / "meno-jupyter" / "checkpoints") / f"{stem}-{digest}"
+    return f"{stem}-{digest}"
 
 
 # --------------------------------------------------------------------------- records
@@ -336,12 +348,6 @@ class _Sink:
 def _content_name(parts: list[int], digests: list[list[str]]) -> str:
     summary = json.dumps({"parts": parts, "digests": digests}).encode()
     return hashlib.sha256(summary).hexdigest()
-
-
-def write_all(fd: int, data: memoryview) -> None:
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
 
 
 # Set while variables are rebuilt: functions saved by value get these globals.

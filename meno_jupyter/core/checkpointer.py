@@ -43,9 +43,9 @@ from meno_jupyter.core.checkpoint import (
     WritePlan,
     open_directory,
     read_log,
-    write_all,
     write_checkpoint,
 )
+from meno_jupyter.core.ledger import write_all
 from meno_jupyter.core.memory import MIB, WorkingSetReader, format_bytes
 from meno_jupyter.core.namespace import names_in
 

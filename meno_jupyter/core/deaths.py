@@ -12,15 +12,14 @@ that is gone (:func:`previous_kernel_death`) and says so once.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import re
 import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from meno_jupyter.core.checkpoint import notebook_slug
 from meno_jupyter.core.ledger import (
     LedgerFileError,
     inflight_path_for,
@@ -157,9 +156,7 @@ def memory_cgroups_limit(directories: Iterable[Path]) -> int | None:
 
 def kernel_note_path(notebook: str, data_dir: Path) -> Path:
     """Return where the kernels of ``notebook`` note themselves (one file per notebook)."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(notebook).stem or "notebook")[:40]
-    digest = hashlib.sha256(notebook.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return data_dir / "meno-jupyter" / "kernels" / f"{stem}-{digest}.json"
+    return data_dir / "meno-jupyter" / "kernels" / f"{notebook_slug(notebook)}.json"
 
 
 def note_kernel(path: Path, connection_file: str, pid: int | None = None) -> None:
@@ -195,7 +192,7 @@ def previous_kernel_death(path: Path, *, now: float | None = None) -> str | None
         return None
     pid, connection_file = note.get("pid"), note.get("connection_file")
     if type(pid) is not int or not isinstance(connection_file, str) or pid == os.getpid() \
-            or _running(pid):
+            or process_alive(pid):
         return None
     record_path = inflight_path_for(connection_file)
     try:
@@ -234,10 +231,11 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _running(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Tell whether process ``pid`` runs (a zombie, waiting to be reaped, does not)."""
+    import psutil
+
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            state = handle.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
         return False
-    return state not in (b"Z", b"X")

@@ -127,6 +127,13 @@ def ledger_path_for(connection_file: str | os.PathLike[str]) -> Path:
     return kernel_file_for(connection_file, "ledger")
 
 
+def write_all(fd: int, data: memoryview) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
 def write_json_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old or the new file, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from typing import Any
 
 from meno_jupyter.core.caches import private_directory
 from meno_jupyter.core.cleanup import trim_allocator
+from meno_jupyter.core.ledger import write_all
 from meno_jupyter.core.memory import MIB, format_bytes
 from meno_jupyter.core.namespace import deep_sizeof
 from meno_jupyter.core.rendering import RendersAsTable, html_table, text_table
@@ -138,12 +139,12 @@ def _write_array(array: Any, files: _Files) -> Any:
         if ordered.flags.c_contiguous:
             data = memoryview(np.ascontiguousarray(ordered).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
             for start in range(0, len(data), _WRITE_CHUNK):
-                _write_all(fd, data[start:start + _WRITE_CHUNK])
+                write_all(fd, data[start:start + _WRITE_CHUNK])
         else:  # a strided view: written a slab of rows at a time, never copied whole
             rows = max(1, _WRITE_CHUNK // max(1, ordered[0].nbytes if len(ordered) else 1))
             for start in range(0, len(ordered), rows):
                 slab = np.ascontiguousarray(ordered[start:start + rows])
-                _write_all(fd, memoryview(slab.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
+                write_all(fd, memoryview(slab.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
         os.fdatasync(fd)
         # Written and on disk: the page cache may drop it (the cgroup counts it until then).
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -151,12 +152,6 @@ def _write_array(array: Any, files: _Files) -> Any:
         os.close(fd)
     mapped = np.load(path, mmap_mode="r+")
     return mapped.view(np.ndarray)  # an ordinary ndarray whose base is the mapping
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        done = os.write(fd, data)
-        data = data[done:]
 
 
 def _write_arrow(chunked: Any, files: _Files) -> Any:

@@ -25,10 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from meno_jupyter.core.checkpoint import checkpoint_of_kernel
-from meno_jupyter.core.deaths import classify, summarize
+from meno_jupyter.core.deaths import classify, process_alive, summarize
 from meno_jupyter.core.deaths import memory_cgroup_dirs as _cgroup_dirs
 from meno_jupyter.core.deaths import memory_cgroups_limit as _cgroup_limit
 from meno_jupyter.core.deaths import oom_kills as _oom_kills
@@ -236,7 +234,7 @@ class DeathWatch:
             if watched is None or watched.pid != pid:
                 watched = self._watched[kernel_id] = _Watched(
                     pid, [], {}, None, getattr(kernel, "connection_file", "") or "")
-            if not _alive(pid):  # dead, not yet restarted: keep the figures from before
+            if not process_alive(pid):  # dead, not yet restarted: keep the figures from before
                 continue
             # A process can be moved between cgroups; an exiting one shows only the root
             # (an empty list here), which must not replace what it lived in.
@@ -306,7 +304,7 @@ class DeathWatch:
                 cell = read_inflight_file(path)
             except LedgerFileError:
                 continue
-            if not cell["running"] or _alive(cell["pid"]):
+            if not cell["running"] or process_alive(cell["pid"]):
                 continue
             kernel_id = path.stem.removeprefix("meno-inflight-").removeprefix("kernel-")
             count = cell["execution_count"]
@@ -329,13 +327,6 @@ class DeathWatch:
             figures = (f" (last seen at {format_bytes(death.rss_bytes)} of "
                        f"{format_bytes(death.limit_bytes)})")
         return f"meno-jupyter: kernel {death.kernel_id}: {death.summary}{figures}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _cell_in_flight(connection_file: str, pid: int) -> dict[str, Any] | None:
