@@ -23,7 +23,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,36 +211,41 @@ def _spill_extension(array: Any, files: _Files) -> Any:
 
 
 def _spill_value(value: Any, files: _Files) -> Any:
-    """Return ``value`` rebuilt on files (same type, dtypes, shape, labels)."""
+    """Return ``value`` (which :func:`_check` passed) rebuilt on files, labels kept."""
+    return _rebuild(value, lambda array: _write_array(array, files),
+                    lambda column: _spill_extension(column, files), _refuse)
+
+
+def _rebuild(value: Any, array: Callable[[Any], Any], column: Callable[[Any], Any],
+             other: Callable[[Any], Any]) -> Any:
+    """Return ``value`` with each numpy array and pandas column replaced, the rest kept.
+
+    The same containers (dicts, lists, tuples), index, labels, names and attrs; what is
+    none of these goes to ``other``.
+    """
     import numpy as np
 
-    module = type(value).__module__ or ""
     if isinstance(value, np.ndarray):
-        if type(value) is not np.ndarray:
-            raise SpillError(f"a {type(value).__name__} (a subclass of ndarray) would come "
-                             "back as a plain ndarray")
-        return _write_array(value, files)
-    if module.startswith("pandas"):
+        return array(value)
+    if (type(value).__module__ or "").startswith("pandas"):
         import pandas as pd
 
         if isinstance(value, pd.DataFrame):
-            columns = {i: _spill_extension(value.iloc[:, i].array, files)
-                       for i in range(value.shape[1])}
+            columns = {i: column(value.iloc[:, i].array) for i in range(value.shape[1])}
             frame = pd.DataFrame(columns, index=value.index, copy=False)
             frame.columns = value.columns
             frame.attrs = dict(value.attrs)
             return frame
         if isinstance(value, pd.Series):
-            series = pd.Series(_spill_extension(value.array, files), index=value.index,
-                               name=value.name, copy=False)
+            series = pd.Series(column(value.array), index=value.index, name=value.name,
+                               copy=False)
             series.attrs = dict(value.attrs)
             return series
-    if isinstance(value, dict):
-        return type(value)({k: _spill_value(v, files) for k, v in value.items()}) \
-            if type(value) is dict else _refuse(value)
+    if type(value) is dict:
+        return {k: _rebuild(v, array, column, other) for k, v in value.items()}
     if type(value) in (list, tuple):
-        return type(value)(_spill_value(item, files) for item in value)
-    return _refuse(value)
+        return type(value)(_rebuild(item, array, column, other) for item in value)
+    return other(value)
 
 
 def _check(value: Any) -> None:
@@ -543,27 +548,8 @@ def _to_memory(value: Any) -> Any:
     """Return a copy of a spilled value held in ordinary memory."""
     import numpy as np
 
-    if isinstance(value, np.ndarray):
-        return np.array(value, copy=True)
-    module = type(value).__module__ or ""
-    if module.startswith("pandas"):
-        import pandas as pd
-
-        if isinstance(value, pd.DataFrame):
-            columns = {i: _array_to_memory(value.iloc[:, i].array)
-                       for i in range(value.shape[1])}
-            frame = pd.DataFrame(columns, index=value.index, copy=False)
-            frame.columns = value.columns
-            frame.attrs = dict(value.attrs)
-            return frame
-        if isinstance(value, pd.Series):
-            return pd.Series(_array_to_memory(value.array), index=value.index,
-                             name=value.name, copy=False)
-    if type(value) is dict:
-        return {k: _to_memory(v) for k, v in value.items()}
-    if type(value) in (list, tuple):
-        return type(value)(_to_memory(item) for item in value)
-    return value
+    return _rebuild(value, lambda array: np.array(array, copy=True), _array_to_memory,
+                    lambda kept: kept)
 
 
 def _array_to_memory(array: Any) -> Any:

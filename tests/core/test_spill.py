@@ -101,6 +101,11 @@ def test_containers_and_series(store: SpillStore) -> None:
     assert np.array_equal(ns["box"]["a"], np.arange(3))
     assert ns["box"]["parts"][0].equals(series) and ns["box"]["parts"][0].name == "s"
     assert isinstance(ns["box"]["parts"][1], tuple)
+    ns["named"] = pd.Series([1.0, 2.0], name="n")
+    ns["named"].attrs["unit"] = "kg"
+    store.spill(["named"], ns)
+    store.bring_back(["named"], ns)  # attrs kept both ways, for a Series as for a frame
+    assert ns["named"].attrs == {"unit": "kg"} and ns["named"].name == "n"
 
 
 @pytest.mark.parametrize(("make", "message"), [
