@@ -140,8 +140,13 @@ class CgroupKernelManager(KernelManager):
                 "meno-cgroup-kernel", *command]
 
 
-def start_kernel_in(cgroup: MemoryCgroup, **kwargs: Any) -> tuple[CgroupKernelManager, Any]:
-    """Start a python3 kernel inside ``cgroup``; return (manager, blocking client)."""
+def start_kernel_in(cgroup: MemoryCgroup | None, **kwargs: Any
+                    ) -> tuple[CgroupKernelManager, Any]:
+    """Start a python3 kernel inside ``cgroup`` (None: where this process is).
+
+    Returns (manager, blocking client); ``kwargs`` go to ``start_kernel`` (``env``,
+    ``extra_arguments``).
+    """
     manager = CgroupKernelManager(kernel_name="python3")
     manager.cgroup = cgroup
     manager.start_kernel(**kwargs)
@@ -149,6 +154,41 @@ def start_kernel_in(cgroup: MemoryCgroup, **kwargs: Any) -> tuple[CgroupKernelMa
     client.start_channels()
     client.wait_for_ready(timeout=60)
     return manager, client
+
+
+def run_tutorial_in(limit_bytes: int, name: str, env: dict[str, str] | None = None
+                    ) -> tuple[Any, int]:
+    """Execute ``notebooks/<name>`` in a kernel inside a fresh cgroup of ``limit_bytes``.
+
+    Returns the executed notebook and the cgroup's count of out-of-memory kills.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(Path(__file__).parents[1] / "notebooks" / name, as_version=4)
+    with MemoryCgroup(limit_bytes) as cgroup:
+        manager = CgroupKernelManager(kernel_name="python3")
+        manager.cgroup = cgroup
+        NotebookClient(notebook, km=manager, timeout=300,
+                       resources={"metadata": {"path": "."}}).execute(
+                           **({} if env is None else {"env": env}))
+        return notebook, cgroup.oom_kills()
+
+
+def stop_kernel(manager: Any, client: Any) -> None:
+    """Stop a kernel started by :func:`start_kernel_in` (or clean up after a dead one)."""
+    client.stop_channels()
+    if manager.is_alive():
+        manager.shutdown_kernel(now=True)
+    else:
+        manager.cleanup_resources()
+
+
+def execute_ok(manager: Any, client: Any, code: str, timeout: float = 180) -> str:
+    """Run ``code``, which must succeed; return its text output."""
+    reply, text = execute(manager, client, code, timeout)
+    assert reply["status"] == "ok", text
+    return text
 
 
 class KernelDiedError(Exception):

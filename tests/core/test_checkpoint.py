@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import signal
@@ -27,6 +26,7 @@ from meno_jupyter.core.checkpoint import (
 )
 from meno_jupyter.core.checkpointer import Checkpointer
 from meno_jupyter.core.namespace import names_in
+from tests.mounthelp import small_tmpfs
 
 
 class Kernel:
@@ -249,23 +249,8 @@ def test_a_directory_others_can_write_is_refused(tmp_path: Path) -> None:
     made.close()
 
 
-@contextlib.contextmanager
-def tiny_disk(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
-                           str(path)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must be able to mount a small tmpfs: {done.stderr}")
-        pytest.skip(f"needs to mount a small tmpfs (root): {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=False)
-
-
 def test_a_full_disk_is_a_message_and_the_previous_checkpoint_stays(tmp_path: Path) -> None:
-    with tiny_disk(tmp_path / "disk", "8m") as disk:
+    with small_tmpfs(tmp_path / "disk", "8m") as disk:
         kernel = Kernel(disk / "cp")
         kernel.run("a = ...", a=np.ones(100_000))  # 800 kB: fits
         kernel.settle()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +11,7 @@ import pandas as pd
 import pytest
 
 from meno_jupyter.core.spill import SpillError, SpillStore, anonymous_rss
+from tests.mounthelp import small_ext4, small_tmpfs
 
 N = 1_000_000
 
@@ -165,28 +163,8 @@ def test_files_go_with_the_variable(store: SpillStore) -> None:
         store.bring_back(["c"], ns)
 
 
-@contextlib.contextmanager
-def small_disk(path: Path, megabytes: int) -> Iterator[Path]:
-    """A real ext4 file system of a few MiB, mounted from a file (root)."""
-    image = path.with_suffix(".img")
-    path.mkdir()
-    with image.open("wb") as handle:
-        handle.truncate(megabytes * 2**20)
-    steps = [["mkfs.ext4", "-q", "-F", str(image)], ["mount", "-o", "loop", str(image), str(path)]]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            if os.environ.get("CI"):
-                pytest.fail(f"CI must be able to mount a small disk: {done.stderr}")
-            pytest.skip(f"needs to mount a small ext4 image (root, loop devices): {done.stderr}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=False)
-
-
 def test_a_full_disk_moves_nothing(tmp_path: Path) -> None:
-    with small_disk(tmp_path / "disk", 16) as disk:
+    with small_ext4(tmp_path / "disk", 16) as disk:
         store = SpillStore(disk / "spill")
         small, big = np.ones(100_000), np.ones(4_000_000)  # 0.8 MB fits, 32 MB does not
         ns: dict[str, Any] = {"small": small, "big": big}
@@ -207,13 +185,6 @@ def test_directories_that_would_not_help_are_refused(tmp_path: Path) -> None:
         SpillStore(shared).spill(["a"], ns)
     with pytest.raises(SpillError, match="is on a tmpfs: its files are memory"):
         SpillStore(Path("/dev/shm/meno-spill-test")).spill(["a"], ns)
-    read_only = tmp_path / "ro"
-    read_only.mkdir(mode=0o700)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(read_only)],
-                   check=False)
-    try:
-        with pytest.raises(SpillError):
-            SpillStore(read_only / "spill").spill(["a"], ns)
-    finally:
-        subprocess.run(["umount", str(read_only)], check=False)
+    with small_tmpfs(tmp_path / "ro", "1m", "ro") as read_only, pytest.raises(SpillError):
+        SpillStore(read_only / "spill").spill(["a"], ns)
     assert ns["a"].base is None

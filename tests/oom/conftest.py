@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.cgrouphelp import MemoryCgroup, start_kernel_in, why_no_memory_cgroup
+from tests.cgrouphelp import (
+    MemoryCgroup,
+    execute_ok,
+    start_kernel_in,
+    stop_kernel,
+    why_no_memory_cgroup,
+)
 
 KERNEL_LIMIT = 600 * 2**20
 
@@ -44,9 +50,7 @@ class CgroupKernel:
 
     def ok(self, code: str, timeout: float = 180) -> str:
         """Execute ``code``, which must succeed; return its text output."""
-        reply, text = self.run(code, timeout)
-        assert reply["status"] == "ok", text
-        return text
+        return execute_ok(self.manager, self.client, code, timeout)
 
 
 @pytest.fixture
@@ -58,8 +62,13 @@ def cgroup_kernel() -> Iterator[CgroupKernel]:
         try:
             yield CgroupKernel(cgroup, manager, client)
         finally:
-            client.stop_channels()
-            if manager.is_alive():
-                manager.shutdown_kernel(now=True)
-            else:
-                manager.cleanup_resources()
+            stop_kernel(manager, client)
+
+
+@pytest.fixture
+def kernels() -> Iterator[list[tuple[Any, Any]]]:
+    """A list to put (manager, client) pairs in; each kernel is stopped afterwards."""
+    started: list[tuple[Any, Any]] = []
+    yield started
+    for manager, client in started:
+        stop_kernel(manager, client)

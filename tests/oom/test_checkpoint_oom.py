@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_client.manager import KernelManager
 
-from tests.cgrouphelp import KernelDiedError, MemoryCgroup, execute, start_kernel_in
+from tests.cgrouphelp import (
+    KernelDiedError,
+    MemoryCgroup,
+    execute,
+    execute_ok,
+    run_tutorial_in,
+    start_kernel_in,
+)
 from tests.oom.conftest import require_memory_cgroup
 
 pytestmark = pytest.mark.kernel
@@ -37,21 +42,8 @@ n = 200_000
 """
 
 
-def start(env: dict[str, str], cgroup: MemoryCgroup | None) -> tuple[Any, Any]:
-    if cgroup is not None:
-        return start_kernel_in(cgroup, env=env)
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(env=env)
-    client = manager.blocking_client()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-    return manager, client
-
-
 def ok(kernel: tuple[Any, Any], code: str, timeout: float = 180) -> str:
-    reply, text = execute(*kernel, code, timeout)
-    assert reply["status"] == "ok", text
-    return text
+    return execute_ok(*kernel, code, timeout)
 
 
 @pytest.fixture
@@ -60,23 +52,11 @@ def env(tmp_path: Path) -> dict[str, str]:
             "JPY_SESSION_NAME": NOTEBOOK}
 
 
-@pytest.fixture
-def kernels() -> Iterator[list[tuple[Any, Any]]]:
-    started: list[tuple[Any, Any]] = []
-    yield started
-    for manager, client in started:
-        client.stop_channels()
-        if manager.is_alive():
-            manager.shutdown_kernel(now=True)
-        else:
-            manager.cleanup_resources()
-
-
 def test_a_killed_kernels_variables_come_back_in_a_new_kernel(
         env: dict[str, str], kernels: list[tuple[Any, Any]], tmp_path: Path) -> None:
     require_memory_cgroup()
     with MemoryCgroup(LIMIT) as cgroup:
-        dead = start(env, cgroup)
+        dead = start_kernel_in(cgroup, env=env)
         kernels.append(dead)
         ok(dead, "%load_ext meno_jupyter\n%memcheckpoint on")
         ok(dead, BUILD.format(p=""))
@@ -91,7 +71,7 @@ def test_a_killed_kernels_variables_come_back_in_a_new_kernel(
                            "    chunks.append(np.ones(2**22))", 180)
         assert died.value.exit_code == -9
         assert cgroup.oom_kills() == kills + 1
-    fresh = start(env, None)
+    fresh = start_kernel_in(None, env=env)
     kernels.append(fresh)
     report = ok(fresh, "%load_ext meno_jupyter\n%memrestore")
     assert "restored 10 variables" in report, report
@@ -116,21 +96,16 @@ print("never" in globals(), "chunks" in globals(), "squares" in globals())
 def test_config_and_a_silent_magic_turn_checkpoints_on(
         env: dict[str, str], kernels: list[tuple[Any, Any]], tmp_path: Path) -> None:
     # IPython config at start-up: every kernel checkpoints, to the configured directory.
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(env=env, extra_arguments=[
+    configured = start_kernel_in(None, env=env, extra_arguments=[
         "--InteractiveShellApp.extensions=meno_jupyter", "--MemCheckpoint.on_load=True",
         f"--MemCheckpoint.directory={tmp_path / 'configured'}", "--MemCheckpoint.max_size=1G"])
-    client = manager.blocking_client()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-    configured = (manager, client)
     kernels.append(configured)
     ok(configured, "answer = 41 + 1")
     status = ok(configured, "%memcheckpoint status --wait")
     assert f"in {tmp_path / 'configured'} (size cap 953.7 MiB)" in status, status
     assert "answer" in status
     # A front end's button runs its magics silently (no run-cell hooks for that cell).
-    silent = start(env, None)
+    silent = start_kernel_in(None, env=env)
     kernels.append(silent)
     reply, text = execute(*silent, "%load_ext meno_jupyter\n%memcheckpoint on", silent=True)
     assert reply["status"] == "ok", text
@@ -139,20 +114,9 @@ def test_config_and_a_silent_magic_turn_checkpoints_on(
 
 
 def test_the_tutorial_runs_in_a_cgroup_kernel(env: dict[str, str]) -> None:
-    import nbformat
-    from nbclient import NotebookClient
-
-    from tests.cgrouphelp import CgroupKernelManager
-
     require_memory_cgroup()
-    path = Path(__file__).parents[2] / "notebooks" / "09_checkpoints.ipynb"
-    notebook = nbformat.read(path, as_version=4)
-    with MemoryCgroup(LIMIT) as cgroup:
-        manager = CgroupKernelManager(kernel_name="python3")
-        manager.cgroup = cgroup
-        NotebookClient(notebook, km=manager, timeout=300, resources={"metadata": {"path": "."}}
-                       ).execute(env=env)
-        assert cgroup.oom_kills() == 0
+    notebook, kills = run_tutorial_in(LIMIT, "09_checkpoints.ipynb", env)
+    assert kills == 0
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     texts = ["".join(out.get("text", "") + out.get("data", {}).get("text/plain", "")
                      for out in cell.outputs) for cell in code]
@@ -170,7 +134,7 @@ def test_with_the_guard_a_stopped_cell_is_no_death_and_the_checkpoint_goes_on(
         env: dict[str, str], kernels: list[tuple[Any, Any]]) -> None:
     require_memory_cgroup()
     with MemoryCgroup(LIMIT) as cgroup:
-        kernel = start(env, cgroup)
+        kernel = start_kernel_in(cgroup, env=env)
         kernels.append(kernel)
         ok(kernel, "%load_ext meno_jupyter\n%memguard on\n%memcheckpoint on\n"
                    "import numpy as np\nkeep = np.arange(5_000_000)")
@@ -186,14 +150,9 @@ def test_with_the_guard_a_stopped_cell_is_no_death_and_the_checkpoint_goes_on(
 
 def test_a_bad_setting_leaves_checkpoints_off_and_the_extension_loaded(
         env: dict[str, str], kernels: list[tuple[Any, Any]]) -> None:
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(env=env, extra_arguments=[
+    kernel = start_kernel_in(None, env=env, extra_arguments=[
         "--InteractiveShellApp.extensions=meno_jupyter", "--MemCheckpoint.on_load=True",
         "--MemCheckpoint.max_size=lots", "--MemGuard.on_load=True", "--MemGuard.at=7"])
-    client = manager.blocking_client()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-    kernel = (manager, client)
     kernels.append(kernel)
     assert ok(kernel, "%memcheckpoint").startswith("checkpoints off")
     assert ok(kernel, "%memguard status").startswith("memory guard off")  # at=7: also off

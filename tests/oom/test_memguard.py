@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -117,21 +116,11 @@ def test_off_removes_the_thread_and_gives_the_limit_back(cgroup_kernel: CgroupKe
 
 
 def test_the_guard_notebook_runs_in_a_limited_kernel() -> None:
-    import nbformat
-    from nbclient import NotebookClient
-
-    from tests.cgrouphelp import CgroupKernelManager, MemoryCgroup
+    from tests.cgrouphelp import run_tutorial_in
     from tests.oom.conftest import KERNEL_LIMIT, require_memory_cgroup
 
     require_memory_cgroup()
-    path = Path(__file__).parents[2] / "notebooks" / "07_memory_guard.ipynb"
-    notebook = nbformat.read(path, as_version=4)
-    with MemoryCgroup(KERNEL_LIMIT) as cgroup:
-        manager = CgroupKernelManager(kernel_name="python3")
-        manager.cgroup = cgroup
-        NotebookClient(notebook, km=manager, timeout=300,
-                       resources={"metadata": {"path": "."}}).execute()
-        kills = cgroup.oom_kills()
+    notebook, kills = run_tutorial_in(KERNEL_LIMIT, "07_memory_guard.ipynb")
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     errors = {index: out for index, cell in enumerate(code) for out in cell.outputs
               if out.output_type == "error"}

@@ -6,14 +6,18 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyter_client.manager import KernelManager
 
-from tests.cgrouphelp import KernelDiedError, MemoryCgroup, execute, start_kernel_in
+from tests.cgrouphelp import (
+    KernelDiedError,
+    MemoryCgroup,
+    execute,
+    execute_ok,
+    start_kernel_in,
+)
 from tests.oom.conftest import require_memory_cgroup
 
 pytestmark = pytest.mark.kernel
@@ -25,32 +29,14 @@ def env(tmp_path: Path) -> dict[str, str]:
             "JPY_SESSION_NAME": str(tmp_path / "analysis.ipynb")}
 
 
-@pytest.fixture
-def kernels() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for manager, client in started:
-        client.stop_channels()
-        if manager.is_alive():
-            manager.shutdown_kernel(now=True)
-        else:
-            manager.cleanup_resources()
-
-
 def start(env: dict[str, str], kernels: list[Any]) -> tuple[Any, Any]:
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(env=env)
-    client = manager.blocking_client()
-    client.start_channels()
-    client.wait_for_ready(timeout=60)
-    kernels.append((manager, client))
-    return manager, client
+    kernel = start_kernel_in(None, env=env)
+    kernels.append(kernel)
+    return kernel
 
 
 def ok(kernel: tuple[Any, Any], code: str) -> str:
-    reply, text = execute(*kernel, code, 120)
-    assert reply["status"] == "ok", text
-    return text
+    return execute_ok(*kernel, code, 120)
 
 
 def test_a_kernel_killed_mid_cell_is_reported_once_by_the_next(

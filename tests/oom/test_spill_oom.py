@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.cgrouphelp import MemoryCgroup, execute, start_kernel_in
+from tests.cgrouphelp import MemoryCgroup, execute, execute_ok, start_kernel_in, stop_kernel
 from tests.oom.conftest import require_memory_cgroup
 
 pytestmark = pytest.mark.kernel
@@ -39,17 +39,11 @@ def kernel(tmp_path: Path) -> Iterator[tuple[Any, Any, MemoryCgroup]]:
         try:
             yield manager, client, cgroup
         finally:
-            client.stop_channels()
-            if manager.is_alive():
-                manager.shutdown_kernel(now=True)
-            else:
-                manager.cleanup_resources()
+            stop_kernel(manager, client)
 
 
 def ok(kernel: tuple[Any, Any, MemoryCgroup], code: str) -> str:
-    reply, text = execute(kernel[0], kernel[1], code, 180)
-    assert reply["status"] == "ok", text
-    return text
+    return execute_ok(kernel[0], kernel[1], code)
 
 
 def test_only_the_guard_stops_the_cell_and_a_spill_lets_it_complete(
@@ -131,5 +125,4 @@ def test_config_turns_the_spilling_guard_on(tmp_path: Path) -> None:
             assert "meno guard: moved `raw` 300.0 MiB" in text and text.strip().endswith("17")
             assert cgroup.oom_kills() == 0
         finally:
-            client.stop_channels()
-            manager.shutdown_kernel(now=True)
+            stop_kernel(manager, client)
