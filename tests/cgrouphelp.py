@@ -56,6 +56,18 @@ def why_no_memory_cgroup() -> str | None:
     return None
 
 
+def require_memory_cgroup() -> None:
+    """Skip (or, under CI, fail) when no memory cgroup can be made here."""
+    reason = why_no_memory_cgroup()
+    if reason is None:
+        return
+    import pytest
+
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must be able to make a memory cgroup: {reason}")
+    pytest.skip(f"needs a writable memory cgroup: {reason}")
+
+
 class MemoryCgroup:
     """A child memory cgroup with a hard limit (and no swap); removed on :meth:`close`."""
 

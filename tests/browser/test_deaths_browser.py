@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import ARTIFACTS, Lab, open_notebook, run_cell, wait_for_prompt
-from tests.cgrouphelp import MemoryCgroup, why_no_memory_cgroup
+from tests.cgrouphelp import MemoryCgroup, require_memory_cgroup
 
 pytestmark = pytest.mark.browser
 
@@ -25,11 +25,7 @@ def kernel_pid(lab: Lab, page: Any) -> int:
 
 
 def test_an_oom_death_is_explained_and_its_cell_marked(lab: Lab, page: Any) -> None:
-    reason = why_no_memory_cgroup()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must be able to make a memory cgroup: {reason}")
-        pytest.skip(f"needs a writable memory cgroup: {reason}")
+    require_memory_cgroup()
     filler = [f"# filler cell {i}\npass" for i in range(25)]
     lab.notebook("oom.ipynb", "%load_ext meno_jupyter\n%memwatch on", *filler, GROW)
     grow_index = 1 + len(filler)
@@ -102,11 +98,7 @@ def test_a_death_while_the_page_was_closed_is_shown_when_the_notebook_opens(
 
 def test_after_a_real_death_the_dialog_restores_the_checkpointed_variables(
         lab: Lab, page: Any) -> None:
-    reason = why_no_memory_cgroup()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must be able to make a memory cgroup: {reason}")
-        pytest.skip(f"needs a writable memory cgroup: {reason}")
+    require_memory_cgroup()
     lab.notebook("kept.ipynb", "%load_ext meno_jupyter\n%memcheckpoint on",
                  "import pandas as pd\nframe = pd.DataFrame({'x': range(100_000)})\n"
                  "total = int(frame.x.sum())",

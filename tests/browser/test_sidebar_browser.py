@@ -148,8 +148,7 @@ def test_the_guard_button_stops_a_runaway_cell_in_a_real_cgroup(lab: Lab, page: 
     # (The control, the same growth without the guard ending in a real OOM kill, is
     # test_deaths_browser's.)
     from tests.browser.test_deaths_browser import GROW, kernel_pid
-    from tests.cgrouphelp import MemoryCgroup
-    from tests.oom.conftest import require_memory_cgroup
+    from tests.cgrouphelp import MemoryCgroup, require_memory_cgroup
 
     require_memory_cgroup()
     lab.notebook("guard-oom.ipynb", "print('ready')", GROW)

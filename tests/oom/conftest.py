@@ -6,7 +6,6 @@ the reason; under CI they fail instead, since CI's machines allow it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,22 +14,12 @@ import pytest
 from tests.cgrouphelp import (
     MemoryCgroup,
     execute_ok,
+    require_memory_cgroup,
     start_kernel_in,
     stop_kernel,
-    why_no_memory_cgroup,
 )
 
 KERNEL_LIMIT = 600 * 2**20
-
-
-def require_memory_cgroup() -> None:
-    """Skip (or, under CI, fail) when no memory cgroup can be made here."""
-    reason = why_no_memory_cgroup()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must be able to make a memory cgroup: {reason}")
-    pytest.skip(f"needs a writable memory cgroup: {reason}")
 
 
 class CgroupKernel:

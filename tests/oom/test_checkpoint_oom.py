@@ -13,10 +13,10 @@ from tests.cgrouphelp import (
     MemoryCgroup,
     execute,
     execute_ok,
+    require_memory_cgroup,
     run_tutorial_in,
     start_kernel_in,
 )
-from tests.oom.conftest import require_memory_cgroup
 
 pytestmark = pytest.mark.kernel
 

@@ -116,8 +116,8 @@ def test_off_removes_the_thread_and_gives_the_limit_back(cgroup_kernel: CgroupKe
 
 
 def test_the_guard_notebook_runs_in_a_limited_kernel() -> None:
-    from tests.cgrouphelp import run_tutorial_in
-    from tests.oom.conftest import KERNEL_LIMIT, require_memory_cgroup
+    from tests.cgrouphelp import require_memory_cgroup, run_tutorial_in
+    from tests.oom.conftest import KERNEL_LIMIT
 
     require_memory_cgroup()
     notebook, kills = run_tutorial_in(KERNEL_LIMIT, "07_memory_guard.ipynb")
@@ -141,8 +141,8 @@ def test_the_guard_notebook_runs_in_a_limited_kernel() -> None:
 
 
 def test_config_turns_the_guard_on_for_every_kernel() -> None:
-    from tests.cgrouphelp import MemoryCgroup, execute, start_kernel_in
-    from tests.oom.conftest import KERNEL_LIMIT, require_memory_cgroup
+    from tests.cgrouphelp import MemoryCgroup, execute, require_memory_cgroup, start_kernel_in
+    from tests.oom.conftest import KERNEL_LIMIT
 
     require_memory_cgroup()
     with MemoryCgroup(KERNEL_LIMIT) as cgroup:

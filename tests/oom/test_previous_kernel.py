@@ -16,9 +16,9 @@ from tests.cgrouphelp import (
     MemoryCgroup,
     execute,
     execute_ok,
+    require_memory_cgroup,
     start_kernel_in,
 )
-from tests.oom.conftest import require_memory_cgroup
 
 pytestmark = pytest.mark.kernel
 

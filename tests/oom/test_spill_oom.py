@@ -9,8 +9,14 @@ from typing import Any
 
 import pytest
 
-from tests.cgrouphelp import MemoryCgroup, execute, execute_ok, start_kernel_in, stop_kernel
-from tests.oom.conftest import require_memory_cgroup
+from tests.cgrouphelp import (
+    MemoryCgroup,
+    execute,
+    execute_ok,
+    require_memory_cgroup,
+    start_kernel_in,
+    stop_kernel,
+)
 
 pytestmark = pytest.mark.kernel
 

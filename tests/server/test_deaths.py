@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from meno_jupyter.core.ledger import inflight_path_for
 from meno_jupyter.server.deaths import DeathWatch
-from tests.cgrouphelp import MemoryCgroup, why_no_memory_cgroup
+from tests.cgrouphelp import MemoryCgroup, require_memory_cgroup
 from tests.fuzzhelp import FLIPS, JSON_VALUES, damaged
 from tests.server.conftest import RunningKernel
 
@@ -53,11 +53,7 @@ async def start_dying_cell(kernel: RunningKernel, code: str) -> None:
 
 async def test_an_oom_kill_is_named_with_its_cell_and_memory(
         jp_fetch: Any, kernel: RunningKernel) -> None:
-    reason = why_no_memory_cgroup()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must be able to make a memory cgroup: {reason}")
-        pytest.skip(f"needs a writable memory cgroup: {reason}")
+    require_memory_cgroup()
     await kernel.run("%load_ext meno_jupyter\n%memwatch on")
     with MemoryCgroup(600 * MIB) as cgroup:
         cgroup.add(kernel.manager.provisioner.pid)
