@@ -74,6 +74,8 @@ SAFETY_FRACTION = 0.03
 MIN_SAFETY_BYTES = 32 * MIB
 MIN_INTERVAL_S = 0.002
 MAX_INTERVAL_S = 0.05
+# The growth a cell is assumed capable of before any was seen (page faults, one core).
+CELL_GROWTH_PER_S = 2 * 1024 * MIB
 # Every system call made by the thread hands the GIL back and forth with the main thread,
 # which costs the main thread far more than the call: few calls, kept-open files.
 CHILD_SCAN_S = 1.0
@@ -369,11 +371,15 @@ class MemoryGuard:
             last_used, last_time = used, now
             limit = reader.limit_bytes
             level = int(limit * self.at)
+            relief_level = int(limit * max(0.5, self.at - RELIEF_MARGIN))
+            # While a relief may still come, readings pace themselves to its (lower) level:
+            # a loop that grows fast must be seen there, before the allocation limit refuses.
+            watched = (relief_level if self.relief is not None and not self._relief_sent
+                       else level)
             with self._lock:
                 self._used = used
                 if self._armed:
                     self._cell_peak = max(self._cell_peak, used)
-                    relief_level = int(limit * max(0.5, self.at - RELIEF_MARGIN))
                     if (self.relief is not None and not self._relief_sent
                             and self._relief_previous is not None and used > relief_level
                             and used > self._start_used + GRACE_BYTES):
@@ -394,7 +400,8 @@ class MemoryGuard:
                 if now >= next_child_scan:
                     self._release_children()
                     next_child_scan = now + CHILD_SCAN_S
-            interval = _interval_for(level - used, limit, growth_per_s)
+            interval = _interval_for(watched - used, limit, growth_per_s,
+                                     in_cell=self._armed)
 
     def _may_fire(self, used: int, now: float) -> bool:
         """Whether a stop may be sent now: the first, or again after one was swallowed.
@@ -709,11 +716,14 @@ def _stack_bytes() -> int:
     return size + MIB  # and its guard page, rounded up
 
 
-def _interval_for(margin_bytes: int, limit_bytes: int, growth_per_s: float = 0.0) -> float:
+def _interval_for(margin_bytes: int, limit_bytes: int, growth_per_s: float = 0.0,
+                  *, in_cell: bool = False) -> float:
     """Poll faster as memory nears the level, and as it grows faster: 50 ms to 2 ms.
 
     The next reading comes before the last rate of growth could use a quarter of the margin
-    left (page faults run at several GB/s: 60 MiB is gone in 20 ms).
+    left. During a cell, the rate is taken as at least ``CELL_GROWTH_PER_S`` (page faults
+    run at several GB/s: a loop of 20 MiB arrays uses 60 MiB in 20 ms, before any
+    growth was seen).
 
     Examples
     --------
@@ -721,9 +731,13 @@ def _interval_for(margin_bytes: int, limit_bytes: int, growth_per_s: float = 0.0
     0.05
     >>> round(_interval_for(100 * MIB, 1000 * MIB, growth_per_s=2000 * MIB), 4)
     0.0125
+    >>> round(_interval_for(60 * MIB, 640 * MIB, in_cell=True), 4)
+    0.0073
     """
     share = max(0.0, margin_bytes / limit_bytes) if limit_bytes else 1.0
     interval = share * 0.25
+    if in_cell:
+        growth_per_s = max(growth_per_s, CELL_GROWTH_PER_S)
     if growth_per_s > 0:
         interval = min(interval, max(0, margin_bytes) / (4 * growth_per_s))
     return min(MAX_INTERVAL_S, max(MIN_INTERVAL_S, interval))
