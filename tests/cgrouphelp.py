@@ -97,6 +97,10 @@ class MemoryCgroup:
         """Move a process into the cgroup."""
         self.procs_file.write_text(str(pid))
 
+    def release(self, pid: int) -> None:
+        """Move a process back to the cgroup this one was made in."""
+        (self.path.parent / "cgroup.procs").write_text(str(pid))
+
     def pids(self) -> list[int]:
         """Return the processes in the cgroup."""
         return [int(p) for p in self.procs_file.read_text().split()]

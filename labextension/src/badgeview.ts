@@ -134,7 +134,7 @@ export class CellBadges {
       const saved = figuresIn(cells[index]);
       return saved ? saved.measured_at : null;
     });
-    const limit = this._model.limit?.limit_bytes ?? null;
+    const limit = this._model.limitOf(this._model.active)?.bytes ?? null;
     for (const [index, record] of matched) {
       const cell = cells[index];
       if (cell.model.type !== 'code') {
@@ -188,11 +188,16 @@ export class CellBadges {
     if (!node && create) {
       node = document.createElement('div');
       node.className = BADGE_CLASS;
+    }
+    if (node) {
+      // Under the input. A cell restored after a reload may get its input wrapper only
+      // after the badge was placed at its end: move the badge up once it is there.
       const input = cell.node.querySelector(':scope > .jp-Cell-inputWrapper');
-      if (input) {
+      if (input && input.nextElementSibling !== node) {
         input.after(node);
-      } else {
+      } else if (!input && !node.isConnected) {
         cell.node.append(node);
+        void cell.ready.then(() => this._badgeNode(cell, false));
       }
     }
     return node;

@@ -23,6 +23,31 @@ export function formatBytes(bytes: number | null | undefined): string {
   return `${sign}${text} ${UNITS[unit]}`;
 }
 
+/**
+ * A signed change in at most three digits, for a 250 px sidebar's columns: "+30.0 MiB",
+ * "+171 MiB", "+0.98 GiB" (from 1,000 of a unit up, the next unit), "+0 B".
+ */
+export function formatDeltaShort(bytes: number): string {
+  const sign = bytes < 0 ? '-' : '+';
+  let value = Math.abs(bytes);
+  let unit = 0;
+  while (value >= 1000 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  let text: string;
+  if (unit === 0) {
+    text = `${value}`;
+  } else if (value >= 100) {
+    text = value.toFixed(0);
+  } else if (value >= 1) {
+    text = value.toFixed(1);
+  } else {
+    text = value.toFixed(2);
+  }
+  return `${sign}${text} ${UNITS[unit]}`;
+}
+
 /** Format a signed change: "+12.0 MiB", "-3.0 KiB", "+0 B". */
 export function formatDelta(bytes: number): string {
   return bytes >= 0 ? `+${formatBytes(bytes)}` : formatBytes(bytes);

@@ -355,7 +355,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
       for (const kernel of model.crossings) {
         const name = kernel.path ? shortPath(kernel.path) : kernel.name;
         Notification.warning(
-          highPressureMessage(name, kernel.percent ?? 0, model.limit.limit_bytes),
+          highPressureMessage(
+            name,
+            kernel.percent ?? 0,
+            model.limitOf(kernel)?.bytes ?? model.limit.limit_bytes
+          ),
           { autoClose: 10000 }
         );
       }

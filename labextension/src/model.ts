@@ -20,6 +20,15 @@ export interface IKernelEntry {
   pressure: Pressure | null;
   /** The kernel's memory guard (%memguard), or null when it never said. */
   guard: IGuard | null;
+  /** The limit this kernel meets first: its own cgroup's when tighter than the server's. */
+  limit_bytes?: number | null;
+  limit_source?: string | null;
+}
+
+/** A limit in bytes and where it comes from ("cgroup v2", "cgroup of the kernel"…). */
+export interface IKernelLimit {
+  bytes: number;
+  source: string;
 }
 
 export interface IGuard {
@@ -164,6 +173,14 @@ export class MemoryModel {
   }
 
   /** The entry of the active kernel, if the server knows it. */
+  /** The limit `kernel` meets first: its own cgroup's when tighter, else the shared one. */
+  limitOf(kernel: IKernelEntry | null): IKernelLimit | null {
+    if (kernel?.limit_bytes) {
+      return { bytes: kernel.limit_bytes, source: kernel.limit_source || 'cgroup of the kernel' };
+    }
+    return this.limit ? { bytes: this.limit.limit_bytes, source: this.limit.source } : null;
+  }
+
   get active(): IKernelEntry | null {
     return this.kernels.find(k => k.id === this.activeKernelId) ?? null;
   }

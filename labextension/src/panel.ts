@@ -9,6 +9,7 @@ import {
   cellMarks,
   formatBytes,
   formatDelta,
+  formatDeltaShort,
   linePath,
   niceTop,
   pressureClass,
@@ -158,7 +159,8 @@ export class MemoryPanel extends Widget {
     this._status.textContent = model.availability === 'ok' ? '' : model.reason;
     this._status.dataset.availability = model.availability;
     this._figures.replaceChildren();
-    if (active && active.measurable && active.rss !== null && model.limit) {
+    const limit = model.limitOf(active);
+    if (active && active.measurable && active.rss !== null && limit) {
       const level = active.pressure;
       const rss = element('div', `jp-Meno-rss ${pressureClass(level)}`, formatBytes(active.rss));
       rss.title = 'kernel RSS';
@@ -169,8 +171,8 @@ export class MemoryPanel extends Widget {
           'jp-Meno-detail',
           `children ${formatBytes(active.children)} · ${Math.round(
             active.percent ?? 0
-          )} % of the ${formatBytes(model.limit.limit_bytes)} limit (${
-            model.limit.source
+          )} % of the ${formatBytes(limit.bytes)} limit (${
+            limit.source
           }) · pressure ${level ?? '–'}`
         )
       );
@@ -249,7 +251,7 @@ export class MemoryPanel extends Widget {
 
   private _renderChart(): void {
     const model = this._model;
-    const limit = model.limit?.limit_bytes ?? 0;
+    const limit = model.limitOf(model.active)?.bytes ?? 0;
     const totals = model.rss.map((r, i) => r + (model.children[i] ?? 0));
     const peak = Math.max(0, ...totals);
     const limitInView = limit > 0 && limit <= peak * 2.5;
@@ -333,7 +335,7 @@ export class MemoryPanel extends Widget {
       this._watchButton.textContent = 'Watch this kernel';
     }
     const header = element('tr', '');
-    for (const title of ['cell', 'source', 'peak', 'Δ']) {
+    for (const title of ['cell', 'code', 'peak', 'Δ']) {
       header.append(element('th', '', title));
     }
     const rows = cells
@@ -345,8 +347,8 @@ export class MemoryPanel extends Widget {
         row.append(
           element('td', '', count === null ? '?' : `[${count}]`),
           element('td', 'jp-Meno-source', cell.source_head),
-          element('td', '', formatDelta(cell.peak_increase)),
-          element('td', '', formatDelta(cell.delta))
+          element('td', '', formatDeltaShort(cell.peak_increase)),
+          element('td', '', formatDeltaShort(cell.delta))
         );
         row.title =
           `${cell.source_head}\npeak ${formatDelta(cell.peak_increase)}, ` +

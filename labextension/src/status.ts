@@ -18,7 +18,7 @@ export class MemoryStatusItem extends Widget {
 
   render(): void {
     const active = this._model.active;
-    const limit = this._model.limit;
+    const limit = this._model.limitOf(active);
     this.node.className = 'jp-Meno-status lm-Widget';
     if (!active || !limit) {
       this.node.textContent = 'Mem: –';
@@ -32,7 +32,7 @@ export class MemoryStatusItem extends Widget {
     }
     this.node.classList.add(pressureClass(active.pressure));
     this.node.textContent = `Mem: ${formatBytes(active.total)} / ${formatBytes(
-      limit.limit_bytes
+      limit.bytes
     )}`;
     this.node.title = `kernel RSS ${formatBytes(active.rss)} + children ${formatBytes(
       active.children

@@ -140,6 +140,10 @@ def oom_kills(directory: Path) -> int | None:
     return None
 
 
+# What a limit read from a kernel's own cgroups is called, beside "cgroup v1" and the like.
+KERNEL_CGROUP_SOURCE = "cgroup of the kernel"
+
+
 def memory_cgroups_limit(directories: Iterable[Path]) -> int | None:
     """Return the tightest memory limit of these cgroups, or None."""
     best = None

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from meno_jupyter.core.checkpoint import checkpoint_of_kernel
-from meno_jupyter.core.deaths import classify, process_alive, summarize
+from meno_jupyter.core.deaths import KERNEL_CGROUP_SOURCE, classify, process_alive, summarize
 from meno_jupyter.core.deaths import memory_cgroup_dirs as _cgroup_dirs
 from meno_jupyter.core.deaths import memory_cgroups_limit as _cgroup_limit
 from meno_jupyter.core.deaths import oom_kills as _oom_kills
@@ -274,7 +274,7 @@ class DeathWatch:
         rss = [int(r) + int(c) for r, c in zip(history.get("rss", [])[-len(times):],
                                                 history.get("children", [])[-len(times):],
                                                 strict=False)] if times else []
-        limit, source = watched.limit_bytes, "cgroup of the kernel"
+        limit, source = watched.limit_bytes, KERNEL_CGROUP_SOURCE
         if limit is None:
             limit, source = self._server_limit()
         share = rss[-1] / limit if rss and limit else None

@@ -19,7 +19,7 @@ from jupyter_server.utils import url_path_join
 
 from meno_jupyter.core.guard import guard_path_for, read_guard_file
 from meno_jupyter.core.ledger import LedgerFileError, ledger_path_for, read_ledger_file
-from meno_jupyter.core.memory import MemoryLimit
+from meno_jupyter.core.memory import MemoryLimit, pressure_level
 from meno_jupyter.server.deaths import DeathWatch
 from meno_jupyter.server.sampler import KernelProcess, KernelSampler
 
@@ -184,14 +184,17 @@ class KernelsHandler(MenoHandler):
                 "measurable": located.measurable, "reason": located.reason,
                 "rss": None, "children": None, "total": None, "percent": None,
                 "pressure": None, "guard": guard_state(kernel, located.pid),
+                "limit_bytes": None, "limit_source": None,
             }
             figures = sampler.latest(located.kernel_id) if located.measurable else None
             if figures is not None:
                 rss, children = figures
                 total = rss + children
+                own, source = sampler.kernel_limit(located.kernel_id, limit)
                 entry.update(rss=rss, children=children, total=total,
-                             percent=100.0 * total / limit.limit_bytes,
-                             pressure=sampler.pressure(total, limit))
+                             percent=100.0 * total / own,
+                             pressure=pressure_level(total, own, sampler.thresholds),
+                             limit_bytes=own, limit_source=source)
             kernels.append(entry)
         kernels.sort(key=lambda k: k["total"] or -1, reverse=True)
         self.send({"time": time.time(), "kernels": kernels,

@@ -14,14 +14,21 @@ from typing import Any
 
 import psutil
 
+from meno_jupyter.core.deaths import (
+    KERNEL_CGROUP_SOURCE,
+    memory_cgroup_dirs,
+    memory_cgroups_limit,
+)
 from meno_jupyter.core.memory import (
     DEFAULT_PRESSURE_THRESHOLDS,
     MemoryLimit,
-    PressureLevel,
     effective_limit,
     process_rss,
     read_children_rss,
 )
+
+# How often a kernel's own cgroup limit is read again (a process can be moved).
+OWN_LIMIT_REFRESH_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,9 @@ class KernelHistory:
     children: deque[int] = field(init=False)
     process: psutil.Process | None = None
     alive: bool = True
+    # The tightest memory cgroup limit of the kernel's own (None: none), read now and then.
+    own_limit: int | None = None
+    own_limit_read_at: float = float("-inf")
 
     def __post_init__(self) -> None:
         self.times = deque(maxlen=self.capacity)
@@ -152,6 +162,9 @@ class KernelSampler:
         # The core's /proc readers: a pread of statm, and the kernel's children lists
         # rather than a scan of every process.
         history.add(now, process_rss(history.pid), read_children_rss(history.pid))
+        if now - history.own_limit_read_at >= OWN_LIMIT_REFRESH_S:
+            history.own_limit_read_at = now
+            history.own_limit = memory_cgroups_limit(memory_cgroup_dirs(history.pid))
 
     def history(self, kernel_id: str, since: float | None = None) -> dict[str, Any]:
         """Return one kernel's samples after ``since``; KeyError when it is not sampled."""
@@ -166,6 +179,14 @@ class KernelSampler:
             return None
         return history.rss[-1], history.children[-1]
 
-    def pressure(self, total_bytes: int, limit: MemoryLimit) -> PressureLevel:
-        """Return the pressure level of ``total_bytes`` against ``limit``."""
-        return limit.pressure(total_bytes, self.thresholds)
+    def kernel_limit(self, kernel_id: str, shared: MemoryLimit) -> tuple[int, str]:
+        """Return the limit one kernel meets first, and its source.
+
+        Its own cgroup's when that is tighter than the limit the kernels share (a kernel
+        started in a smaller cgroup than the server), else the shared one.
+        """
+        history = self.histories.get(kernel_id)
+        own = history.own_limit if history is not None else None
+        if own is not None and own < shared.limit_bytes:
+            return own, KERNEL_CGROUP_SOURCE
+        return shared.limit_bytes, shared.source

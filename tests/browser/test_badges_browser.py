@@ -68,6 +68,12 @@ def test_each_cell_shows_its_memory_and_keeps_it_in_the_notebook(lab: Lab, page:
     badge_of(page, 2).wait_for(timeout=30_000)
     assert badge_of(page, 2).inner_text() == spike_text
     assert badge_of(page, 1).inner_text() == kept_text
+    # Under each cell's input, above its output (restored cells get their input late).
+    badge_of(page, 3).wait_for(timeout=30_000)
+    places = page.evaluate(
+        "() => [...document.querySelectorAll('.jp-Notebook .jp-Cell')].slice(1, 4).map("
+        "c => c.querySelector(':scope > .jp-Meno-badge')?.previousElementSibling?.className)")
+    assert all("jp-Cell-inputWrapper" in (place or "") for place in places), places
 
     # Editing a cell dims its figures (they no longer describe it).
     editor = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".cm-content")

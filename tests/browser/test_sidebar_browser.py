@@ -176,6 +176,35 @@ def test_the_guard_button_stops_a_runaway_cell_in_a_real_cgroup(lab: Lab, page: 
         lab.shut_down_kernels()
 
 
+def test_a_kernel_in_a_tighter_cgroup_is_shown_against_its_own_limit(
+        lab: Lab, page: Any) -> None:
+    from tests.browser.conftest import LAB_LIMIT_BYTES
+    from tests.browser.test_deaths_browser import kernel_pid
+    from tests.cgrouphelp import MemoryCgroup, require_memory_cgroup
+
+    require_memory_cgroup()
+    lab.notebook("own-limit.ipynb", "print('ready')")
+    open_notebook(page, lab, "own-limit.ipynb")
+    run_cell(page, 0)
+    open_panel(page)
+    status_item = page.locator(".jp-Meno-status")
+    with MemoryCgroup(LAB_LIMIT_BYTES // 2) as cgroup:
+        pid = kernel_pid(lab, page)
+        cgroup.add(pid)
+        try:
+            deadline = time.monotonic() + 20
+            while not status_item.inner_text().endswith("/ 220.0 MiB") and (
+                    time.monotonic() < deadline):
+                page.wait_for_timeout(200)
+            # The kernel's own limit, not the server's, in the bar and in the panel.
+            assert status_item.inner_text().endswith("/ 220.0 MiB"), status_item.inner_text()
+            detail = page.locator("#jp-Meno-memory-panel .jp-Meno-detail").inner_text()
+            assert "of the 220.0 MiB limit (cgroup of the kernel)" in detail, detail
+        finally:
+            cgroup.release(pid)
+    lab.shut_down_kernels()
+
+
 def test_a_memprofile_row_carries_the_prompt_number_and_leads_to_its_cell(
         lab: Lab, page: Any) -> None:
     filler = [f"# filler cell {i}\npass" for i in range(25)]
@@ -242,15 +271,35 @@ def test_the_panel_fits_its_default_width_and_follows_the_front_document(
     page.locator(".jp-Meno-ledger-row").first.wait_for(timeout=20_000)
     heading = panel.locator(".jp-Meno-heading").first
     assert heading.inner_text().lower().endswith("a-notebook-with-a-long-name.ipynb")
+    # The narrowest a user gets without dragging: 250 px.
+    page.evaluate(
+        "() => { const split = window.jupyterapp.shell._hsplitPanel;"
+        " const sizes = split.relativeSizes(); const total = split.node.clientWidth;"
+        " const right = 250 / total; const left = sizes[0];"
+        " split.setRelativeSizes([left, 1 - left - right, right]); }")
+    page.wait_for_timeout(500)
     fits = page.evaluate(
         "() => { const p = document.querySelector('#jp-Meno-memory-panel')"
         ".getBoundingClientRect();"
         " const cells = [...document.querySelectorAll("
-        "'.jp-Meno-ledger-row td:nth-child(4), .jp-Meno-kernel-row td:nth-child(2)')];"
-        " return [p.width, cells.length, cells.every(c => c.getBoundingClientRect().right"
-        " <= p.right + 1 && c.scrollWidth <= c.clientWidth)]; }")
-    _, count, all_fit = fits
-    assert count >= 2 and all_fit, fits  # the Δ column and the kernels' figures, whole
+        "'.jp-Meno-ledger th, .jp-Meno-ledger-row td:not(.jp-Meno-source),"
+        " .jp-Meno-kernel-row td:nth-child(2), .jp-Meno-detail, .jp-Meno-rss')];"
+        " const cut = cells.filter(c => c.getBoundingClientRect().right > p.right + 1"
+        " || c.scrollWidth > c.clientWidth).map(c => c.textContent);"
+        " return [p.width, cells.length, cut]; }")
+    width, count, cut = fits
+    assert abs(width - 250) <= 20, fits
+    assert count >= 8 and cut == [], fits  # every header and figure whole, none cut off
+    # The widest figures a row can hold (three digits, then the next unit) fit too.
+    room = page.evaluate(
+        "() => { const td = document.querySelector('.jp-Meno-ledger-row td:nth-child(3)');"
+        " const style = getComputedStyle(td); const pad = parseFloat(style.paddingLeft)"
+        " + parseFloat(style.paddingRight);"
+        " const ctx = document.createElement('canvas').getContext('2d'); ctx.font = style.font;"
+        " const widest = Math.max(...['+88.8 MiB', '+0.98 GiB', '+999 MiB', '-88.8 KiB']"
+        ".map(t => ctx.measureText(t).width));"
+        " return [widest, td.clientWidth - pad]; }")
+    assert room[0] <= room[1], room
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "sidebar-default-width.png"))
     page.evaluate("() => window.jupyterapp.commands.execute('launcher:create')")

@@ -13,6 +13,7 @@ import pytest
 import tornado.httpclient
 
 from meno_jupyter.server.handlers import ROUTES
+from tests.cgrouphelp import MemoryCgroup, require_memory_cgroup
 from tests.server.conftest import SAMPLE_INTERVAL_S, RunningKernel
 
 pytestmark = pytest.mark.server
@@ -79,6 +80,26 @@ async def test_kernels_lists_a_running_kernel_with_its_pid_and_memory(
     assert entry["total"] == entry["rss"] + entry["children"]
     assert entry["pressure"] in {"low", "medium", "high"}
     assert listing["limit"]["limit_bytes"] > 0
+    assert entry["limit_bytes"] == listing["limit"]["limit_bytes"]  # no tighter cgroup of its own
+
+
+async def test_a_kernel_in_a_tighter_cgroup_is_measured_against_its_own_limit(
+        jp_fetch: Any, kernel: RunningKernel) -> None:
+    require_memory_cgroup()
+    with MemoryCgroup(700 * MIB) as cgroup:
+        cgroup.add(kernel.manager.provisioner.pid)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            listing = await get(jp_fetch, "kernels")
+            entry = next(k for k in listing["kernels"] if k["id"] == kernel.id)
+            if entry["limit_bytes"] == 700 * MIB:
+                break
+            await asyncio.sleep(0.3)
+        assert entry["limit_bytes"] == 700 * MIB, entry
+        assert entry["limit_source"] == "cgroup of the kernel"
+        assert listing["limit"]["limit_bytes"] > 700 * MIB  # the server's stays
+        assert abs(entry["percent"] - 100 * entry["total"] / (700 * MIB)) < 1e-6
+        cgroup.release(kernel.manager.provisioner.pid)
 
 
 async def test_history_grows_while_the_kernel_is_busy(

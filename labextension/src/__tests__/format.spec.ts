@@ -3,6 +3,7 @@ import {
   CrossingWatcher,
   formatBytes,
   formatDelta,
+  formatDeltaShort,
   highPressureMessage,
   linePath,
   niceTop,
@@ -31,6 +32,15 @@ describe('formatBytes', () => {
     expect(formatDelta(2 ** 20)).toBe('+1.0 MiB');
     expect(formatDelta(-(2 ** 20))).toBe('-1.0 MiB');
     expect(formatDelta(0)).toBe('+0 B');
+  });
+
+  it('keeps sidebar deltas to three digits', () => {
+    expect(formatDeltaShort(30 * 2 ** 20)).toBe('+30.0 MiB');
+    expect(formatDeltaShort(170.6 * 2 ** 20)).toBe('+171 MiB');
+    expect(formatDeltaShort(1023.9 * 2 ** 20)).toBe('+1.00 GiB');
+    expect(formatDeltaShort(1000 * 2 ** 20)).toBe('+0.98 GiB');
+    expect(formatDeltaShort(-512)).toBe('-512 B');
+    expect(formatDeltaShort(0)).toBe('+0 B');
   });
 });
 

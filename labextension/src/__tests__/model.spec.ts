@@ -173,4 +173,20 @@ describe('MemoryModel', () => {
     await model.poll();
     expect(seen).toEqual([0, 1, 0, 0, 1]);
   });
+
+  it("uses a kernel's own cgroup limit when it is tighter than the server's", async () => {
+    const tight = { ...kernel('k', 500, 'high'), limit_bytes: 600, limit_source: 'cgroup of the kernel' };
+    const { fetch } = fetcher({
+      kernels: { time: 0, kernels: [tight, kernel('j', 100, 'low')], limit: LIMIT }
+    });
+    const model = new MemoryModel(fetch);
+    model.setActiveKernel('k');
+    await model.poll();
+    expect(model.limitOf(model.active)).toEqual({ bytes: 600, source: 'cgroup of the kernel' });
+    expect(model.limitOf(model.kernels.find(k => k.id === 'j') ?? null)).toEqual({
+      bytes: 1000,
+      source: 'test'
+    });
+    expect(model.limitOf(null)).toEqual({ bytes: 1000, source: 'test' });
+  });
 });
