@@ -43,8 +43,12 @@ $(VENV)/.build-tools: | $(BIN)/python
 	$(INSTALL) hatchling hatch-jupyter-builder editables setuptools 'jupyterlab>=4.0,<5'
 	touch $@
 
+# Yarn logs a line per package fetched (thousands): into a file, its end shown on failure.
 $(LABEXT_DEPS): $(LABEXT_DIR)/package.json $(LABEXT_DIR)/yarn.lock | $(VENV)/.build-tools
-	cd $(LABEXT_DIR) && jlpm install --immutable
+	mkdir -p build
+	cd $(LABEXT_DIR) && jlpm install --immutable > ../build/jlpm-install.log 2>&1 \
+		|| { tail -n 40 ../build/jlpm-install.log; exit 1; }
+	@echo "labextension dependencies installed (log: build/jlpm-install.log)"
 
 $(LABEXT): $(LABEXT_SOURCES) $(LABEXT_DEPS)
 	cd $(LABEXT_DIR) && jlpm build:prod
@@ -75,8 +79,12 @@ $(PANDAS2_VENV)/.installed: pyproject.toml constraints.txt
 
 # Extra options for jupyter lab: make lab LAB_ARGS="--port 8890 --no-browser"
 LAB_ARGS ?=
+# The tutorials open from copies, made once and never overwritten: running and saving
+# them leaves the tracked notebooks/ clean.
+LAB_NOTEBOOKS := build/notebooks
 lab: $(VENV)/.installed-lab
-	$(BIN)/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) $(NOTEBOOK)
+	$(BIN)/python scripts/lab_notebooks.py notebooks $(LAB_NOTEBOOKS)
+	$(BIN)/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) $(LAB_NOTEBOOKS)/$(notdir $(NOTEBOOK))
 
 demo: $(VENV)/.installed-lab
 	mkdir -p build
@@ -85,7 +93,7 @@ demo: $(VENV)/.installed-lab
 	@echo "executed notebook and HTML in build/"
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check meno_jupyter tests bench
+	$(BIN)/ruff check meno_jupyter tests bench scripts
 	cd $(LABEXT_DIR) && jlpm lint
 
 typecheck: $(VENV)/.installed-test

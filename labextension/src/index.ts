@@ -37,6 +37,9 @@ const PLUGIN_ID = '@meno/jupyter:plugin';
 const SHOWN_DEATHS_KEY = 'meno-jupyter:deaths-shown';
 const KILLER_CELL_CLASS = 'jp-Meno-killer-cell';
 const GOTO_HEAVIEST = 'meno-jupyter:goto-heaviest-cell';
+const SHOW_PANEL = 'meno-jupyter:show-panel';
+/** Set once the Memory panel was shown on a first start (then the layout remembers it). */
+const INTRODUCED_KEY = 'meno-jupyter:panel-introduced';
 /** What JupyterLab's own dialog for a dead kernel says (replaced by the post-mortem). */
 const GENERIC_DEATH_TEXTS = ['appears to have died', 'Kernel Restarting'];
 
@@ -317,6 +320,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
     panel.title.label = labShell ? '' : 'Memory';
     app.shell.add(panel, 'right', { rank: 200 });
 
+    app.commands.addCommand(SHOW_PANEL, {
+      label: 'Memory: Show the Memory Panel',
+      caption: 'Live memory of the active kernel, its cells and deaths',
+      execute: () => app.shell.activateById(panel.id)
+    });
+    palette?.addItem({ command: SHOW_PANEL, category: 'Memory' });
+
     if (statusBar) {
       const item = new MemoryStatusItem(model);
       item.node.addEventListener('click', () => app.shell.activateById(panel.id));
@@ -399,6 +409,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
         .catch(reason => console.warn('meno-jupyter: settings not loaded', reason));
     }
     void app.restored.then(() => {
+      // The first JupyterLab start with meno shows the panel once (the README's promise);
+      // from then on the restored layout says whether it is open.
+      if (labShell && window.localStorage.getItem(INTRODUCED_KEY) === null) {
+        app.shell.activateById(panel.id);
+        try {
+          window.localStorage.setItem(INTRODUCED_KEY, '1');
+        } catch {
+          // private mode: shown again next time, nothing worse
+        }
+      }
       follow();
       if (timer === undefined) {
         void tick();

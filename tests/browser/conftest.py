@@ -173,6 +173,12 @@ def cell_is_busy(page: Any, index: int) -> bool:
     return "*" in prompt.inner_text()
 
 
+def show_memory_panel(page: Any) -> None:
+    """Show the Memory panel through its command (a click on its tab would close it if open)."""
+    page.evaluate("() => window.jupyterapp.commands.execute('meno-jupyter:show-panel')")
+    page.wait_for_selector("#jp-Meno-memory-panel", state="visible")
+
+
 def open_notebook(page: Any, lab: Lab, name: str) -> None:
     """Open ``name`` in a fresh workspace and wait until its kernel is idle."""
     page.goto(lab.url(name))

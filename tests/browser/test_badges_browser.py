@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from meno_jupyter import notebook_memory
-from tests.browser.conftest import ARTIFACTS, Lab, open_notebook, run_cell
+from tests.browser.conftest import ARTIFACTS, Lab, open_notebook, run_cell, show_memory_panel
 
 pytestmark = pytest.mark.browser
 
@@ -94,7 +94,7 @@ def test_the_panel_turns_recording_on_and_goes_to_the_heaviest_cell(
     lab.notebook("heavy.ipynb", "small = b'x' * (20 * 2**20)", "big = b'x' * (120 * 2**20)",
                  "print('ok')")
     open_notebook(page, lab, "heavy.ipynb")
-    page.click(".jp-SideBar .lm-TabBar-tab[data-id='jp-Meno-memory-panel']")
+    show_memory_panel(page)
     button = page.locator(".jp-Meno-watch-button")
     button.wait_for(state="visible", timeout=30_000)
     button.click()  # %memwatch on, silently, in this kernel

@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import ARTIFACTS, Lab, open_notebook, run_cell, wait_for_prompt
+from tests.browser.conftest import (
+    ARTIFACTS,
+    Lab,
+    open_notebook,
+    run_cell,
+    show_memory_panel,
+    wait_for_prompt,
+)
 from tests.cgrouphelp import MemoryCgroup, require_memory_cgroup
 
 pytestmark = pytest.mark.browser
@@ -65,7 +72,7 @@ def test_an_oom_death_is_explained_and_its_cell_marked(lab: Lab, page: Any) -> N
     assert "jp-Meno-killer-cell" in (cell.get_attribute("class") or "")
     page.screenshot(path=str(ARTIFACTS / "death-cell-marked.png"))
     # The sidebar keeps the death for the session.
-    page.click(".jp-SideBar .lm-TabBar-tab[data-id='jp-Meno-memory-panel']")
+    show_memory_panel(page)
     row = page.locator("#jp-Meno-memory-panel .jp-Meno-death-row")
     row.first.wait_for(timeout=10_000)
     assert "killed by the out-of-memory killer" in row.first.inner_text()

@@ -15,6 +15,7 @@ from tests.browser.conftest import (
     cell_is_busy,
     open_notebook,
     run_cell,
+    show_memory_panel,
     wait_for_prompt,
 )
 
@@ -30,20 +31,29 @@ time.sleep(20)"""
 
 
 def open_panel(page: Any) -> None:
-    page.click(PANEL_TAB)
-    page.wait_for_selector("#jp-Meno-memory-panel", state="visible")
+    show_memory_panel(page)
 
 
 def test_panel_says_why_there_is_no_data_without_a_notebook(lab: Lab, page: Any) -> None:
-    page.goto(f"{lab.base}/lab/workspaces/w{uuid.uuid4().hex[:10]}?reset&token={lab.token}")
+    workspace = f"{lab.base}/lab/workspaces/w{uuid.uuid4().hex[:10]}"
+    page.goto(f"{workspace}?reset&token={lab.token}")
     page.wait_for_selector(PANEL_TAB, timeout=60_000)
-    open_panel(page)
+    # A first start shows the panel without a click.
+    page.wait_for_selector("#jp-Meno-memory-panel", state="visible", timeout=30_000)
     status = page.locator(".jp-Meno-panel-status")
     status.wait_for(timeout=10_000)
     page.wait_for_function(
         "() => document.querySelector('.jp-Meno-panel-status').textContent"
         ".includes('no notebook with a kernel is active')", timeout=10_000)
     assert page.locator(".jp-Meno-status").inner_text() == "Mem: \u2013"
+    # Closed by the user, it stays closed: the next start restores the layout as it was.
+    page.click(PANEL_TAB)
+    page.wait_for_selector("#jp-Meno-memory-panel", state="hidden", timeout=10_000)
+    page.wait_for_timeout(1500)  # the layout is saved after a change
+    page.goto(f"{workspace}?token={lab.token}")
+    page.wait_for_selector(PANEL_TAB, timeout=60_000)
+    page.wait_for_timeout(2000)
+    assert not page.locator("#jp-Meno-memory-panel").is_visible()
 
 
 def test_panel_follows_a_busy_kernel_and_scrolls_to_ledger_cells(lab: Lab, page: Any) -> None:
