@@ -327,15 +327,20 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     palette?.addItem({ command: SHOW_PANEL, category: 'Memory' });
 
+    const item = new MemoryStatusItem(model);
+    item.node.addEventListener('click', () => app.shell.activateById(panel.id));
     if (statusBar) {
-      const item = new MemoryStatusItem(model);
-      item.node.addEventListener('click', () => app.shell.activateById(panel.id));
       statusBar.registerStatusItem(`${PLUGIN_ID}-status`, {
         item,
         align: 'left',
         rank: 2,
         isActive: () => true
       });
+    } else {
+      // Notebook 7 has no status bar: the same item sits in its top bar.
+      item.id = 'jp-Meno-topbar-item';
+      item.addClass('jp-Meno-topbar');
+      app.shell.add(item, 'top', { rank: 1000 });
     }
 
     const follow = (): void => {

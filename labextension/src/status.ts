@@ -1,4 +1,7 @@
-/** The status bar item: the active kernel's RSS against the limit, coloured by pressure. */
+/**
+ * The status bar item (Notebook 7: the top bar's): the active kernel's RSS against its
+ * limit, coloured by pressure.
+ */
 
 import { Widget } from '@lumino/widgets';
 
@@ -19,7 +22,9 @@ export class MemoryStatusItem extends Widget {
   render(): void {
     const active = this._model.active;
     const limit = this._model.limitOf(active);
-    this.node.className = 'jp-Meno-status lm-Widget';
+    for (const level of ['low', 'medium', 'high', null] as const) {
+      this.node.classList.remove(pressureClass(level));
+    }
     if (!active || !limit) {
       this.node.textContent = 'Mem: –';
       this.node.title = this._model.reason;

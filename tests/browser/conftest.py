@@ -104,6 +104,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
          "--ip=127.0.0.1", f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
          "--ServerApp.allow_root=True", "--LabApp.expose_app_in_browser=True",
+         "--JupyterNotebookApp.expose_app_in_browser=True",
          f"--MenoServer.limit_bytes={LAB_LIMIT_BYTES}", "--MenoServer.interval_s=0.5"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
     )
@@ -179,9 +180,9 @@ def show_memory_panel(page: Any) -> None:
     page.wait_for_selector("#jp-Meno-memory-panel", state="visible")
 
 
-def open_notebook(page: Any, lab: Lab, name: str) -> None:
-    """Open ``name`` in a fresh workspace and wait until its kernel is idle."""
-    page.goto(lab.url(name))
+def open_notebook(page: Any, lab: Lab, name: str, *, notebook7: bool = False) -> None:
+    """Open ``name`` in a fresh workspace (or Notebook 7) and wait until its kernel is idle."""
+    page.goto(f"{lab.base}/notebooks/{name}?token={lab.token}" if notebook7 else lab.url(name))
     page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
     page.wait_for_function(
         "() => { const w = window.jupyterapp.shell.currentWidget;"
