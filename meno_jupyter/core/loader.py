@@ -470,23 +470,63 @@ def _is_text(dtype: Any) -> bool:
 MAX_CATEGORIES = 100_000
 
 
+def _arrow_strings(series: pd.Series) -> Any | None:
+    """Return a series' values as an Arrow chunked array of strings, or None if they are not."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if isinstance(series.dtype, pd.CategoricalDtype) or not hasattr(series.array,
+                                                                     "__arrow_array__"):
+        return None
+    try:
+        values = series.array.__arrow_array__()
+    except (TypeError, ValueError, pa.ArrowException):
+        return None
+    if not isinstance(values, pa.ChunkedArray):
+        values = pa.chunked_array([values])
+    return values if pa.types.is_string(values.type) or pa.types.is_large_string(
+        values.type) else None
+
+
 def _text_dtype(columns: list[pd.Series]) -> Any:
     """Return a category of the chunks' values when they are few, else Arrow strings.
 
     Few: at most half the rows and at most ``MAX_CATEGORIES``; the count stops there, so a
-    column of unique strings never builds a set of them all.
+    column of unique strings never builds a set of them all. Arrow strings are counted in
+    Arrow (no Python string per row).
     """
+    import pyarrow as pa
+
+    try:
+        return _count_text(columns)
+    finally:
+        # Arrow's allocator keeps what the hash tables used: give it back to the system.
+        pa.default_memory_pool().release_unused()
+
+
+def _count_text(columns: list[pd.Series]) -> Any:
     import pandas as pd
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     rows = sum(len(series) for series in columns)
     limit = min(0.5 * max(rows, 1), MAX_CATEGORIES)
     values: set[Any] = set()
+    seen: Any = None  # the distinct Arrow strings so far
     for series in columns:
-        if isinstance(series.dtype, pd.CategoricalDtype):
+        arrow = _arrow_strings(series)
+        if arrow is not None:
+            distinct = pc.unique(arrow).drop_null()
+            seen = distinct if seen is None else pc.unique(pa.concat_arrays(
+                [seen, distinct.cast(seen.type)]))
+        elif isinstance(series.dtype, pd.CategoricalDtype):
             values.update(series.cat.categories.tolist())
         else:
             values.update(series.dropna().unique().tolist())
+        if len(values) + (0 if seen is None else len(seen)) > limit:
+            return pd.ArrowDtype(pa.string())
+    if seen is not None:
+        values.update(seen.to_pylist())
         if len(values) > limit:
             return pd.ArrowDtype(pa.string())
     return pd.CategoricalDtype(pd.Index(sorted(values, key=str)))
@@ -681,6 +721,21 @@ def _as_dtype(series: pd.Series, target: Any) -> pd.Series:
         return series
     if isinstance(series.dtype, pd.SparseDtype):
         series = cast(Any, series).sparse.to_dense()
+    if isinstance(target, pd.CategoricalDtype):
+        arrow = _arrow_strings(series)
+        categories = target.categories
+        if arrow is not None and (categories.dtype == object or pd.api.types.is_string_dtype(
+                categories.dtype)) and all(isinstance(c, str) for c in categories[:1]):
+            # Codes looked up in Arrow: no Python string per row, no index built.
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            value_set = pa.array(categories.to_numpy(dtype=object), type=arrow.type)
+            codes = pc.index_in(arrow, value_set=value_set)
+            filled = np.asarray(codes.fill_null(-1).combine_chunks()).astype(
+                np.min_scalar_type(-max(len(categories), 1)), copy=False)
+            return pd.Series(pd.Categorical.from_codes(filled, dtype=target),
+                             index=series.index, name=series.name, copy=False)
     if not series.notna().any() or (isinstance(target, pd.CategoricalDtype)
                                      and series.dtype == object):
         # Through Python objects only where pandas needs them: Arrow strings become a
