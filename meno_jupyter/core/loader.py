@@ -734,8 +734,9 @@ def _as_dtype(series: pd.Series, target: Any) -> pd.Series:
             codes = pc.index_in(arrow, value_set=value_set)
             filled = np.asarray(codes.fill_null(-1).combine_chunks()).astype(
                 np.min_scalar_type(-max(len(categories), 1)), copy=False)
-            return pd.Series(pd.Categorical.from_codes(filled, dtype=target),
-                             index=series.index, name=series.name, copy=False)
+            coded: pd.Series = pd.Series(pd.Categorical.from_codes(filled, dtype=target),
+                                         index=series.index, name=series.name, copy=False)
+            return coded
     if not series.notna().any() or (isinstance(target, pd.CategoricalDtype)
                                      and series.dtype == object):
         # Through Python objects only where pandas needs them: Arrow strings become a
