@@ -721,16 +721,18 @@ def _as_dtype(series: pd.Series, target: Any) -> pd.Series:
         return series
     if isinstance(series.dtype, pd.SparseDtype):
         series = cast(Any, series).sparse.to_dense()
-    if isinstance(target, pd.CategoricalDtype):
-        arrow = _arrow_strings(series)
-        categories = target.categories
-        if arrow is not None and (categories.dtype == object or pd.api.types.is_string_dtype(
-                categories.dtype)) and all(isinstance(c, str) for c in categories[:1]):
-            # Codes looked up in Arrow: no Python string per row, no index built.
-            import pyarrow as pa
-            import pyarrow.compute as pc
+    arrow = _arrow_strings(series) if isinstance(target, pd.CategoricalDtype) else None
+    if arrow is not None:
+        # Codes looked up in Arrow: no Python string per row, no index built.
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
+        categories = target.categories
+        try:
             value_set = pa.array(categories.to_numpy(dtype=object), type=arrow.type)
+        except (pa.ArrowException, TypeError):  # categories that are not all text
+            value_set = None
+        if value_set is not None:
             codes = pc.index_in(arrow, value_set=value_set)
             filled = np.asarray(codes.fill_null(-1).combine_chunks()).astype(
                 np.min_scalar_type(-max(len(categories), 1)), copy=False)

@@ -295,3 +295,26 @@ def test_runs_joined_while_reading_keep_every_value(tmp_path: Path, monkeypatch:
     pd.read_csv(path, dtype={"zip": str}).to_parquet(parquet)
     assert read_optimized(parquet, chunksize=7, progress=False)["zip"].tolist() == frame[
         "zip"].tolist()
+
+
+def test_arrow_text_becomes_a_category_in_arrow_with_the_same_values() -> None:
+    import pyarrow as pa
+
+    from meno_jupyter.core.loader import _as_dtype, _text_dtype
+
+    parts = [pd.Series(["b", "a", None, "zz"] * 5, dtype=pd.ArrowDtype(pa.string())),
+             pd.Series(["a", "é", "a"] * 5, dtype=pd.ArrowDtype(pa.string()),
+                       index=range(20, 35))]
+    target = _text_dtype(parts)
+    assert isinstance(target, pd.CategoricalDtype)
+    assert list(target.categories) == ["a", "b", "zz", "é"]
+    for part in parts:
+        coded = _as_dtype(part, target)
+        expected = part.astype(object).where(part.notna(), None).astype(target)
+        assert coded.equals(expected) and list(coded.index) == list(part.index)
+    # Categories that are not all text take pandas' own way.
+    mixed = pd.CategoricalDtype([1, "a", "é"])
+    assert _as_dtype(parts[1], mixed).tolist()[:3] == ["a", "é", "a"]
+    # Many distinct values stay text, counted without a Python string per row.
+    unique = pd.Series([f"id{i}" for i in range(1000)], dtype=pd.ArrowDtype(pa.string()))
+    assert _text_dtype([unique]) == pd.ArrowDtype(pa.string())
