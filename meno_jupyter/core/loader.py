@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from meno_jupyter.core.cleanup import trim_allocator
 from meno_jupyter.core.dataframe import nullable_dtype, optimize_dataframe
 from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.loader_csv import NA_STRINGS, CsvOptions, CsvStream, memory_pool
@@ -563,6 +564,8 @@ def _join(parts: list[_Part], text_of: Callable[[], pd.Series] | None = None,
         if target is None and not final:
             return parts  # decided at the end, on the whole column
         if target is None and text_of is not None:
+            del series
+            parts.clear()  # the parts go before the column is read again
             return [_Part(text_of())]
         if target is None:
             text = pd.ArrowDtype(pa.string())
@@ -692,6 +695,7 @@ class _Columns:
         self._joined = self.held = sum(int(p.series.memory_usage(deep=True))
                                        for parts in self.parts.values() for p in parts)
         self._pending = 0
+        _give_back_freed()
 
     def frame(self) -> pd.DataFrame:
         """Return one frame, each column joined in turn (its parts let go of as it is)."""
@@ -710,8 +714,22 @@ class _Columns:
             (joined,) = _join(parts, read_again, final=True)
             del parts
             result[column] = joined.series
+            _give_back_freed()  # the parts' pages, before the next column is joined
         combined: pd.DataFrame = pd.DataFrame(result, columns=names, copy=False)
         return combined
+
+
+def _give_back_freed() -> None:
+    """Return what the allocators keep of freed memory to the system (a few ms).
+
+    The chunks' small arrays sit between live objects in malloc's heap, and Arrow's pools
+    keep freed blocks: joined columns would otherwise add to what their parts left.
+    """
+    import pyarrow as pa
+
+    memory_pool().release_unused()
+    pa.default_memory_pool().release_unused()
+    trim_allocator()
 
 
 def _as_dtype(series: pd.Series, target: Any) -> pd.Series:
