@@ -60,6 +60,20 @@ function rememberShown(id: string): void {
     // private mode: the death may be shown again after a reload, nothing worse
   }
 }
+
+/** Whether this browser starts JupyterLab with meno for the first time (then remembered). */
+function firstStart(): boolean {
+  try {
+    if (window.localStorage.getItem(INTRODUCED_KEY) !== null) {
+      return false;
+    }
+    window.localStorage.setItem(INTRODUCED_KEY, '1');
+    return true;
+  } catch {
+    return false; // storage blocked: never pop the panel open unasked
+  }
+}
+
 const MIN_INTERVAL_MS = 250;
 
 const memoryIcon = new LabIcon({
@@ -416,13 +430,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     void app.restored.then(() => {
       // The first JupyterLab start with meno shows the panel once (the README's promise);
       // from then on the restored layout says whether it is open.
-      if (labShell && window.localStorage.getItem(INTRODUCED_KEY) === null) {
+      if (labShell && firstStart()) {
         app.shell.activateById(panel.id);
-        try {
-          window.localStorage.setItem(INTRODUCED_KEY, '1');
-        } catch {
-          // private mode: shown again next time, nothing worse
-        }
       }
       follow();
       if (timer === undefined) {
