@@ -7,18 +7,24 @@ export type Pressure = 'low' | 'medium' | 'high';
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
 
+/** A byte count in binary units, the next unit taken from `nextFrom` of a unit up. */
+function inUnits(bytes: number, nextFrom: number): [number, number] {
+  let value = bytes;
+  let unit = 0;
+  while (value >= nextFrom && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return [value, unit];
+}
+
 /** Format a byte count the way the Python side does: "1.5 GiB", "512 B". */
 export function formatBytes(bytes: number | null | undefined): string {
   if (bytes === null || bytes === undefined || !Number.isFinite(bytes)) {
     return '–';
   }
   const sign = bytes < 0 ? '-' : '';
-  let value = Math.abs(bytes);
-  let unit = 0;
-  while (value >= 1024 && unit < UNITS.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
+  const [value, unit] = inUnits(Math.abs(bytes), 1024);
   const text = unit === 0 ? `${value}` : value.toFixed(1);
   return `${sign}${text} ${UNITS[unit]}`;
 }
@@ -29,12 +35,7 @@ export function formatBytes(bytes: number | null | undefined): string {
  */
 export function formatDeltaShort(bytes: number): string {
   const sign = bytes < 0 ? '-' : '+';
-  let value = Math.abs(bytes);
-  let unit = 0;
-  while (value >= 1000 && unit < UNITS.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
+  const [value, unit] = inUnits(Math.abs(bytes), 1000);
   let text: string;
   if (unit === 0) {
     text = `${value}`;
