@@ -25,7 +25,7 @@ from typing import Any
 
 from meno_jupyter.core.attribution import TRACE_FRAMES, CodeLine, _by_line, code_line
 from meno_jupyter.core.cleanup import trim_allocator
-from meno_jupyter.core.memory import format_bytes, read_rss
+from meno_jupyter.core.memory import format_bytes, read_rss_exact
 from meno_jupyter.core.rendering import (
     PRESSURE_COLOURS,
     RendersAsTable,
@@ -288,6 +288,11 @@ def find_leaks(
     # Snapshots after the first, middle and last runs: a leaking line grows at each.
     snapshot_runs = (0, repeat // 2, repeat - 1)
     raw_snapshots: list[tracemalloc.Snapshot] = []
+    # What this function itself keeps between runs (the snapshots, above all: with tracing
+    # already on in a large process each is tens of MiB) is taken off the later readings,
+    # or it would look like RSS growing in steps. Exact readings: the kernel's running RSS
+    # counter lags, and would put a run's own growth into the bookkeeping.
+    bookkeeping_bytes = 0
     try:
         for run in range(repeat):
             fn()
@@ -295,10 +300,14 @@ def find_leaks(
             # Freed heap pages (the run's temporaries, our own bookkeeping) go back to the
             # OS first, so RSS counts what is still held and not what malloc keeps around.
             trim_allocator()
-            rss.append(read_rss())
+            before_bookkeeping = read_rss_exact()
+            rss.append(before_bookkeeping - bookkeeping_bytes)
             types.add(_type_counts())
             if trace and run in snapshot_runs:
                 raw_snapshots.append(tracemalloc.take_snapshot())
+            gc.collect()
+            trim_allocator()
+            bookkeeping_bytes += read_rss_exact() - before_bookkeeping
     finally:
         if started_tracing:
             tracemalloc.stop()

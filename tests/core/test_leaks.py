@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,25 @@ def test_a_leak_is_flagged_with_its_line(attempt: int) -> None:
 def test_allocator_churn_is_not_a_leak(attempt: int) -> None:
     report = find_leaks(churning, repeat=8)
     assert not report.leaking, report.reasons
+
+
+@pytest.mark.timeout(600)  # snapshots of a large traced heap are slow on a busy machine
+def test_tracing_already_on_in_a_large_process() -> None:
+    """The snapshots of a large traced heap are the detector's own: not a leak (as in CI)."""
+    tracemalloc.start(25)
+    try:
+        traced_heap = [str(i) * 3 for i in range(100_000)]
+        clean = find_leaks(lambda: [0] * 10_000, repeat=5)
+        assert not clean.leaking, clean.reasons
+        KEPT.clear()
+        leak = find_leaks(leaky, repeat=6)
+        assert leak.leaking, leak
+        assert 100_000 <= leak.growth_per_run_bytes <= 2_000_000, leak
+        assert tracemalloc.is_tracing()  # the caller's tracing is left on
+        del traced_heap
+    finally:
+        tracemalloc.stop()
+        KEPT.clear()
 
 
 def test_python_object_growth_is_named_by_type() -> None:
