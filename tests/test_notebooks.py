@@ -214,6 +214,10 @@ def test_topic_notebook_interrupts_resumes_and_shows_the_stage_timeline() -> Non
     assert "NMI against the packages" in text
     assert "kept their topic" in text  # the online update's report
     assert "NMI with the static model" in text
+    int8 = re.search(r"onnx-int8/all-MiniLM-L6-v2: cosine to the float rows, mean ([0-9.]+), "
+                     r"worst ([0-9.]+)", text)
+    assert int8 and float(int8[2]) >= 0.99, text
+    assert "warm worker: 200 documents in" in text
     tidy = next(cell for cell in code if "merge_topics" in cell.source)
     assert "my favourite topic" in next(
         out.data["text/plain"] for out in outputs_of(tidy, "execute_result"))

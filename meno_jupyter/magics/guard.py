@@ -26,6 +26,7 @@ from meno_jupyter.core.guard import (
     write_guard_file,
 )
 from meno_jupyter.core.memory import format_bytes
+from meno_jupyter.core.monitor import shrink_caches
 from meno_jupyter.core.namespace import largest_variables, names_in
 from meno_jupyter.core.spill import SpillError
 from meno_jupyter.magics._common import (
@@ -215,7 +216,12 @@ class MemGuard(Magics):
                                 tb_offset=tb_offset)
             _free_traceback_frames(tb)
             collect_garbage()
+            # Caches halve and idle helper processes (a warm encoder) close.
+            released = shrink_caches(0.5)
             trim_allocator()
+            if released:
+                print(f"released {format_bytes(released)} of caches and idle encoder "
+                      "processes")
             if guard.relief is not None:
                 self._after_stop = True
                 try:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -63,3 +66,28 @@ class WorkerProcess:
                 self.process.kill()
                 self.process.join(5)
         self._conn.close()
+
+
+def build_in_worker(target: Path, build: Callable[..., None], *, name: str, label: str,
+                    doing: str, error: type[Exception], timeout_s: float) -> tuple[Any, ...]:
+    """Run ``build(conn, partial_dir)`` in a spawned process, then move its folder to ``target``.
+
+    For models derived once and cached (the static model, the quantized one): the heavy
+    imports stay in the worker, and an interrupted build leaves no half-written model
+    behind. Returns the worker's ``("done", ...)`` reply.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    worker = WorkerProcess(build, (str(partial),), name=name, label=label, error=error)
+    try:
+        reply = worker.receive(doing, timeout_s)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        worker.close()
+    if target.exists():
+        shutil.rmtree(target)
+    partial.rename(target)
+    return reply

@@ -1,8 +1,8 @@
 """The encoder process: loads a sentence-transformers model and embeds what it is sent.
 
-The distilled static model (``"static"``) is served the same way. It runs in a separate
-(spawned) process, so the notebook kernel never imports torch, and a crash here cannot
-take the kernel down. Protocol over a Pipe:
+The distilled static model (``"static"``) and the int8 one (``"minilm-int8"``) are served
+the same way. It runs in a separate (spawned) process, so the notebook kernel never
+imports torch, and a crash here cannot take the kernel down. Protocol over a Pipe:
 parent → ``("encode", texts, batch_size)`` or ``("stop",)``;
 worker → ``("ready", dim, rss)``, ``("done", float32 array, rss)`` or ``("error", text)``.
 """
@@ -15,16 +15,37 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from meno_jupyter.topics.static import STATIC_MODEL, StaticEncoder, static_model_dir
+from meno_jupyter.topics.quantized import (
+    QUANTIZED_MODEL,
+    QuantizedEncoder,
+    build_quantized_model,
+    quantized_model_dir,
+)
+from meno_jupyter.topics.static import (
+    STATIC_MODEL,
+    StaticEncoder,
+    distill_static_model,
+    static_model_dir,
+)
 
 PACKAGED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGED_ALIAS = "minilm"  # ChunkedEmbedder(model="minilm") is model=None
 
 
+def prepare_model(spec: str | None, *, verbose: bool) -> None:
+    """Build a model derived from the packaged MiniLM (static, int8) once, if not cached."""
+    if spec == STATIC_MODEL:
+        distill_static_model(verbose=verbose)
+    elif spec == QUANTIZED_MODEL:
+        build_quantized_model(verbose=verbose)
+
+
 def load_model(spec: str | None, device: str) -> Any:
-    """Load a sentence-transformers model: the packaged MiniLM, a name or a path."""
+    """Load a model: the packaged MiniLM, its static or int8 form, or a name or a path."""
     if spec == STATIC_MODEL:
         return StaticEncoder(static_model_dir())
+    if spec == QUANTIZED_MODEL:
+        return QuantizedEncoder(quantized_model_dir())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # the notebook shows our bar
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -41,7 +62,7 @@ def load_model(spec: str | None, device: str) -> Any:
 def load_encoder(spec: str | None, device: str) -> tuple[int, Callable[[list[str], int], Any]]:
     """Load a model (see :func:`load_model`); return its dimension and ``encode(texts, batch)``."""
     model = load_model(spec, device)
-    if isinstance(model, StaticEncoder):
+    if isinstance(model, StaticEncoder | QuantizedEncoder):
         return model.dim, model.encode
     dimension = getattr(model, "get_embedding_dimension", None) or (
         model.get_sentence_embedding_dimension)

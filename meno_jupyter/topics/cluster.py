@@ -29,9 +29,8 @@ from distributed import WorkerPlugin, as_completed, get_worker
 from meno_jupyter.core.cleanup import trim_allocator
 from meno_jupyter.core.cluster import worker_statuses
 from meno_jupyter.core.memory import format_bytes
-from meno_jupyter.topics._worker import load_encoder
+from meno_jupyter.topics._worker import load_encoder, prepare_model
 from meno_jupyter.topics.encoders import Encoder, EncoderError, InProcessEncoder
-from meno_jupyter.topics.static import STATIC_MODEL, distill_static_model, static_model_ready
 from meno_jupyter.topics.store import EmbeddingStore, StoreError, StoreMeta
 
 TASKS_PER_WORKER = 2  # in flight per worker: one running, one queued with its texts
@@ -46,6 +45,7 @@ class EncoderPlugin(WorkerPlugin):
     ----------
     model : None, str or object
         What ``ChunkedEmbedder(model=...)`` took: the packaged MiniLM (None), ``"static"``,
+        ``"minilm-int8"`` (``quantize=True``),
         a sentence-transformers name or path (loaded on the worker), or an object with
         ``.encode`` (pickled to the workers).
     device : str
@@ -63,8 +63,7 @@ class EncoderPlugin(WorkerPlugin):
         """Load the model in this worker process."""
         if self.model is None or isinstance(self.model, str | os.PathLike):
             spec = None if self.model is None else str(self.model)
-            if spec == STATIC_MODEL and not static_model_ready():
-                distill_static_model(verbose=False)  # a host the driver's copy is not on
+            prepare_model(spec, verbose=False)  # a host the driver's copy is not on
             self.dim, self._encode = load_encoder(spec, self.device)
         else:
             encoder = InProcessEncoder(self.model)

@@ -19,21 +19,23 @@ from meno_jupyter.core.batching import adaptive_batch_size
 from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.memory import format_bytes, read_rss
 from meno_jupyter.topics._format import format_duration
-from meno_jupyter.topics._worker import PACKAGED_ALIAS, PACKAGED_MODEL
+from meno_jupyter.topics._worker import PACKAGED_ALIAS, PACKAGED_MODEL, prepare_model
 from meno_jupyter.topics.cache import EmbeddingCache, encode_with_cache
 from meno_jupyter.topics.documents import Documents
 from meno_jupyter.topics.encoders import (
+    DEFAULT_KEEP_WARM_S,
     Encoder,
     EncoderError,
     InProcessEncoder,
     WorkerEncoder,
+    warm_encoders,
 )
+from meno_jupyter.topics.quantized import QUANTIZED_MODEL, QUANTIZED_MODEL_NAME
 from meno_jupyter.topics.static import (
     DISTILL_SECONDS,
     STATIC_MODEL,
     STATIC_MODEL_NAME,
     STATIC_SPEEDUP,
-    distill_static_model,
     static_model_ready,
 )
 from meno_jupyter.topics.store import (
@@ -60,6 +62,8 @@ def model_name(model: Any) -> str:
         return PACKAGED_MODEL
     if model == STATIC_MODEL:
         return STATIC_MODEL_NAME
+    if model == QUANTIZED_MODEL:
+        return QUANTIZED_MODEL_NAME
     if isinstance(model, str | os.PathLike):
         return str(model)
     kind = type(model)
@@ -76,6 +80,10 @@ class ChunkedEmbedder:
         model2vec model distilled once from it (40-60x faster than MiniLM, somewhat lower
         topic quality). A sentence-transformers name or path: loaded in a worker process. An
         object with ``.encode``: called in-process.
+    quantize : bool
+        Run the packaged MiniLM with int8 weights in ONNX Runtime (built once, ~15 s):
+        1.3-1.5x its pace with a third of its worker's memory, no torch, every document's
+        cosine to the float model ≥ 0.99. Its rows go to stores of their own.
     precision : {"float32", "float16", "int8"}
         How the store keeps the embeddings (int8 with one scale per row).
     chunk_size : int
@@ -88,6 +96,11 @@ class ChunkedEmbedder:
     cache : str or path-like, optional
         A directory (or ``.sqlite`` file) caching embeddings by model and text hash, shared
         by runs: texts already in it are not encoded again.
+    keep_warm_s : float
+        Keep the encoder process (and its loaded model) this long after ``embed`` returns,
+        so the next call on the same model starts at once; 0 closes it with each call. It
+        is closed sooner by :meth:`close`, under memory pressure (``shrink_caches``, a cell
+        the guard stops) and at kernel exit.
     client : distributed.Client, optional
         Embed on this Dask cluster: every chunk a task, the model loaded once per worker,
         the rows written by the workers into the store (a directory they all reach), each
@@ -101,6 +114,7 @@ class ChunkedEmbedder:
         store = embedder.embed(df["text"], "embeddings/")      # Ctrl-C, re-run: resumes
         store = embedder.embed("corpus.parquet", "emb/", text_column="body")
         fast = ChunkedEmbedder(model="static", chunk_size=10_000)  # 1M docs in minutes
+        smaller = ChunkedEmbedder(quantize=True)  # int8 MiniLM: a third of the worker memory
         again = ChunkedEmbedder(cache="~/embedding-cache")  # known texts are not re-encoded
         fitted = ChunkedEmbedder.from_recommendation(recommend_settings(len(df)))
         spread = ChunkedEmbedder(client=Client(cluster), batch_size=32)  # on Dask workers
@@ -115,7 +129,7 @@ class ChunkedEmbedder:
         the recommendation.
         """
         settings: dict[str, Any] = {
-            "model": recommendation.model,
+            "model": recommendation.model, "quantize": recommendation.quantize,
             "precision": recommendation.precision, "chunk_size": recommendation.chunk_size,
             "batch_size": recommendation.batch_size}
         settings.update(options)
@@ -125,15 +139,20 @@ class ChunkedEmbedder:
         self,
         model: Any = None,
         *,
+        quantize: bool = False,
         precision: Precision = "float32",
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         batch_size: int | None = None,
         device: str = "cpu",
         progress: bool = True,
         cache: str | os.PathLike[str] | None = None,
+        keep_warm_s: float = DEFAULT_KEEP_WARM_S,
         client: Any = None,
     ) -> None:
         check_precision(precision)
+        if not isinstance(keep_warm_s, int | float) or keep_warm_s < 0:
+            raise ValueError(f"keep_warm_s must be a number of seconds ≥ 0, got {keep_warm_s!r}")
+        self.keep_warm_s = float(keep_warm_s)
         check_count(chunk_size, minimum=1, name="chunk_size")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -142,6 +161,13 @@ class ChunkedEmbedder:
             raise TypeError("model must be None (the packaged MiniLM), a sentence-transformers "
                             f"name or path, or an object with .encode; got {type(model).__name__}")
         self.model = None if isinstance(model, str) and model == PACKAGED_ALIAS else model
+        if not isinstance(quantize, bool):
+            raise TypeError(f"quantize must be True or False, got {type(quantize).__name__}")
+        if quantize and self.model is not None:
+            raise ValueError("quantize=True is for the packaged MiniLM (model=None or "
+                             f"'minilm'); got model={model!r}. The static model is already "
+                             "smaller and faster; other models are used as they are")
+        self.quantize = quantize
         self.precision = precision
         self.chunk_size = chunk_size
         self.batch_size = batch_size
@@ -155,22 +181,39 @@ class ChunkedEmbedder:
                             f"{type(client).__name__}")
         self.cache = None if cache is None else Path(cache).expanduser()
         self.client = client
-        self.name = model_name(self.model)
+        self.name = model_name(self._spec())
         self.last_rate: float | None = None
 
+    def _spec(self) -> Any:
+        """Return the model as the encoder process names it (the int8 MiniLM has its own)."""
+        return QUANTIZED_MODEL if self.quantize else self.model
+
     def _encoder(self) -> Encoder:
-        if self.model == STATIC_MODEL:
-            distill_static_model(verbose=self.progress)
+        spec = self._spec()
+        if isinstance(spec, str) and spec in (STATIC_MODEL, QUANTIZED_MODEL):
+            prepare_model(spec, verbose=self.progress)
         if self.client is not None:
             from meno_jupyter.topics.cluster import ClusterEncoder
 
-            return ClusterEncoder(self.client, self.model, self.device)
-        if self.model == STATIC_MODEL:
-            return WorkerEncoder(STATIC_MODEL, self.device)
-        if self.model is None or isinstance(self.model, str | os.PathLike):
-            spec = None if self.model is None else str(self.model)
-            return WorkerEncoder(spec, self.device)
-        return InProcessEncoder(self.model)
+            return ClusterEncoder(self.client, spec, self.device)
+        if spec is None or isinstance(spec, str | os.PathLike):
+            return warm_encoders.acquire(None if spec is None else str(spec), self.device)
+        return InProcessEncoder(spec)
+
+    def _done_with(self, encoder: Encoder, succeeded: bool) -> None:
+        """Keep a worker warm after a call that went well; close anything else."""
+        spec = self._spec()
+        if succeeded and isinstance(encoder, WorkerEncoder) and self.client is None:
+            warm_encoders.release(encoder, None if spec is None else str(spec), self.device,
+                                  self.keep_warm_s)
+        else:  # an interrupted worker may still owe a reply: never lend it again
+            encoder.close()
+
+    def close(self) -> None:
+        """Close this model's warm encoder process now (the next ``embed`` starts one)."""
+        spec = self._spec()
+        if spec is None or isinstance(spec, str | os.PathLike):
+            warm_encoders.close(None if spec is None else str(spec), self.device)
 
     def _finished(self, path: Path, docs_hash: str, n_docs: int) -> EmbeddingStore | None:
         """Return the store at ``path`` if it already holds exactly this, complete."""
@@ -210,6 +253,7 @@ class ChunkedEmbedder:
             return done
         encoder = self._encoder()
         cache = None if self.cache is None else EmbeddingCache(self.cache, self.name)
+        succeeded = False
         try:
             meta = StoreMeta(self.name, encoder.dim, self.precision, n_docs, docs_hash,
                              self.chunk_size)
@@ -219,8 +263,9 @@ class ChunkedEmbedder:
 
                 check_workers_reach(self.client, store)
             self._run(store, documents, encoder, on_chunk, cache)
+            succeeded = True
         finally:
-            encoder.close()
+            self._done_with(encoder, succeeded)
             if cache is not None:
                 cache.close()
         if cache is not None and self.progress:

@@ -456,10 +456,11 @@ class TopicExplorer:
         return explorer
 
     def close(self) -> None:
-        """Stop the topic process (figures and saving need it; fit or load restart it)."""
+        """Stop the topic process and the warm encoder (fit, load or update restart them)."""
         if self._process is not None:
             self._process.close()
             self._process = None
+        self.embedder.close()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

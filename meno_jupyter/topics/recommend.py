@@ -2,19 +2,22 @@
 
 The figures behind the rules were measured on a 2-core machine with all-MiniLM-L6-v2:
 ~150 docs/s on one-line texts and ~42 docs/s on ~90-token descriptions at batch 32
-(64 and 128 were slower and took 1.4-1.6 GB); BERTopic's default fit peaked at 2.12 GB
+(64 and 128 were slower and took 1.4-1.6 GB), its worker peaking near 1 GiB; the int8
+MiniLM twice as fast with a worker of ~190 MiB; BERTopic's default fit peaked at 2.12 GB
 (process tree) at 20k documents and 2.60 GB at 50k; the static model encodes thousands of
-documents per second on one core.
+documents per second on one core in a ~100 MiB worker.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 
 from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.memory import GIB, MemoryLimit, effective_limit, format_bytes
 from meno_jupyter.topics._format import format_duration
 from meno_jupyter.topics._worker import PACKAGED_ALIAS
+from meno_jupyter.topics.quantized import BUILD_SECONDS
 from meno_jupyter.topics.static import (
     DISTILL_SECONDS,
     STATIC_DOCS_PER_S,
@@ -30,6 +33,11 @@ FAST_DOCS_PER_S = 150.0  # one-line texts
 SLOW_DOCS_PER_S = 42.0  # ~90-token descriptions
 SHORT_TEXT_CHARS = 200
 ENCODER_PEAK_BYTES = int(1.0 * GIB)  # MiniLM worker at batch 32
+QUANTIZED_PEAK_BYTES = 256 * 1024**2  # the int8 MiniLM's worker: 189 MiB measured
+STATIC_PEAK_BYTES = 128 * 1024**2  # the static model's worker: 101 MiB measured
+ENCODER_MARGIN_BYTES = 256 * 1024**2  # beside the worker: the kernel's chunk, the store
+QUANTIZED_SPEEDUP = 2.0  # the int8 MiniLM against the float one, same batch (2.07x measured)
+QUANTIZE_ABOVE_S = 5 * 60.0  # the float MiniLM would take longer: the int8 one saves minutes
 FIT_BASE_BYTES = int(1.8 * GIB)  # BERTopic's default fit, process tree, fitted line
 FIT_BYTES_PER_DOC = 16 * 1024
 INT8_ABOVE_BYTES = 2 * GIB  # a float16 store larger than this: int8 instead
@@ -44,6 +52,10 @@ class Recommendation:
     model : {"minilm", "static"}
         What ``ChunkedEmbedder(model=...)`` takes: the packaged MiniLM or its static
         distillation (``ChunkedEmbedder.from_recommendation`` passes it on).
+    quantize : bool
+        Run MiniLM with int8 weights (``ChunkedEmbedder(quantize=True)``).
+    encoder_peak_bytes : int
+        The measured peak of the chosen encoder's worker process.
     mode : {"default", "online"}
         ``default``: UMAP + HDBSCAN on all embeddings; ``online``: chunk by chunk.
     embed_seconds : float
@@ -61,15 +73,19 @@ class Recommendation:
     embed_seconds: float
     headroom_bytes: int
     reasons: tuple[str, ...] = field(default=())
+    quantize: bool = False
+    encoder_peak_bytes: int = 0
 
     def __str__(self) -> str:
         lines = [
             f"{self.n_docs:,} documents, {format_bytes(self.headroom_bytes)} of headroom",
-            f"model={self.model!r}  precision={self.precision!r}  chunk_size={self.chunk_size}  "
+            f"model={self.model!r}  quantize={self.quantize}  precision={self.precision!r}  "
+            f"chunk_size={self.chunk_size}  "
             f"batch_size={self.batch_size}  mode={self.mode!r}",
             f"store on disk ≈ {format_bytes(self.store_bytes)}; default fit peak ≈ "
             f"{format_bytes(self.fit_peak_bytes)}; "
-            f"embedding ≈ {format_duration(self.embed_seconds)}",
+            f"embedding ≈ {format_duration(self.embed_seconds)} in a worker of ≈ "
+            f"{format_bytes(self.encoder_peak_bytes)}",
         ]
         return "\n".join(lines + [f"- {reason}" for reason in self.reasons])
 
@@ -125,16 +141,40 @@ def recommend_settings(
     rate = FAST_DOCS_PER_S if short else SLOW_DOCS_PER_S
     static_rate = STATIC_FAST_DOCS_PER_S if short else STATIC_DOCS_PER_S
     minilm_s, static_s = n_docs / rate, n_docs / static_rate + DISTILL_SECONDS
-    both = (f"MiniLM ≈ {format_duration(minilm_s)} at {rate:.0f} docs/s, the static model ≈ "
-            f"{format_duration(static_s)} (distilling it once included)")
-    if minilm_s > STATIC_ABOVE_S:
-        model, seconds, dim = "static", static_s, STATIC_DIM if dim == MINILM_DIM else dim
+    int8_s = minilm_s / QUANTIZED_SPEEDUP + BUILD_SECONDS
+    can_quantize = importlib.util.find_spec("onnxruntime") is not None
+    both = (f"MiniLM ≈ {format_duration(minilm_s)} at {rate:.0f} docs/s"
+            + (f", its int8 form ≈ {format_duration(int8_s)}" if can_quantize else "")
+            + f", the static model ≈ {format_duration(static_s)} (distilling it once included)")
+    peaks = (f"workers peak near {format_bytes(ENCODER_PEAK_BYTES)} (MiniLM), "
+             f"{format_bytes(QUANTIZED_PEAK_BYTES)} (int8) and "
+             f"{format_bytes(STATIC_PEAK_BYTES)} (static); {format_bytes(headroom)} is free")
+
+    def fits(peak: int) -> bool:
+        return headroom >= peak + ENCODER_MARGIN_BYTES
+
+    fastest_minilm_s = int8_s if can_quantize else minilm_s
+    quantize = False
+    if fastest_minilm_s > STATIC_ABOVE_S:
+        model, seconds, peak = "static", static_s, STATIC_PEAK_BYTES
         reasons.append(f"model='static': {both}; its topics are somewhat less sharp (NMI "
                        "0.33-0.34 against 0.36-0.46 measured)")
+    elif not fits(QUANTIZED_PEAK_BYTES if can_quantize else ENCODER_PEAK_BYTES):
+        model, seconds, peak = "static", static_s, STATIC_PEAK_BYTES
+        reasons.append(f"model='static': {peaks}, too little for MiniLM's; its topics are "
+                       "somewhat less sharp")
+    elif can_quantize and (not fits(ENCODER_PEAK_BYTES) or minilm_s > QUANTIZE_ABOVE_S):
+        model, seconds, peak, quantize = PACKAGED_ALIAS, int8_s, QUANTIZED_PEAK_BYTES, True
+        why = (peaks if not fits(ENCODER_PEAK_BYTES)
+               else f"{both}; the {format_duration(minilm_s - int8_s)} saved are worth it")
+        reasons.append(f"quantize=True (the int8 MiniLM, every document's cosine to the float "
+                       f"model ≥ 0.99): {why}")
     else:
-        model, seconds = PACKAGED_ALIAS, minilm_s
+        model, seconds, peak = PACKAGED_ALIAS, minilm_s, ENCODER_PEAK_BYTES
         reasons.append(f"model=None (the packaged MiniLM): {both}; its topics are the better "
                        "ones and the wait is acceptable")
+    if model == "static" and dim == MINILM_DIM:
+        dim = STATIC_DIM
     float16_bytes = n_docs * dim * 2
     precision = store_precision(n_docs, dim)
     if precision == "int8":
@@ -153,9 +193,9 @@ def recommend_settings(
         chunk_size = min(1_000, max(100, n_docs // 20))
         reasons.append(f"chunk_size={chunk_size}: a checkpoint at least every 5 % of the "
                        "corpus; an interruption loses at most one chunk")
-    if headroom < ENCODER_PEAK_BYTES + 512 * 1024**2:
+    if not fits(peak):
         batch_size = 16
-        reasons.append(f"batch_size=16: the encoder peaks near {format_bytes(ENCODER_PEAK_BYTES)}"
+        reasons.append(f"batch_size=16: the encoder peaks near {format_bytes(peak)}"
                        f" at 32 and only {format_bytes(headroom)} is free")
     else:
         batch_size = 32
@@ -177,6 +217,6 @@ def recommend_settings(
     if seconds > 3_600:
         reasons.append("the embedding can be stopped and resumed at any chunk")
     return Recommendation(n_docs, model, precision, chunk_size, batch_size, mode, store_bytes,
-                          fit_peak, seconds, headroom, tuple(reasons))
+                          fit_peak, seconds, headroom, tuple(reasons), quantize, peak)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -79,7 +78,7 @@ def distill_static_model(*, force: bool = False, verbose: bool = True) -> Path:
     verbose : bool
         Say what happens and how long it took.
     """
-    from meno_jupyter.topics._process import WorkerProcess
+    from meno_jupyter.topics._process import build_in_worker
 
     target = static_model_dir()
     if static_model_ready(target) and not force:
@@ -87,24 +86,12 @@ def distill_static_model(*, force: bool = False, verbose: bool = True) -> Path:
     if not all(importlib.util.find_spec(name) for name in ("model2vec", "transformers")):
         raise StaticModelError("the static encoder needs model2vec's distiller: pip install "
                                "'model2vec[distill]' (part of the [topics] extra)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
     if verbose:
         print(f"distilling a static model from the packaged all-MiniLM-L6-v2 (once, about "
               f"{format_duration(DISTILL_SECONDS)} on 2 cores) into {target}", flush=True)
-    worker = WorkerProcess(_distill, (str(partial),), name="meno-distill",
-                           label="the distilling process", error=StaticModelError)
-    try:
-        reply = worker.receive("distilling the static model", DISTILL_TIMEOUT_S)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    finally:
-        worker.close()
-    if target.exists():
-        shutil.rmtree(target)
-    partial.rename(target)
+    reply = build_in_worker(target, _distill, name="meno-distill",
+                            label="the distilling process", doing="distilling the static model",
+                            error=StaticModelError, timeout_s=DISTILL_TIMEOUT_S)
     if verbose:
         print(f"static model ready in {reply[1]:.0f} s: {target}", flush=True)
     return target

@@ -21,9 +21,11 @@ def test_a_small_corpus_gets_the_default_pipeline_at_float16() -> None:
     assert any("float16" in r for r in advice.reasons)
 
 
-def test_a_large_corpus_in_little_memory_goes_online_at_int8_with_small_batches() -> None:
+def test_a_large_corpus_in_little_memory_goes_online_at_int8() -> None:
     advice = recommend_settings(5_000_000, limit=limit(1.2))
-    assert (advice.precision, advice.mode, advice.batch_size) == ("int8", "online", 16)
+    # The static model's worker (~128 MiB) leaves room for batches of 32.
+    assert (advice.precision, advice.mode, advice.batch_size) == ("int8", "online", 32)
+    assert (advice.model, advice.encoder_peak_bytes) == ("static", 128 * 1024**2)
     assert advice.store_bytes == 5_000_000 * (256 + 4)  # the static model's 256 dimensions
     text = str(advice)
     assert "mode='online'" in text and "more than 80 %" in text
@@ -34,9 +36,28 @@ def test_a_corpus_too_long_for_minilm_gets_the_static_model_with_both_times() ->
     assert (advice.model, advice.mode, advice.chunk_size) == ("static", "online", 10_000)
     assert 500 < advice.embed_seconds < 1_000  # 1M / 1,850 docs/s + distilling once
     reason = next(r for r in advice.reasons if r.startswith("model='static'"))
-    assert "MiniLM ≈ 6 h 36 min at 42 docs/s, the static model ≈ 10 min" in reason  # one wording
+    assert ("MiniLM ≈ 6 h 36 min at 42 docs/s, its int8 form ≈ 3 h 18 min, the static model "
+            "≈ 10 min") in reason  # one wording
     assert "UMAP over 1,000,000 documents" in str(advice)
     assert recommend_settings(20_000, limit=limit(8)).model == "minilm"
+
+
+def test_the_encoder_is_chosen_by_the_memory_free() -> None:
+    roomy = recommend_settings(20_000, limit=limit(8))
+    assert (roomy.model, roomy.quantize, roomy.encoder_peak_bytes) == ("minilm", False, GIB)
+    # 614 MiB free (as seen in a real session): MiniLM's ~1 GiB worker does not fit, the
+    # int8 one (~256 MiB) does, with room for batches of 32.
+    tight = recommend_settings(20_000, limit=limit(0.6))
+    assert (tight.model, tight.quantize, tight.batch_size) == ("minilm", True, 32)
+    assert "int8" in tight.reasons[0] and "614.4 MiB is free" in tight.reasons[0]
+    assert "quantize=True" in str(tight) and "worker of ≈ 256.0 MiB" in str(tight)
+    starved = recommend_settings(20_000, limit=limit(0.4))
+    assert (starved.model, starved.quantize) == ("static", False)
+    assert "too little for MiniLM's" in starved.reasons[0]
+    # Plenty of memory, but a long float run: the int8 one saves minutes.
+    long_run = recommend_settings(100_000, limit=limit(8))
+    assert long_run.quantize and "saved are worth it" in long_run.reasons[0]
+    assert long_run.embed_seconds < 100_000 / 150  # faster than the float MiniLM's
 
 
 def test_long_texts_take_longer_and_chunks_checkpoint_often() -> None:
@@ -55,10 +76,11 @@ def test_it_reads_the_real_limit_by_default() -> None:
 def test_an_embedder_takes_a_recommendation_as_it_is() -> None:
     from meno_jupyter.topics.embedder import ChunkedEmbedder
 
-    for n_docs in (5_000, 2_000_000):
-        rec = recommend_settings(n_docs, mean_chars=300)
+    for n_docs, free in ((5_000, 8), (20_000, 0.6), (2_000_000, 8)):
+        rec = recommend_settings(n_docs, mean_chars=300, limit=limit(free))
         embedder = ChunkedEmbedder.from_recommendation(rec, progress=False)
         assert embedder.model == (None if rec.model == "minilm" else rec.model)
+        assert embedder.quantize == rec.quantize
         assert (embedder.precision, embedder.chunk_size, embedder.batch_size) == (
             rec.precision, rec.chunk_size, rec.batch_size)
         assert not embedder.progress
