@@ -107,6 +107,11 @@ def _export_and_quantize(folder: Path) -> None:
     products = [node.name for node in onnx.load(str(float_path)).graph.node
                 if node.op_type == "MatMul"]
     kept_float = [name for name in products if _kept_float(name)]
+    expected = len(transformer.encoder.layer) + len(FLOAT_FEED_FORWARD_LAYERS)
+    if len(kept_float) != expected:  # named otherwise by another exporter: never guess
+        raise RuntimeError(f"found {len(kept_float)} of the {expected} matrix products to keep "
+                           "in float32 by name; the export's names changed, so the int8 model "
+                           "was not built")
     logging.getLogger().setLevel(logging.ERROR)  # its advice on pre-processing, not ours
     quantize_dynamic(str(float_path), str(folder / MODEL_FILE), weight_type=QuantType.QInt8,
                      per_channel=True, nodes_to_exclude=kept_float)
