@@ -3,7 +3,7 @@
 The figures behind the rules were measured on a 2-core machine with all-MiniLM-L6-v2:
 ~150 docs/s on one-line texts and ~42 docs/s on ~90-token descriptions at batch 32
 (64 and 128 were slower and took 1.4-1.6 GB), its worker peaking near 1 GiB; the int8
-MiniLM twice as fast with a worker of ~190 MiB; BERTopic's default fit peaked at 2.12 GB
+MiniLM 1.2-1.5x as fast with a worker of ~200 MiB; BERTopic's default fit peaked at 2.12 GB
 (process tree) at 20k documents and 2.60 GB at 50k; the static model encodes thousands of
 documents per second on one core in a ~100 MiB worker.
 """
@@ -36,7 +36,7 @@ ENCODER_PEAK_BYTES = int(1.0 * GIB)  # MiniLM worker at batch 32
 QUANTIZED_PEAK_BYTES = 256 * 1024**2  # the int8 MiniLM's worker: 189 MiB measured
 STATIC_PEAK_BYTES = 128 * 1024**2  # the static model's worker: 101 MiB measured
 ENCODER_MARGIN_BYTES = 256 * 1024**2  # beside the worker: the kernel's chunk, the store
-QUANTIZED_SPEEDUP = 2.0  # the int8 MiniLM against the float one, same batch (2.07x measured)
+QUANTIZED_SPEEDUP = 1.4  # the int8 MiniLM against the float one: 1.22-1.53x (bench/encoder.py)
 QUANTIZE_ABOVE_S = 5 * 60.0  # the float MiniLM would take longer: the int8 one saves minutes
 FIT_BASE_BYTES = int(1.8 * GIB)  # BERTopic's default fit, process tree, fitted line
 FIT_BYTES_PER_DOC = 16 * 1024
