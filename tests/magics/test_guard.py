@@ -126,3 +126,26 @@ def test_mem_limit_is_the_one_limit_of_the_kernel_side(shell: Any, monkeypatch: 
     assert effective_limit().limit_bytes == 2 * 2**30
     monkeypatch.setenv("MEM_LIMIT", "a lot")  # unreadable: the cgroup's or machine's
     assert effective_limit().source != "MEM_LIMIT"
+
+
+def test_a_stop_closes_idle_encoder_processes(shell: Any, tmp_path: Any) -> None:
+    """A cell the guard stops lets the caches and the warm encoder (topics) go."""
+    import psutil
+
+    from meno_jupyter.topics import ChunkedEmbedder
+    from meno_jupyter.topics.encoders import warm_encoders
+
+    warm_encoders.close()
+    ChunkedEmbedder(quantize=True, progress=False).embed(["a text", "another"], tmp_path / "s")
+    (pid,) = warm_encoders.pids()
+    shell.user_ns["np"] = np
+    shell.run_line_magic("memguard", "on")
+    try:
+        with capture_output() as captured:
+            result = shell.run_cell("big = np.ones(10**13)")
+    finally:
+        shell.run_line_magic("memguard", "off")
+    assert isinstance(result.error_in_exec, MemoryGuardError)
+    assert "of caches and idle encoder processes" in shown(captured)
+    assert warm_encoders.pids() == []
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
