@@ -64,8 +64,12 @@ _STOP_SIGNAL = getattr(signal, "SIGRTMIN", 34) + 7
 # Sent to the main thread when a cell nears the level and the guard may relieve memory
 # (``relief``): the handler runs there, so the cell waits while variables are moved.
 _RELIEF_SIGNAL = _STOP_SIGNAL + 1
-# Relief is sought this far below the guard level (a share of the limit).
+# Relief is sought this far below the guard level (a share of the limit)...
 RELIEF_MARGIN = 0.1
+# ...and at least this far below where the allocation limit refuses: a loop of large arrays
+# grows by GB/s while the thread waits for a core and the GIL (tens of ms on a busy
+# machine), and must be seen past the relief level before it reaches the refusal.
+RELIEF_MIN_ROOM_BYTES = 192 * 1024 * 1024
 # How long a cell past the level waits for the relief to start before it is stopped.
 RELIEF_WAIT_S = 2.0
 # Kept free below the limit by the allocation limit: the page cache, the kernel's own
@@ -194,7 +198,8 @@ class MemoryGuard:
     relief : callable, optional
         ``relief(used_bytes, target_bytes)`` frees memory (moves variables to disk) and
         returns what it did; called once per cell, in the main thread (the cell waits),
-        when the cell passes ``RELIEF_MARGIN`` below the level. The cell is stopped only
+        when the cell passes ``RELIEF_MARGIN`` below the level (lower in a small limit:
+        see :func:`_relief_level`). The cell is stopped only
         if that was not enough.
 
     Examples
@@ -371,7 +376,7 @@ class MemoryGuard:
             last_used, last_time = used, now
             limit = reader.limit_bytes
             level = int(limit * self.at)
-            relief_level = int(limit * max(0.5, self.at - RELIEF_MARGIN))
+            relief_level = _relief_level(limit, self.at)
             # While a relief may still come, readings pace themselves to its (lower) level:
             # a loop that grows fast must be seen there, before the allocation limit refuses.
             watched = (relief_level if self.relief is not None and not self._relief_sent
@@ -498,7 +503,8 @@ class MemoryGuard:
         if self.relief is None or self._reader is None:
             return None
         limit = self._reader.limit_bytes
-        target = int(limit * max(0.5, self.at - 2 * RELIEF_MARGIN))
+        # A margin below where relief is sought, so that one relief makes room for the cell.
+        target = _relief_level(limit, self.at) - int(limit * RELIEF_MARGIN)
         self._relieving = True  # the cell waits meanwhile: no stop while variables move
         self._relief_wait_until = 0.0
         try:
@@ -714,6 +720,25 @@ def _stack_bytes() -> int:
         soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
         size = 8 * MIB if soft == resource.RLIM_INFINITY else min(soft, 64 * MIB)
     return size + MIB  # and its guard page, rounded up
+
+
+def _relief_level(limit_bytes: int, at: float) -> int:
+    """Return where a relief is sought: below the level, and room below the refusal.
+
+    ``RELIEF_MARGIN`` below the level, and at least ``RELIEF_MIN_ROOM_BYTES`` below where the
+    allocation limit refuses; never under half the limit.
+
+    Examples
+    --------
+    >>> _relief_level(16 * 1024 * MIB, 0.9) // MIB  # 80 % of 16 GiB
+    13107
+    >>> _relief_level(640 * MIB, 0.9) // MIB  # 640 - 32 (safety) - 192
+    416
+    """
+    safety = max(MIN_SAFETY_BYTES, int(limit_bytes * SAFETY_FRACTION))
+    by_share = int(limit_bytes * (at - RELIEF_MARGIN))
+    by_room = limit_bytes - safety - RELIEF_MIN_ROOM_BYTES
+    return max(int(limit_bytes * 0.5), min(by_share, by_room))
 
 
 def _interval_for(margin_bytes: int, limit_bytes: int, growth_per_s: float = 0.0,
