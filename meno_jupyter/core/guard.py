@@ -530,8 +530,7 @@ class MemoryGuard:
         if self._suspended or self._reader is None or self._original_limit is None:
             return
         limit = self._reader.limit_bytes
-        safety = max(MIN_SAFETY_BYTES, int(limit * SAFETY_FRACTION))
-        allowance = max(0, limit - safety - used)
+        allowance = max(0, limit - _safety_bytes(limit) - used)
         soft_original, hard = self._original_limit
         with self._limit_lock:
             soft = _read_data_bytes(self._statm) + allowance + extra
@@ -722,6 +721,11 @@ def _stack_bytes() -> int:
     return size + MIB  # and its guard page, rounded up
 
 
+def _safety_bytes(limit_bytes: int) -> int:
+    """Return what the allocation limit keeps free below the limit."""
+    return max(MIN_SAFETY_BYTES, int(limit_bytes * SAFETY_FRACTION))
+
+
 def _relief_level(limit_bytes: int, at: float) -> int:
     """Return where a relief is sought: below the level, and room below the refusal.
 
@@ -735,9 +739,8 @@ def _relief_level(limit_bytes: int, at: float) -> int:
     >>> _relief_level(640 * MIB, 0.9) // MIB  # 640 - 32 (safety) - 192
     416
     """
-    safety = max(MIN_SAFETY_BYTES, int(limit_bytes * SAFETY_FRACTION))
     by_share = int(limit_bytes * (at - RELIEF_MARGIN))
-    by_room = limit_bytes - safety - RELIEF_MIN_ROOM_BYTES
+    by_room = limit_bytes - _safety_bytes(limit_bytes) - RELIEF_MIN_ROOM_BYTES
     return max(int(limit_bytes * 0.5), min(by_share, by_room))
 
 
