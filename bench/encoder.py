@@ -33,17 +33,9 @@ def texts_of(corpus: str, n_docs: int) -> list[str]:
     return list(frame["text"].iloc[:n_docs])
 
 
-def worker_peak(pid: int) -> int:
-    """The worker's peak resident memory (VmHWM), in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM")
-
-
 def one_run(spec: str | None, texts: list[str]) -> dict[str, Any]:
     """Start a worker, encode ``texts`` chunk by chunk, read its peak, stop it."""
+    from meno_jupyter.core.memory import read_hwm
     from meno_jupyter.topics.encoders import WorkerEncoder
 
     started = time.perf_counter()
@@ -54,7 +46,7 @@ def one_run(spec: str | None, texts: list[str]) -> dict[str, Any]:
                            for i in range(0, len(texts), 1000)])
     encode_s = time.perf_counter() - started
     result = {"start_s": start_s, "docs_per_s": len(texts) / encode_s,
-              "peak": worker_peak(encoder.pid or 0), "rss": encoder.rss_bytes, "rows": rows}
+              "peak": read_hwm(encoder.pid) or 0, "rss": encoder.rss_bytes, "rows": rows}
     encoder.close()
     return result
 

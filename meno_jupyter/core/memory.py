@@ -313,9 +313,9 @@ def finished_children_max_rss() -> int:
 # --------------------------------------------------------------------------- exact peak
 
 
-def _read_status_field(field: str) -> int | None:
+def _read_status_field(field: str, pid: int | None = None) -> int | None:
     try:
-        with open("/proc/self/status", "rb") as handle:
+        with open(f"/proc/{pid or 'self'}/status", "rb") as handle:
             for raw in handle:
                 if raw.startswith(field.encode()):
                     return int(raw.split()[1]) * 1024
@@ -324,9 +324,12 @@ def _read_status_field(field: str) -> int | None:
     return None
 
 
-def read_hwm() -> int | None:
-    """Return the kernel's RSS high-water mark (``VmHWM``) in bytes, or None if unsupported."""
-    return _read_status_field("VmHWM:")
+def read_hwm(pid: int | None = None) -> int | None:
+    """Return the RSS high-water mark (``VmHWM``) in bytes of this process (or ``pid``).
+
+    None where unsupported or the process has gone.
+    """
+    return _read_status_field("VmHWM:", pid)
 
 
 def _reset_hwm() -> bool:
