@@ -136,13 +136,8 @@ def read_rss_exact() -> int:
     faults behind; ``smaps_rollup`` walks the page tables (about a millisecond per GiB).
     Where it is missing, :func:`read_rss`.
     """
-    try:
-        with open("/proc/self/smaps_rollup", "rb") as handle:
-            text = handle.read()
-        start = text.index(b"\nRss:") + len(b"\nRss:")
-        return int(text[start:text.index(b"kB", start)]) * 1024
-    except (OSError, ValueError):
-        return read_rss()
+    exact = _smaps_rollup_bytes("self", (b"\nRss:",))
+    return read_rss() if exact is None else exact
 
 
 def read_vms() -> int:
@@ -224,18 +219,27 @@ def process_own_bytes(pid: int) -> int:
     the parent it does not really hold. ``smaps_rollup`` (Linux 4.14+) tells private pages
     from shared ones; where it is missing, the RSS.
     """
+    own = _smaps_rollup_bytes(pid, (b"\nPrivate_Clean:", b"\nPrivate_Dirty:"))
+    return process_rss(pid) if own is None else own
+
+
+def _smaps_rollup_bytes(pid: int | str, keys: tuple[bytes, ...]) -> int | None:
+    """Return the sum of ``keys``' fields of ``/proc/<pid>/smaps_rollup`` in bytes, or None.
+
+    None where the file or a field is missing (before Linux 4.14, a process gone).
+    """
     try:
         with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
             text = handle.read()
     except OSError:
-        return process_rss(pid)
-    own = 0
-    for key in (b"\nPrivate_Clean:", b"\nPrivate_Dirty:"):
+        return None
+    total = 0
+    for key in keys:
         start = text.find(key)
         if start < 0:
-            return process_rss(pid)
-        own += int(text[start + len(key):text.index(b"kB", start)]) * 1024
-    return own
+            return None
+        total += int(text[start + len(key):text.index(b"kB", start)]) * 1024
+    return total
 
 
 def read_children_rss(pid: int | None = None) -> int:
