@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 from meno_jupyter.core.live import LiveFeed
 from meno_jupyter.core.memory import GIB, MemoryLimit
@@ -26,3 +28,13 @@ class FakeMemory:
         self.rss = 1 * GIB
         self.feed = LiveFeed(reader=lambda: self.rss, children_reader=lambda: 0,
                              limit_reader=lambda: limit)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    """Poll ``condition`` until it holds; False when ``timeout_s`` passes first."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

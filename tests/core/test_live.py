@@ -8,7 +8,7 @@ import pytest
 
 from meno_jupyter.core.live import LiveSample, validate_refresh
 from meno_jupyter.core.memory import GIB
-from tests.livehelp import FakeMemory, fake_limit, live_threads
+from tests.livehelp import FakeMemory, fake_limit, live_threads, wait_until
 
 LIMIT = fake_limit(8, 4)
 
@@ -80,7 +80,9 @@ def test_a_failing_view_neither_kills_the_thread_nor_the_others(
 
     bad = feed.subscribe(broken, 0.1)
     ok = feed.subscribe(good.append, 0.1)
-    assert feed.wait_for_samples(4)
+    # Two views subscribed a moment apart are due at different times and the feed may take a
+    # sample for each: wait for deliveries, not for samples.
+    assert wait_until(lambda: len(good) >= 3 and bad.failures >= 3)
     bad.close()
     ok.close()
     assert len(good) >= 3
