@@ -132,6 +132,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/dask_overhead.py
 	$(BIN)/python bench/dask_embed.py
 	$(BIN)/python bench/loader.py
+	$(BIN)/python bench/optimize_frames.py
 	$(BIN)/python bench/checkpoint.py
 	$(BIN)/python bench/spill.py
 

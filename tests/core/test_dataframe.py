@@ -15,7 +15,7 @@ N = 40
 def columns(draw: st.DrawFn) -> pd.Series:  # noqa: PLR0911 - one return per kind
     kind = draw(st.sampled_from(
         ["int", "bigint", "float", "integral_float", "text", "zeros", "bools", "object_bools",
-         "dates", "date_text", "category", "nullable", "none_text", "mixed"]))
+         "dates", "date_text", "category", "nullable", "none_text", "mixed", "str"]))
     if kind == "int":
         return pd.Series(draw(st.lists(st.integers(-300, 70_000), min_size=N, max_size=N)))
     if kind == "bigint":
@@ -31,6 +31,9 @@ def columns(draw: st.DrawFn) -> pd.Series:  # noqa: PLR0911 - one return per kin
     if kind == "text":
         words = st.sampled_from(["alpha", "beta", "02134", "007", "", "ünï", "gamma"])
         return pd.Series(draw(st.lists(words, min_size=N, max_size=N)), dtype=object)
+    if kind == "str":  # pandas 3's Arrow-backed text (object text under pandas 2)
+        words = st.sampled_from(["alpha", "02134", "", "ünï", None])
+        return pd.Series(draw(st.lists(words, min_size=N, max_size=N)), dtype="str")
     if kind == "none_text":
         words = st.sampled_from(["x", "y", None])
         return pd.Series(draw(st.lists(words, min_size=N, max_size=N)), dtype=object)
@@ -265,3 +268,80 @@ def test_nan_payloads_are_kept_bit_for_bit() -> None:
                           values.view(np.uint64))
     plain = optimize_dataframe(pd.DataFrame({"x": np.array([np.nan, 1.5, -0.0])}))
     assert plain.frame["x"].dtype == np.float32  # the canonical NaN survives float32
+
+
+def test_a_late_value_is_checked_as_well_as_the_first_ones() -> None:
+    # The first values are checked on their own first (most columns fail there, cheaply);
+    # a value far down the column must still keep its column as it is.
+    whole = np.arange(1000.0)
+    whole[900] = 0.5
+    exact32 = np.arange(1000) * 0.5 + 0.25  # every one exact in float32 …
+    exact32[950] = 0.1  # … but this one
+    payload = np.arange(1000.0)
+    payload[999] = np.array([0x7FF8000000000001], dtype=np.uint64).view(np.float64)[0]
+    frame = pd.DataFrame({"whole": whole, "exact32": exact32, "payload": payload})
+    result = optimize_dataframe(frame)
+    assert [str(t) for t in result.frame.dtypes] == ["float32", "float64", "float64"]
+    for column in frame.columns:
+        assert identical(result.undo()[column], frame[column])
+
+
+def test_arrow_text_becomes_a_category_or_dates_and_comes_back() -> None:
+    few = pd.Series(["north", None, "south", "north"] * 500, dtype="str")
+    days = pd.Series(pd.date_range("2001-01-01", periods=2000, freq="D").strftime("%Y-%m-%d"),
+                     dtype="str")
+    days[5] = None
+    late = days.copy()
+    late[1990] = "2099-1-5"  # distinct strings are checked a few first, then all of them
+    frame = pd.DataFrame({"few": few, "days": days, "late": late})
+    result = optimize_dataframe(frame)
+    assert str(result.frame["few"].dtype) == "category"
+    assert result.frame["days"].dtype.kind == "M" and pd.isna(result.frame["days"][5])
+    assert result.frame["late"].dtype.kind != "M"
+    for column in frame.columns:
+        assert identical(result.undo()[column], frame[column])
+
+
+def test_a_category_that_does_not_decode_to_the_text_is_caught() -> None:
+    import pyarrow as pa
+
+    from meno_jupyter.core.dataframe import _category_decodes_to
+
+    text = pd.Series(["a", "b", None, "a"], dtype="str")
+    arrow = pa.chunked_array(pa.array(text.array))
+    assert _category_decodes_to(text.astype("category"), arrow)
+    wrong = pd.Series(["a", "b", None, "b"], dtype="str").astype("category")
+    assert not _category_decodes_to(wrong, arrow)
+    shifted = pd.Series(["a", "b", "a", None], dtype="str").astype("category")
+    assert not _category_decodes_to(shifted, arrow)
+
+
+def test_a_dominant_missing_value_or_bool_goes_sparse() -> None:
+    gaps = np.full(5000, np.nan)
+    gaps[::100] = 2.5
+    flags = np.zeros(5000, dtype=bool)
+    flags[::50] = True
+    result = optimize_dataframe(pd.DataFrame({"gaps": gaps, "flags": flags}))
+    assert [c.reason for c in result.changes] == ["sparse: 99% are nan", "sparse: 98% are False"]
+    pd.testing.assert_frame_equal(result.undo(), pd.DataFrame({"gaps": gaps, "flags": flags}),
+                                  check_exact=True)
+
+
+@pytest.mark.parametrize("width", [3, 40])  # few columns changed, then many: two ways to build
+def test_the_new_frame_keeps_index_names_order_attrs_and_untouched_columns(width: int) -> None:
+    frame = pd.DataFrame({f"n{i}": np.arange(6) + i for i in range(width)})
+    frame["text"] = pd.Series(["x", "y"] * 3, dtype=object)
+    frame["x"] = np.linspace(0.1, 0.7, 6)  # left as float64
+    frame.index = pd.Index([3, 3, 1, 1, 2, 2], name="key")  # repeated labels
+    frame.columns.name = "fields"
+    frame.attrs["source"] = "test"
+    result = optimize_dataframe(frame)
+    out = result.frame
+    assert list(out.columns) == list(frame.columns) and out.columns.name == "fields"
+    assert out.index.equals(frame.index) and out.index.name == "key"
+    assert out.attrs == {"source": "test"}
+    assert all(out[f"n{i}"].dtype == np.uint8 for i in range(width))
+    assert out["x"].dtype == np.float64 and np.shares_memory(out["x"].to_numpy(),
+                                                             frame["x"].to_numpy())
+    assert frame["n0"].dtype == np.int64  # the caller's frame is untouched
+    pd.testing.assert_frame_equal(result.undo(), frame, check_exact=True)
