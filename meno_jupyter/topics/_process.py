@@ -68,6 +68,20 @@ class WorkerProcess:
         self._conn.close()
 
 
+
+def quiet_hugging_face(*, offline: bool) -> None:
+    """Set up the environment of a worker that loads a Hugging Face model.
+
+    No tokenizer threads of its own, no library chatter or progress bars (the caller shows
+    its own), and with ``offline`` no question to the hub (the packaged model is on disk).
+    Values the user set are kept.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 def build_in_worker(target: Path, build: Callable[..., None], *, name: str, label: str,
                     doing: str, error: type[Exception], timeout_s: float) -> tuple[Any, ...]:
     """Run ``build(conn, partial_dir)`` in a spawned process, then move its folder to ``target``.

