@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from meno_jupyter import Profiler, optimize_dataframe, read_optimized, trim_allocator
-from meno_jupyter.core.dataframe import identical
+from meno_jupyter.core.dataframe import identical, nullable_dtype
 
 MIB = 2**20
 
@@ -76,10 +76,6 @@ def _smallest_int(low: int, high: int) -> np.dtype | None:
     return next((t for t in _INTS if np.iinfo(t).min <= low and high <= np.iinfo(t).max), None)
 
 
-def _nullable(dtype: np.dtype) -> str:
-    return dtype.name.capitalize().replace("Ui", "UI")
-
-
 def lossless_ideal(df: pd.DataFrame) -> pd.DataFrame:
     """The smallest exact type of each column, found straight away and not checked.
 
@@ -100,7 +96,8 @@ def lossless_ideal(df: pd.DataFrame) -> pd.DataFrame:
             target = _smallest_int(int(present.min()), int(present.max())) \
                 if len(present) else None
             if target is not None and target.itemsize < dtype.itemsize:
-                new = series.astype(target if isinstance(dtype, np.dtype) else _nullable(target))
+                new = series.astype(target if isinstance(dtype, np.dtype)
+                                    else nullable_dtype(target))
         elif pd.api.types.is_float_dtype(dtype):
             values = series.to_numpy(dtype=np.float64, na_value=np.nan)
             missing = np.isnan(values)
@@ -110,7 +107,7 @@ def lossless_ideal(df: pd.DataFrame) -> pd.DataFrame:
                     (present == np.round(present)).all() and np.abs(present).max() <= 2**53:
                 target = _smallest_int(int(present.min()), int(present.max()))
                 if target is not None:
-                    new = series.astype(_nullable(target) if missing.any() else target)
+                    new = series.astype(nullable_dtype(target) if missing.any() else target)
             elif dtype == np.float64 and np.array_equal(
                     values.astype(np.float32).astype(np.float64).view(np.uint64),
                     values.view(np.uint64)):

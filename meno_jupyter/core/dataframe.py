@@ -284,12 +284,12 @@ def _float_candidates(series: pd.Series, aggressive: bool, rtol: float) -> list[
         return candidates
     # An overflow to inf, or a NaN whose payload float32 cannot keep, fails the check.
     with np.errstate(over="ignore", invalid="ignore"):
-        maybe_exact = _float32_exact(values[:_PROBE])
+        probe = values[:_PROBE]
+        maybe_exact = _same_bits(probe.astype(np.float32), probe)
         if not (maybe_exact or aggressive):
             return candidates
         narrowed = values.astype(np.float32)
-        widened = narrowed.astype(np.float64)
-    if maybe_exact and np.array_equal(widened.view(np.uint64), values.view(np.uint64)):
+    if maybe_exact and _same_bits(narrowed, values):
         # That comparison is the round trip: undo is this same widening.
         candidates.append(_Candidate(_like(narrowed, series), _astype_back(np.float64),
                                      "float64 values all exact in float32",
@@ -309,9 +309,9 @@ def _float_candidates(series: pd.Series, aggressive: bool, rtol: float) -> list[
     return candidates
 
 
-def _float32_exact(values: np.ndarray) -> bool:
-    """Whether float32 holds every float64 value bit for bit."""
-    widened = values.astype(np.float32).astype(np.float64)
+def _same_bits(narrowed: np.ndarray, values: np.ndarray) -> bool:
+    """Whether float32 ``narrowed`` widens back to float64 ``values`` bit for bit."""
+    widened = narrowed.astype(np.float64)
     return bool(np.array_equal(widened.view(np.uint64), values.view(np.uint64)))
 
 
@@ -357,34 +357,29 @@ def _text_candidates(series: pd.Series, categorical_max_ratio: float) -> list[_C
     distinct_count = len(distinct)
     if not distinct_count:  # nothing but missing values
         return []
+    ratio = distinct_count / len(series)
     # A category costs at most 4 bytes a row plus its distinct values; datetime64 costs 8.
-    if distinct_count / len(series) > categorical_max_ratio or distinct_count > len(series) / 8:
+    if ratio > categorical_max_ratio or distinct_count > len(series) / 8:
         datetime = _datetime_candidate(series, codes, distinct, back_to_text)
         if datetime is not None:
             candidates.append(datetime)
-    ratio = distinct_count / len(series)
+    # Back from a category or Arrow strings: Arrow-backed text converts directly.
+    text_again: Restore = ((lambda s: s.astype(original)) if arrow_text is not None
+                           else (lambda s: back_to_text(s.astype(object))))
     if ratio <= categorical_max_ratio:
         candidates.append(_Candidate(
-            category,
-            (lambda s: s.astype(original)) if arrow_text is not None
-            else (lambda s: back_to_text(s.astype(object))),
-            f"{distinct_count} distinct values in {len(series)} rows",
+            category, text_again, f"{distinct_count} distinct values in {len(series)} rows",
             "unordered category: `<` and values outside the categories raise",
             round_trips=(None if arrow_text is None
                          else lambda _: _category_decodes_to(category, arrow_text))))
-    try:
-        import pyarrow as pa
-    except ImportError:  # pragma: no cover - pyarrow is a dependency
-        return candidates
+    import pyarrow as pa
+
     arrow = series.astype(pd.ArrowDtype(pa.string()))
     candidates.append(_Candidate(
-        arrow,
-        (lambda s: s.astype(original)) if arrow_text is not None
-        else (lambda s: back_to_text(s.astype(object))),
-        "Arrow strings (one buffer, no Python objects)",
+        arrow, text_again, "Arrow strings (one buffer, no Python objects)",
         "Arrow-backed: a few pandas string methods are slower",
         round_trips=(None if arrow_text is None
-                     else lambda _: _arrow_casts_back_to(arrow, arrow_text))))
+                     else lambda _: _arrow_text(arrow).cast(arrow_text.type).equals(arrow_text))))
     return candidates
 
 
@@ -412,13 +407,6 @@ def _category_decodes_to(category: pd.Series, text: Any) -> bool:
     categories = pa.array(category.cat.categories.array).cast(text.type)
     decoded = categories.take(pa.array(codes, mask=codes < 0))
     return bool(pa.chunked_array([decoded]).equals(text))
-
-
-def _arrow_casts_back_to(arrow: pd.Series, text: Any) -> bool:
-    """Whether the Arrow strings cast back to ``text``'s type are ``text`` again."""
-    import pyarrow as pa
-
-    return bool(pa.chunked_array(pa.array(arrow.array)).cast(text.type).equals(text))
 
 
 def _datetime_candidate(

@@ -68,7 +68,6 @@ class WorkerProcess:
         self._conn.close()
 
 
-
 def quiet_hugging_face(*, offline: bool) -> None:
     """Set up the environment of a worker that loads a Hugging Face model.
 
@@ -81,6 +80,7 @@ def quiet_hugging_face(*, offline: bool) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if offline:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 
 def build_in_worker(target: Path, build: Callable[..., None], *, name: str, label: str,
                     doing: str, error: type[Exception], timeout_s: float) -> tuple[Any, ...]:
