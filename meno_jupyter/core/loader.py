@@ -3,7 +3,10 @@
 CSV is read as text (:mod:`meno_jupyter.core.loader_csv`) and parsed only where parsing loses
 nothing: integers without leading zeros or signs (so ``"02134"`` stays text) that fit int64
 or uint64 (larger ones stay text, as pandas keeps them), plain decimal numbers,
-``True``/``False``. Each chunk is then optimized (:func:`optimize_dataframe`), and at the end
+``True``/``False``. The first chunk is optimized (:func:`optimize_dataframe`) and its dtypes
+are the plan: each later chunk is converted to them where its values fit (a range check, a
+bit comparison, text looked up in the categories: a CSV column that is text so far is not
+parsed at all), and only the columns that do not fit are optimized afresh. At the end
 the chunks' dtypes are unified by exact widening (uint8 + int16 → int16, int + float →
 float64, categories united), one column at a time so that the chunks' copy of a column is
 let go as soon as the result has it; a column whose chunks disagree in kind falls back to
@@ -15,7 +18,7 @@ of rows at a time.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -23,7 +26,14 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from meno_jupyter.core.cleanup import trim_allocator
-from meno_jupyter.core.dataframe import nullable_dtype, optimize_dataframe
+from meno_jupyter.core.dataframe import (
+    _astype_back,
+    _like,
+    _same_bits,
+    _smallest_int,
+    nullable_dtype,
+    optimize_dataframe,
+)
 from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.loader_csv import NA_STRINGS, CsvOptions, CsvStream, memory_pool
 from meno_jupyter.core.memory import format_bytes
@@ -135,10 +145,14 @@ def _arrow_to_pandas(array: Any, index: Any) -> pd.Series:
     import pyarrow as pa
 
     out: pd.Series
-    if pa.types.is_integer(array.type) and array.null_count:
-        out = pd.Series(pd.array(array.to_pylist(), dtype="Int64"), index=index)
-    elif pa.types.is_boolean(array.type) and array.null_count:
-        out = pd.Series(pd.array(array.to_pylist(), dtype="boolean"), index=index)
+    if array.null_count and (pa.types.is_integer(array.type) or pa.types.is_boolean(array.type)):
+        # Values and missing marks straight from Arrow: no Python object per value.
+        missing = array.is_null().to_numpy(zero_copy_only=False)
+        values = array.fill_null(False if pa.types.is_boolean(array.type) else 0).to_numpy(
+            zero_copy_only=False)
+        masked = (pd.arrays.BooleanArray if pa.types.is_boolean(array.type)
+                  else pd.arrays.IntegerArray)(values, missing)
+        out = pd.Series(masked, index=index, copy=False)
     else:
         out = pd.Series(array.to_numpy(zero_copy_only=False), index=index)
     return out
@@ -176,8 +190,12 @@ class _RawChunk:
     keep: set[str] = field(default_factory=set)  # columns whose dtype the user chose
 
 
-def _parse_table(table: Any, options: CsvOptions | None = None) -> tuple[pd.DataFrame, set[str]]:
-    """Turn a table of text columns into a frame; return it and the columns not to optimize."""
+def _parse_table(table: Any, options: CsvOptions | None = None,
+                 as_written: Collection[Any] = ()) -> tuple[pd.DataFrame, set[str]]:
+    """Turn a table of text columns into a frame; return it and the columns not to optimize.
+
+    Columns in ``as_written`` (text in the chunks before) are not parsed.
+    """
     import pandas as pd
 
     index = pd.RangeIndex(table.num_rows)
@@ -201,7 +219,7 @@ def _parse_table(table: Any, options: CsvOptions | None = None) -> tuple[pd.Data
             text = pd.Series(array.to_numpy(zero_copy_only=False), index=index, dtype=object)
             data[name] = pd.to_datetime(text)
             continue
-        parsed = parse_text_array(array)
+        parsed = array if name in as_written else parse_text_array(array)
         if parsed is array:  # text stays in Arrow: compact, and no Python object per value
             data[name] = pd.Series(pd.arrays.ArrowExtensionArray(array), index=index)
         else:
@@ -211,11 +229,11 @@ def _parse_table(table: Any, options: CsvOptions | None = None) -> tuple[pd.Data
 
 
 def _csv_chunks(path: Path, chunksize: int, columns: list[str] | None,
-                read_kwargs: dict[str, Any]) -> Iterator[_RawChunk]:
+                read_kwargs: dict[str, Any], text: Collection[Any] = ()) -> Iterator[_RawChunk]:
     options = CsvOptions.from_kwargs(path, columns, read_kwargs)
     stream = CsvStream(path, options, chunksize)
     for table in stream.tables():
-        frame, keep = _parse_table(table, options)
+        frame, keep = _parse_table(table, options, text)  # ``text`` as it is by then
         yield _RawChunk(frame, stream.bytes_read, keep)
 
 
@@ -379,10 +397,11 @@ def _excel_frame(block: list[tuple[Any, ...]], names: list[str],
 
 
 def _raw_chunks(path: Path, fmt: str, chunksize: int, columns: list[str] | None,
-                read_kwargs: dict[str, Any]) -> Iterator[_RawChunk]:
-    """Yield the file's chunks as read, before optimizing."""
+                read_kwargs: dict[str, Any], *, text: Collection[Any] = ()
+                ) -> Iterator[_RawChunk]:
+    """Yield the file's chunks as read, before optimizing (CSV's ``text`` columns unparsed)."""
     if fmt == "csv":
-        yield from _csv_chunks(path, chunksize, columns, read_kwargs)
+        yield from _csv_chunks(path, chunksize, columns, read_kwargs, text)
         return
     if fmt in ("parquet", "feather") and read_kwargs:
         raise TypeError(f"unsupported {fmt} option(s): {', '.join(sorted(read_kwargs))} "
@@ -408,22 +427,189 @@ class _Part:
         return self.series if self.restore is None else self.restore(self.series)
 
 
-def _optimized(chunk: _RawChunk) -> tuple[pd.DataFrame, dict[Any, _Part]]:
+class _Plan:
+    """Each column's dtype so far, to which the next chunk is converted when its values fit.
+
+    Deciding a column's type once costs each later chunk a check (a range, a bit comparison,
+    the text looked up in the categories) instead of optimizing it afresh, and chunks of one
+    dtype join without recoding. A chunk that does not fit is optimized as before. ``text``
+    holds the columns that are text so far: a CSV's chunks leave them unparsed, as written.
+    """
+
+    def __init__(self) -> None:
+        self.dtypes: dict[Any, Any] = {}
+        self.text: set[Any] = set()
+        self._value_sets: dict[Any, tuple[Any, Any]] = {}  # a category's values, in Arrow
+
+    def note(self, column: Any, series: pd.Series) -> None:
+        """Take ``series``' dtype as the column's, unless it holds no value to go by."""
+        import pandas as pd
+
+        dtype = series.dtype
+        if _same_dtype(self.dtypes.get(column), dtype) or not series.notna().any():
+            return
+        self.dtypes[column] = dtype
+        strings = isinstance(dtype, pd.ArrowDtype) and _arrow_strings(series) is not None
+        if strings or (isinstance(dtype, pd.CategoricalDtype)
+                       and dtype.categories.inferred_type == "string"):
+            self.text.add(column)
+        else:
+            self.text.discard(column)
+
+    def as_text(self, column: Any) -> None:
+        """Keep the column's next chunks as written (it will be read again as text)."""
+        import pandas as pd
+        import pyarrow as pa
+
+        self.dtypes[column] = pd.ArrowDtype(pa.string())
+        self.text.add(column)
+
+    def fit(self, column: Any, series: pd.Series) -> pd.Series | None:
+        """Return ``series`` as the column's dtype (widened if need be), or None if it does not fit.
+
+        Every value is kept: integers are range-checked, floats narrowed only when they widen
+        back bit for bit, text coded only with categories equal to it.
+        """
+        import pandas as pd
+
+        target = self.dtypes.get(column)
+        if target is None or isinstance(target, pd.SparseDtype):
+            return None
+        if isinstance(target, pd.CategoricalDtype):
+            return self._coded(column, series, target)
+        if isinstance(target, pd.ArrowDtype):
+            return series if column in self.text and _arrow_strings(series) is not None else None
+        return _fitted_number(series, target)
+
+    def _coded(self, column: Any, series: pd.Series, target: Any) -> pd.Series | None:
+        """Code Arrow text in the column's categories, adding the chunk's new values."""
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        arrow = _arrow_strings(series)
+        if arrow is None:
+            return None
+        cached = self._value_sets.get(column)
+        if cached is not None and _same_dtype(cached[0], target):
+            values = cached[1]
+        else:
+            values = _arrow_categories(target.categories)
+            if values is None:  # categories that are not all text
+                return None
+        if arrow.type != values.type:  # string and large_string
+            arrow = arrow.cast(values.type)
+        # The chunk's distinct values are looked for in the categories, not each row: the
+        # hash table is built of the chunk's few values, not of the (many) categories.
+        encoded = pc.dictionary_encode(arrow.combine_chunks())
+        distinct = encoded.dictionary
+        found = pc.index_in(values, value_set=distinct)  # each category's place in the chunk's
+        known = found.is_valid().to_numpy(zero_copy_only=False)
+        code_of = np.full(len(distinct), -1, dtype=np.int64)
+        code_of[found.drop_null().to_numpy()] = np.flatnonzero(known)
+        unknown = np.flatnonzero(code_of < 0)
+        if len(unknown):  # values the categories do not have yet: added, in order
+            if len(values) + len(unknown) > MAX_CATEGORIES or 2 * len(unknown) > len(series):
+                return None
+            new = distinct.take(pa.array(unknown))
+            order = pc.array_sort_indices(new).to_numpy()
+            code_of[unknown[order]] = len(values) + np.arange(len(unknown))
+            new = new.take(pa.array(order))
+            target = _category(target.categories.append(
+                pd.Index(new.to_pylist(), dtype=target.categories.dtype)))
+            values = pa.concat_arrays([values, new])
+            self.dtypes[column] = target
+        self._value_sets[column] = (target, values)
+        indices = encoded.indices
+        codes = code_of[indices.fill_null(0).to_numpy(zero_copy_only=False)]
+        if indices.null_count:
+            codes[indices.is_null().to_numpy(zero_copy_only=False)] = -1
+        return _from_codes(codes, target, series)
+
+
+def _fitted_number(series: pd.Series, target: Any) -> pd.Series | None:
+    """Return numbers or booleans as ``target``'s kind, exactly, or None if they do not fit."""
+    wanted = target if isinstance(target, np.dtype) else getattr(target, "numpy_dtype", None)
+    given = series.dtype
+    plain = isinstance(given, np.dtype)
+    have = given if plain else getattr(given, "numpy_dtype", None)
+    fitted: pd.Series | None = None
+    if wanted is None or have is None:
+        pass
+    elif wanted.kind in "iu" and have.kind in "iu":
+        present = series.to_numpy() if plain else series.dropna().to_numpy()
+        bounds = np.iinfo(wanted)
+        wide = _smallest_int(min(int(present.min()), int(bounds.min)),
+                             max(int(present.max()), int(bounds.max))) if len(present) else None
+        if wide is not None:
+            fitted = series.astype(wide if plain else nullable_dtype(wide))
+    elif wanted.kind == "f" and plain and given == np.float64:
+        if wanted.itemsize == 8:
+            fitted = series
+        else:
+            values = series.to_numpy()
+            narrowed = values.astype(np.float32)
+            fitted = _like(narrowed, series) if _same_bits(narrowed, values) else None
+    elif wanted.kind == "b" and have.kind == "b":
+        fitted = series
+    return fitted
+
+
+def _same_dtype(known: Any, dtype: Any) -> bool:
+    """Whether ``dtype`` is ``known`` (a category: the same categories object, not compared)."""
+    import pandas as pd
+
+    if known is dtype:
+        return True
+    return (isinstance(known, pd.CategoricalDtype) and isinstance(dtype, pd.CategoricalDtype)
+            and known.categories is dtype.categories and known.ordered == dtype.ordered)
+
+
+def _from_codes(codes: Any, target: Any, series: pd.Series) -> pd.Series:
+    """Codes (Arrow, null: missing; or numpy, -1) as a categorical of ``target``."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if isinstance(codes, pa.ChunkedArray):
+        codes = codes.combine_chunks()
+    filled = (codes if isinstance(codes, np.ndarray) else np.asarray(codes.fill_null(-1))).astype(
+        np.min_scalar_type(-max(len(target.categories), 1)), copy=False)
+    coded: pd.Series = pd.Series(pd.Categorical.from_codes(filled, dtype=target),
+                                 index=series.index, name=series.name, copy=False)
+    return coded
+
+
+def _optimized(chunk: _RawChunk, plan: _Plan | None = None
+               ) -> tuple[pd.DataFrame, dict[Any, _Part]]:
     """Optimize a chunk, leaving the columns whose dtype the user chose as they are.
 
-    Returns the optimized frame and its columns as parts; neither holds the raw chunk.
+    With a ``plan``, a column whose values fit its dtype so far is converted to it; the
+    others are optimized afresh, and the plan takes the chunk's dtypes. Returns the
+    optimized frame and its columns as parts; neither holds the raw chunk.
     """
-    if chunk.keep:
-        rest = [c for c in chunk.frame.columns if c not in chunk.keep]
-        result = optimize_dataframe(chunk.frame[rest])
-        frame = result.frame.copy(deep=False)
-        for column in chunk.keep:
-            frame[column] = chunk.frame[column]
-        frame = frame[list(chunk.frame.columns)]
-    else:
-        result = optimize_dataframe(chunk.frame)
-        frame = result.frame
-    parts = {column: _Part(frame[column], result.restorer(column)) for column in frame.columns}
+    import pandas as pd
+
+    raw = chunk.frame
+    parts: dict[Any, _Part] = {}
+    fresh = []
+    for column, series in raw.items():
+        fitted = series if column in chunk.keep else (
+            None if plan is None else plan.fit(column, series))
+        if fitted is None:
+            fresh.append(column)
+        else:
+            parts[column] = _Part(fitted, None if fitted is series
+                                  else _astype_back(series.dtype))
+    if fresh:
+        result = optimize_dataframe(raw if len(fresh) == raw.shape[1] else raw[fresh])
+        for column in fresh:
+            parts[column] = _Part(result.frame[column], result.restorer(column))
+    parts = {column: parts[column] for column in raw.columns}
+    if plan is not None:
+        for column, part in parts.items():
+            plan.note(column, part.series)
+    frame: pd.DataFrame = pd.DataFrame({c: p.series for c, p in parts.items()},
+                                       index=raw.index, columns=raw.columns, copy=False)
     return frame, parts
 
 
@@ -512,25 +698,66 @@ def _count_text(columns: list[pd.Series]) -> Any:
 
     rows = sum(len(series) for series in columns)
     limit = min(0.5 * max(rows, 1), MAX_CATEGORIES)
-    values: set[Any] = set()
+    values: set[Any] = set()  # distinct values that are not Arrow strings
     seen: Any = None  # the distinct Arrow strings so far
+    counted: list[Any] = []  # categories already counted (parts often share them)
     for series in columns:
         arrow = _arrow_strings(series)
+        if arrow is None and isinstance(series.dtype, pd.CategoricalDtype):
+            categories = series.cat.categories
+            if any(categories is done for done in counted):
+                continue
+            counted.append(categories)
+            arrow = _arrow_categories(categories)
+            if arrow is None:
+                values.update(categories.tolist())
+        elif arrow is None:
+            values.update(series.dropna().unique().tolist())
         if arrow is not None:
             distinct = pc.unique(arrow).drop_null()
             seen = distinct if seen is None else pc.unique(pa.concat_arrays(
                 [seen, distinct.cast(seen.type)]))
-        elif isinstance(series.dtype, pd.CategoricalDtype):
-            values.update(series.cat.categories.tolist())
-        else:
-            values.update(series.dropna().unique().tolist())
         if len(values) + (0 if seen is None else len(seen)) > limit:
             return pd.ArrowDtype(pa.string())
-    if seen is not None:
+    if seen is not None and values:
         values.update(seen.to_pylist())
         if len(values) > limit:
             return pd.ArrowDtype(pa.string())
-    return pd.CategoricalDtype(pd.Index(sorted(values, key=str)))
+    elif seen is not None:  # all text: sorted in Arrow (code point order, as Python's)
+        # Arrow's own conversion: pandas 3 keeps the strings in Arrow (no Python string each).
+        return _category(pd.Index(seen.take(pc.array_sort_indices(seen)).to_pandas()))
+    return _category(pd.Index(sorted(values, key=str)))
+
+
+def _arrow_categories(categories: pd.Index) -> Any | None:
+    """Return text categories as an Arrow string array, or None if they are not all text."""
+    import pyarrow as pa
+
+    if categories.inferred_type != "string":
+        return None
+    try:
+        if hasattr(categories.array, "__arrow_array__"):  # Arrow-backed already: no copy
+            values = pa.array(categories.array)
+            if isinstance(values, pa.ChunkedArray):
+                values = values.combine_chunks()
+            if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+                return values
+        return pa.array(categories.to_numpy(dtype=object), type=pa.string())
+    except (pa.ArrowException, TypeError):
+        return None
+
+
+def _category(categories: pd.Index) -> Any:
+    """Return a category of distinct ``categories`` without pandas' uniqueness check.
+
+    The check builds a hash table of the values (for Arrow strings, a Python string each)
+    and keeps it on the index: ~6 MiB per 100,000 values, for as long as any part holds
+    the dtype. The values here are distinct by construction (a set, or new values only).
+    """
+    import pandas as pd
+
+    fast = getattr(pd.CategoricalDtype, "_from_fastpath", None)
+    return pd.CategoricalDtype(categories) if fast is None else fast(categories, False)
 
 
 def _join(parts: list[_Part], text_of: Callable[[], pd.Series] | None = None,
@@ -610,15 +837,20 @@ def _concat_freeing(parts: list[_Part], target: Any) -> pd.Series:
         dtype: np.dtype[Any] = (np.min_scalar_type(-max(len(categories), 1))
                                 if categories is not None else cast(np.dtype[Any], target))
         out = np.empty(total, dtype=dtype)
-        position = 0
+        position = freed = 0
+        value_set = None if categories is None else _arrow_categories(categories)
         for index, part in enumerate(parts):
-            converted = _as_dtype(part.series, target)
+            converted = _as_dtype(part.series, target, value_set)
             values = (converted.cat.codes.to_numpy() if categories is not None
                       else converted.to_numpy())
             out[position:position + len(values)] = values
             position += len(values)
             parts[index] = _Part(converted.iloc[:0])  # the part goes; its dtype stays
+            freed += values.nbytes
             del converted, values
+            if freed >= COMPACT_BYTES:  # the parts' pages go back as the column fills
+                _give_back_freed()
+                freed = 0
         filled: pd.Series = (
             pd.Series(pd.Categorical.from_codes(out, dtype=cast(Any, target)), copy=False)
             if categories is not None else pd.Series(out, copy=False))
@@ -651,8 +883,10 @@ class _Columns:
     joined are not copied again until the end.
     """
 
-    def __init__(self, text_of: Callable[[Any], pd.Series] | None = None) -> None:
+    def __init__(self, text_of: Callable[[Any], pd.Series] | None = None,
+                 plan: _Plan | None = None) -> None:
         self.parts: dict[Any, list[_Part]] = {}
+        self._plan = plan  # told each run's dtype: the next chunks are converted to it
         self._runs: dict[Any, int] = {}  # how many leading parts of each column are runs
         # Columns whose parts disagree in kind, to be read again as text at the end: with a
         # way to read them again (CSV), their parts are let go of as soon as that is known.
@@ -688,10 +922,14 @@ class _Columns:
             if len(new) > 1 and self._text_of is not None:  # text in the end, read again
                 self._read_again.add(column)
                 parts.clear()
+                if self._plan is not None:
+                    self._plan.as_text(column)  # its next chunks are not parsed nor optimized
                 continue
             parts[runs:] = new
             if len(new) == 1:  # joined: a run (parts that disagree wait for the end)
                 self._runs[column] = runs + 1
+                if self._plan is not None:
+                    self._plan.note(column, new[0].series)
         self._joined = self.held = sum(int(p.series.memory_usage(deep=True))
                                        for parts in self.parts.values() for p in parts)
         self._pending = 0
@@ -732,31 +970,36 @@ def _give_back_freed() -> None:
     trim_allocator()
 
 
-def _as_dtype(series: pd.Series, target: Any) -> pd.Series:
+def _as_dtype(series: pd.Series, target: Any, value_set: Any = None) -> pd.Series:
+    """``series`` as ``target``; ``value_set``: a category's text values in Arrow, if known."""
     import pandas as pd
 
     if str(series.dtype) == str(target) and not isinstance(target, pd.CategoricalDtype):
         return series
     if isinstance(series.dtype, pd.SparseDtype):
         series = cast(Any, series).sparse.to_dense()
-    arrow = _arrow_strings(series) if isinstance(target, pd.CategoricalDtype) else None
-    if arrow is not None:
-        # Codes looked up in Arrow: no Python string per row, no index built.
-        import pyarrow as pa
+    if isinstance(target, pd.CategoricalDtype):
+        # Codes looked up in Arrow: no Python string per row, no index built (pandas' own
+        # recoding builds a hash table of Python strings and keeps it on the categories).
         import pyarrow.compute as pc
 
-        categories = target.categories
-        try:
-            value_set = pa.array(categories.to_numpy(dtype=object), type=arrow.type)
-        except (pa.ArrowException, TypeError):  # categories that are not all text
-            value_set = None
-        if value_set is not None:
-            codes = pc.index_in(arrow, value_set=value_set)
-            filled = np.asarray(codes.fill_null(-1).combine_chunks()).astype(
-                np.min_scalar_type(-max(len(categories), 1)), copy=False)
-            coded: pd.Series = pd.Series(pd.Categorical.from_codes(filled, dtype=target),
-                                         index=series.index, name=series.name, copy=False)
-            return coded
+        if value_set is None:
+            value_set = _arrow_categories(target.categories)
+        arrow = _arrow_strings(series)
+        if value_set is not None and arrow is not None:
+            if arrow.type != value_set.type:
+                arrow = arrow.cast(value_set.type)
+            return _from_codes(pc.index_in(arrow, value_set=value_set), target, series)
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            if series.dtype.categories is target.categories:
+                return series
+            old = _arrow_categories(series.cat.categories)
+            if value_set is not None and old is not None:
+                where = pc.index_in(old.cast(value_set.type), value_set=value_set)
+                if not where.null_count:  # every old value is a category of the target
+                    codes = series.cat.codes.to_numpy()
+                    recoded = np.where(codes >= 0, where.to_numpy()[codes], -1)
+                    return _from_codes(recoded, target, series)
     if not series.notna().any() or (isinstance(target, pd.CategoricalDtype)
                                      and series.dtype == object):
         # Through Python objects only where pandas needs them: Arrow strings become a
@@ -802,9 +1045,12 @@ def auto_chunksize(path: Path, kind: str) -> int:
 
 
 def _chunks(path: str | Path, fmt: str | None, chunksize: int | None,
-            columns: list[str] | None, read_kwargs: dict[str, Any]
-            ) -> Iterator[tuple[_RawChunk, ChunkInfo]]:
-    """Check the arguments, then yield each raw chunk with where it came from."""
+            columns: list[str] | None, read_kwargs: dict[str, Any], *,
+            text: Collection[Any] = ()) -> Iterator[tuple[_RawChunk, ChunkInfo]]:
+    """Check the arguments, then yield each raw chunk with where it came from.
+
+    ``text``: the columns known to be text when each chunk is read (a CSV leaves them unparsed).
+    """
     source = Path(path)
     kind = _format_of(source, fmt)
     if chunksize is not None:
@@ -821,7 +1067,7 @@ def _chunks(path: str | Path, fmt: str | None, chunksize: int | None,
     total = source.stat().st_size
     rows = 0
     for chunk in _raw_chunks(source, kind, chunksize, None if columns is None else list(columns),
-                             dict(read_kwargs)):
+                             dict(read_kwargs), text=text):
         info = ChunkInfo(rows, len(chunk.frame), min(chunk.bytes_read, total), total)
         rows += len(chunk.frame)
         yield chunk, info
@@ -839,8 +1085,9 @@ def iter_optimized(
 
     Memory stays flat whatever the file's size: one raw chunk (about 2 MiB of the file
     unless ``chunksize`` says how many rows) and Arrow's read-ahead (256 KiB blocks). Each
-    chunk is exact and as small as its own data allows; chunks may differ in dtype (use
-    :func:`read_optimized` for one frame with one schema). Each chunk's ``attrs["meno"]``
+    chunk is exact; it keeps the dtypes of the chunks before where its values fit them
+    (widened just enough where they do not), so chunks mostly share one schema (use
+    :func:`read_optimized` for one frame with one). Each chunk's ``attrs["meno"]``
     is a :class:`ChunkInfo` (rows before it, bytes read of the file's).
     CSV takes ``sep``, ``encoding``, ``usecols``, ``dtype``, ``na_values``,
     ``keep_default_na``, ``parse_dates``, ``nrows``, ``skiprows``, ``quotechar`` as
@@ -856,8 +1103,9 @@ def iter_optimized(
     >>> [c.attrs["meno"].rows_before for c in iter_optimized(path, chunksize=4)]
     [0, 4, 8]
     """
-    for chunk, info in _chunks(path, format, chunksize, columns, read_kwargs):
-        frame, _ = _optimized(chunk)
+    plan = _Plan()
+    for chunk, info in _chunks(path, format, chunksize, columns, read_kwargs, text=plan.text):
+        frame, _ = _optimized(chunk, plan)
         frame.attrs["meno"] = info
         yield frame
 
@@ -938,7 +1186,8 @@ def read_optimized(
     if memory_limit is not None and memory_limit <= 0:
         raise ValueError(f"memory_limit must be positive, got {memory_limit}")
     source = Path(path)
-    chunks = _chunks(source, format, chunksize, columns, read_kwargs)
+    plan = _Plan()
+    chunks = _chunks(source, format, chunksize, columns, read_kwargs, text=plan.text)
     text_of = None
     names = columns or []
     if _format_of(source, format) == "csv" and source.is_file():
@@ -949,10 +1198,10 @@ def read_optimized(
             text: pd.Series = CsvStream(source, options, DEFAULT_CHUNKSIZE).text_column(column)
             return text
     bar = _progress_bar(source.name) if progress else None
-    read = _Columns(text_of)
+    read = _Columns(text_of, plan)
     try:
         for chunk, info in chunks:
-            frame, parts = _optimized(chunk)
+            frame, parts = _optimized(chunk, plan)
             del chunk  # the raw chunk goes before the next is read
             read.add(frame, parts)
             del frame, parts

@@ -318,3 +318,53 @@ def test_arrow_text_becomes_a_category_in_arrow_with_the_same_values() -> None:
     # Many distinct values stay text, counted without a Python string per row.
     unique = pd.Series([f"id{i}" for i in range(1000)], dtype=pd.ArrowDtype(pa.string()))
     assert _text_dtype([unique]) == pd.ArrowDtype(pa.string())
+
+
+def test_later_chunks_are_converted_to_the_first_ones_dtypes_exactly() -> None:
+    import pyarrow as pa
+
+    from meno_jupyter.core.loader import _Plan
+
+    text = pd.ArrowDtype(pa.string())
+    plan = _Plan()
+    plan.note("n", pd.Series([1, 2], dtype=np.uint8))
+    plan.note("x", pd.Series([0.5], dtype=np.float32))
+    plan.note("s", pd.Series(["b", "a"], dtype=text).astype("category"))
+    plan.note("t", pd.Series(["free text"], dtype=text))
+    plan.note("gone", pd.Series([None, None], dtype=object))  # no value: no decision
+    assert plan.text == {"s", "t"} and "gone" not in plan.dtypes
+    # Integers: the planned type, widened just enough, nullable where a value is missing.
+    assert plan.fit("n", pd.Series([3, 4])).dtype == np.uint8
+    assert plan.fit("n", pd.Series([300, 4])).tolist() == [300, 4]
+    assert plan.fit("n", pd.Series([300, 4])).dtype == np.uint16
+    assert plan.fit("n", pd.Series([-1, 4])).dtype == np.int16
+    missing = plan.fit("n", pd.Series([7, None], dtype="Int64"))
+    assert str(missing.dtype) == "UInt8" and missing.isna().tolist() == [False, True]
+    assert plan.fit("n", pd.Series([2**64 - 1], dtype=np.uint64)).dtype == np.uint64
+    assert plan.fit("n", pd.Series([1.5])) is None  # another kind: optimized afresh
+    # Floats narrowed only where they widen back bit for bit.
+    assert plan.fit("x", pd.Series([0.25, np.nan])).dtype == np.float32
+    assert plan.fit("x", pd.Series([0.1])) is None
+    # Text coded in the categories; new values added; too many new ones: afresh.
+    coded = plan.fit("s", pd.Series(["a", None, "c", "a"], dtype=text))
+    assert coded.tolist()[:1] == ["a"] and pd.isna(coded.iloc[1])
+    assert coded.tolist()[2:] == ["c", "a"] and list(coded.cat.categories) == ["a", "b", "c"]
+    assert plan.dtypes["s"] == coded.dtype  # the next chunk is coded in it
+    assert plan.fit("s", pd.Series([f"v{i}" for i in range(10)], dtype=text)) is None
+    assert plan.fit("s", pd.Series([1, 2])) is None
+    assert plan.fit("t", pd.Series(["as written"], dtype=text)).tolist() == ["as written"]
+
+
+def test_chunks_keep_the_dtypes_chosen_first(tmp_path: Path) -> None:
+    rows = ["code,n,city"] + [f"{i * 500:05d},{i},{'Lyon' if i % 2 else 'Nice'}"
+                              for i in range(200)]
+    path = write_csv(tmp_path / "codes.csv", "\n".join(rows) + "\n")
+    chunks = list(iter_optimized(path, chunksize=50))
+    # "50000"-"74500" would parse as numbers on their own: text from the first chunk on.
+    assert [str(c["code"].dtype) for c in chunks] == [str(chunks[0]["code"].dtype)] * 4
+    assert chunks[2]["code"].tolist()[:2] == ["50000", "50500"]
+    assert [str(c["n"].dtype) for c in chunks] == ["uint8"] * 4
+    assert all(isinstance(c["city"].dtype, pd.CategoricalDtype) for c in chunks)
+    frame = read_optimized(path, chunksize=50, progress=False)
+    assert_values_as_written(frame, path)
+    assert list(frame["city"].cat.categories) == ["Lyon", "Nice"]
