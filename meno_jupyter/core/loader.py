@@ -497,16 +497,8 @@ class _Plan:
             values = _arrow_categories(target.categories)
             if values is None:  # categories that are not all text
                 return None
-        if arrow.type != values.type:  # string and large_string
-            arrow = arrow.cast(values.type)
-        # The chunk's distinct values are looked for in the categories, not each row: the
-        # hash table is built of the chunk's few values, not of the (many) categories.
-        encoded = pc.dictionary_encode(arrow.combine_chunks())
+        encoded, code_of = _distinct_codes(arrow, values)
         distinct = encoded.dictionary
-        found = pc.index_in(values, value_set=distinct)  # each category's place in the chunk's
-        known = found.is_valid().to_numpy(zero_copy_only=False)
-        code_of = np.full(len(distinct), -1, dtype=np.int64)
-        code_of[found.drop_null().to_numpy()] = np.flatnonzero(known)
         unknown = np.flatnonzero(code_of < 0)
         if len(unknown):  # values the categories do not have yet: added, in order
             if len(values) + len(unknown) > MAX_CATEGORIES or 2 * len(unknown) > len(series):
@@ -520,11 +512,7 @@ class _Plan:
             values = pa.concat_arrays([values, new])
             self.dtypes[column] = target
         self._value_sets[column] = (target, values)
-        indices = encoded.indices
-        codes = code_of[indices.fill_null(0).to_numpy(zero_copy_only=False)]
-        if indices.null_count:
-            codes[indices.is_null().to_numpy(zero_copy_only=False)] = -1
-        return _from_codes(codes, target, series)
+        return _from_codes(_row_codes(encoded, code_of), target, series)
 
 
 def _fitted_number(series: pd.Series, target: Any) -> pd.Series | None:
@@ -565,15 +553,37 @@ def _same_dtype(known: Any, dtype: Any) -> bool:
             and known.categories is dtype.categories and known.ordered == dtype.ordered)
 
 
-def _from_codes(codes: Any, target: Any, series: pd.Series) -> pd.Series:
-    """Codes (Arrow, null: missing; or numpy, -1) as a categorical of ``target``."""
-    import pandas as pd
-    import pyarrow as pa
+def _distinct_codes(arrow: Any, values: Any) -> tuple[Any, np.ndarray]:
+    """Dictionary-encode Arrow text; return it and each distinct value's place in ``values``.
 
-    if isinstance(codes, pa.ChunkedArray):
-        codes = codes.combine_chunks()
-    filled = (codes if isinstance(codes, np.ndarray) else np.asarray(codes.fill_null(-1))).astype(
-        np.min_scalar_type(-max(len(target.categories), 1)), copy=False)
+    The chunk's distinct values are looked for, not each row, and the hash table is built
+    of them, not of the (many) ``values``. A value ``values`` lacks gets -1.
+    """
+    import pyarrow.compute as pc
+
+    if arrow.type != values.type:  # string and large_string
+        arrow = arrow.cast(values.type)
+    encoded = pc.dictionary_encode(arrow.combine_chunks())
+    found = pc.index_in(values, value_set=encoded.dictionary)  # each value's place in the chunk's
+    code_of = np.full(len(encoded.dictionary), -1, dtype=np.int64)
+    code_of[found.drop_null().to_numpy()] = np.flatnonzero(
+        found.is_valid().to_numpy(zero_copy_only=False))
+    return encoded, code_of
+
+
+def _row_codes(encoded: Any, code_of: np.ndarray) -> np.ndarray:
+    """Each row's code, from its distinct value's (-1 where the row is missing)."""
+    with_missing = np.append(code_of, -1)  # a missing row points past the distinct values
+    codes: np.ndarray = with_missing[
+        encoded.indices.fill_null(len(code_of)).to_numpy(zero_copy_only=False)]
+    return codes
+
+
+def _from_codes(codes: np.ndarray, target: Any, series: pd.Series) -> pd.Series:
+    """Codes (-1: missing) as a categorical of ``target``, on ``series``' index."""
+    import pandas as pd
+
+    filled = codes.astype(np.min_scalar_type(-max(len(target.categories), 1)), copy=False)
     coded: pd.Series = pd.Series(pd.Categorical.from_codes(filled, dtype=target),
                                  index=series.index, name=series.name, copy=False)
     return coded
@@ -837,7 +847,7 @@ def _concat_freeing(parts: list[_Part], target: Any) -> pd.Series:
         dtype: np.dtype[Any] = (np.min_scalar_type(-max(len(categories), 1))
                                 if categories is not None else cast(np.dtype[Any], target))
         out = np.empty(total, dtype=dtype)
-        position = freed = 0
+        position = 0
         value_set = None if categories is None else _arrow_categories(categories)
         for index, part in enumerate(parts):
             converted = _as_dtype(part.series, target, value_set)
@@ -846,11 +856,7 @@ def _concat_freeing(parts: list[_Part], target: Any) -> pd.Series:
             out[position:position + len(values)] = values
             position += len(values)
             parts[index] = _Part(converted.iloc[:0])  # the part goes; its dtype stays
-            freed += values.nbytes
             del converted, values
-            if freed >= COMPACT_BYTES:  # the parts' pages go back as the column fills
-                _give_back_freed()
-                freed = 0
         filled: pd.Series = (
             pd.Series(pd.Categorical.from_codes(out, dtype=cast(Any, target)), copy=False)
             if categories is not None else pd.Series(out, copy=False))
@@ -987,9 +993,7 @@ def _as_dtype(series: pd.Series, target: Any, value_set: Any = None) -> pd.Serie
             value_set = _arrow_categories(target.categories)
         arrow = _arrow_strings(series)
         if value_set is not None and arrow is not None:
-            if arrow.type != value_set.type:
-                arrow = arrow.cast(value_set.type)
-            return _from_codes(pc.index_in(arrow, value_set=value_set), target, series)
+            return _from_codes(_row_codes(*_distinct_codes(arrow, value_set)), target, series)
         if isinstance(series.dtype, pd.CategoricalDtype):
             if series.dtype.categories is target.categories:
                 return series

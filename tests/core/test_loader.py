@@ -350,6 +350,7 @@ def test_later_chunks_are_converted_to_the_first_ones_dtypes_exactly() -> None:
     assert coded.tolist()[:1] == ["a"] and pd.isna(coded.iloc[1])
     assert coded.tolist()[2:] == ["c", "a"] and list(coded.cat.categories) == ["a", "b", "c"]
     assert plan.dtypes["s"] == coded.dtype  # the next chunk is coded in it
+    assert plan.fit("s", pd.Series([None, None], dtype=text)).isna().all()  # a chunk of gaps
     assert plan.fit("s", pd.Series([f"v{i}" for i in range(10)], dtype=text)) is None
     assert plan.fit("s", pd.Series([1, 2])) is None
     assert plan.fit("t", pd.Series(["as written"], dtype=text)).tolist() == ["as written"]
