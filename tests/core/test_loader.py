@@ -369,3 +369,44 @@ def test_chunks_keep_the_dtypes_chosen_first(tmp_path: Path) -> None:
     frame = read_optimized(path, chunksize=50, progress=False)
     assert_values_as_written(frame, path)
     assert list(frame["city"].cat.categories) == ["Lyon", "Nice"]
+
+
+def test_parts_share_one_category_and_go_as_they_are_joined(tmp_path: Path,
+                                                           monkeypatch: Any) -> None:
+    import weakref
+
+    from meno_jupyter.core import loader
+
+    monkeypatch.setattr(loader, "COMPACT_BYTES", 1)  # a run joined after every chunk
+    # New cities keep coming: the plan's categories grow while the runs are joined.
+    rows = ["city,n"] + [f"c{(i * 7) % (i // 10 + 1):03d},{i}" for i in range(400)]
+    path = write_csv(tmp_path / "growing.csv", "\n".join(rows) + "\n")
+    held: list[set[int]] = []
+    joined = loader._Columns.frame
+
+    def frame_of(columns: Any) -> pd.DataFrame:
+        runs = columns.parts["city"][:columns._runs["city"]]  # joined while reading
+        held.append({id(part.series.dtype.categories) for part in runs})
+        return joined(columns)
+
+    monkeypatch.setattr(loader._Columns, "frame", frame_of)
+    frame = read_optimized(path, chunksize=20, progress=False)
+    assert_values_as_written(frame, path)
+    assert isinstance(frame["city"].dtype, pd.CategoricalDtype)
+    assert frame["city"].cat.categories.is_monotonic_increasing
+    assert len(held[0]) == 1  # one categories object for every run, not one each
+
+    # Joining lets each part's values go as soon as they are copied.
+    parts = [loader._Part(pd.Series(np.arange(1000, dtype=np.float64) + i)) for i in range(3)]
+    alive = [weakref.ref(_root(part.series.to_numpy())) for part in parts]
+    joined_column = loader._concat_freeing(parts, np.dtype(np.float64))
+    assert joined_column.tolist()[999:1001] == [999.0, 1.0]
+    assert [ref() is None for ref in alive] == [True] * 3
+    assert len(parts) == 3 and all(part.series.dtype == np.float64 for part in parts)
+
+
+def _root(array: np.ndarray) -> np.ndarray:
+    """The array that owns ``array``'s memory (a view's base, all the way down)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
