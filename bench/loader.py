@@ -72,8 +72,12 @@ def run(path):
         for chunk in iter_optimized(path):
             rows += len(chunk)
     else:
-        rows = len(read_optimized(path, progress=False))
+        frame = read_optimized(path, progress=False)
+        rows = len(frame)
+        held[0] = int(frame.memory_usage(deep=True).sum())
     return rows
+
+held = [0]  # read_optimized's frame, to set its peak beside
 
 # Each reader's code is loaded first, on the file's first 2,000 lines: the peak below is
 # what the file itself costs.
@@ -85,7 +89,7 @@ gc.collect()
 start = read_rss(); token = PEAK_WATCH.open(); began = time.perf_counter()
 rows = run(path)
 seconds = time.perf_counter() - began
-print(rows, PEAK_WATCH.close(token) - start, seconds)
+print(rows, PEAK_WATCH.close(token) - start, seconds, held[0])
 """
 
 READERS = ["read_csv", "pandas chunked", "polars streaming", "meno iter_optimized",
@@ -97,7 +101,7 @@ def write(path: Path, kind: str, target: float) -> None:
                     kind, str(target)], check=True)
 
 
-def measure(path: Path, how: str) -> tuple[int, int, float] | None:
+def measure(path: Path, how: str) -> tuple[int, int, float, int] | None:
     if how.startswith("polars"):
         try:
             __import__("polars")
@@ -109,11 +113,11 @@ def measure(path: Path, how: str) -> tuple[int, int, float] | None:
     if done.returncode:
         print(f"  {how}: failed ({done.stderr.strip().splitlines()[-1][:120]})")
         return None
-    rows, peak, seconds = done.stdout.split()
-    return int(rows), int(peak), float(seconds)
+    rows, peak, seconds, frame = done.stdout.split()
+    return int(rows), int(peak), float(seconds), int(frame)
 
 
-def table(path: Path, title: str) -> dict[str, tuple[int, int, float]]:
+def table(path: Path, title: str) -> dict[str, tuple[int, int, float, int]]:
     print(f"\n{title}: {path.stat().st_size / 2**30:.2f} GiB")
     print(f"  {'reader':<22}{'rows':>12}{'peak above start':>20}{'seconds':>10}")
     found = {}
@@ -122,9 +126,12 @@ def table(path: Path, title: str) -> dict[str, tuple[int, int, float]]:
         if result is None:
             print(f"  {how:<22}{'(not installed)':>12}")
             continue
-        rows, peak, seconds = result
+        rows, peak, seconds, frame = result
         found[how] = result
         print(f"  {how:<22}{rows:>12,}{peak / MIB:>16,.0f} MiB{seconds:>10.1f}")
+        if frame:
+            print(f"  {'':<22}(its frame: {frame / MIB:,.0f} MiB; the peak is the frame + "
+                  f"{(peak - frame) / MIB:,.0f} MiB, the issue's bound + 96 MiB)")
     base = found.get("read_csv")
     if base is not None:
         for how in ("pandas chunked", "meno iter_optimized", "meno read_optimized"):
