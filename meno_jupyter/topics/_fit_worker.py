@@ -2,7 +2,10 @@
 
 ``import bertopic`` pulls in torch (~625 MB), so BERTopic lives here, in a spawned
 process, and the kernel keeps only results: topic per document, the topic table, figures
-as plotly JSON. Protocol over a Pipe: the parent sends ``("fit", settings)``,
+as plotly JSON. UMAP and HDBSCAN run first in a short process of their own
+(:func:`serve_clusters`: the stages ``load``, ``reduce``, ``cluster``, then ``("clustered",
+labels)``), gone before this one imports BERTopic. Protocol over a Pipe: the parent sends
+``("fit", settings)`` (with the ``labels``),
 ``("update", new_store, all_stores, seed)``, ``("merge", groups, all_stores)``,
 ``("rename", labels)``, ``("figure", kind, kwargs)``, ``("save", path)``, ``("load", path)``
 or ``("stop",)``;
@@ -214,7 +217,7 @@ def _update(conn: Any, model: Any, new_store: str, all_stores: list[str],
     _send_fitted(conn, model, topics)
 
 
-def exact_cosine_neighbours(embeddings: Any, k: int, block_bytes: int = 32 * 2**20
+def exact_cosine_neighbours(embeddings: Any, k: int, block_bytes: int = 16 * 2**20
                             ) -> tuple[Any, Any]:
     """Return the exact ``k`` nearest neighbours (indices, cosine distances) of every row.
 
@@ -240,18 +243,15 @@ def exact_cosine_neighbours(embeddings: Any, k: int, block_bytes: int = 32 * 2**
     return indices, distances
 
 
-def _fit(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
-    if settings.get("mode") == "online":
-        return _fit_online(conn, store_path, settings)
+def _clusters(conn: Any, store_path: str, settings: dict[str, Any]) -> list[int]:
+    """Load the embeddings, reduce them with UMAP, cluster with HDBSCAN; return the labels."""
     import numpy as np
 
     from meno_jupyter.topics.store import EmbeddingStore
 
     stage = _stage_reporter(conn)
     start = time.time()
-    store = EmbeddingStore.open(store_path)
-    embeddings = store.as_float32()  # UMAP copies its input to float32 anyway
-    docs = list(_texts(store_path))
+    embeddings = EmbeddingStore.open(store_path).as_float32()  # UMAP's dtype anyway
     stage("load", start)
 
     start = time.time()
@@ -264,7 +264,7 @@ def _fit(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
                    min_dist=0.0, metric="cosine", random_state=settings["seed"],
                    precomputed_knn=knn or (None, None, None))
     reduced = reducer.fit_transform(embeddings)
-    del knn
+    del knn, reducer, embeddings
     stage("reduce", start)
 
     start = time.time()
@@ -274,13 +274,41 @@ def _fit(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
     clusterer = HDBSCAN(min_cluster_size=settings["min_topic_size"], metric="euclidean",
                         cluster_selection_method="eom", prediction_data=True,
                         core_dist_n_jobs=settings["core_dist_n_jobs"])
-    labels = clusterer.fit_predict(reduced)
-    # The topics are what the session keeps: dropping the fitted UMAP (its neighbour index)
-    # and HDBSCAN before BERTopic's own peak keeps the process smaller.
-    del reducer, clusterer, reduced
+    labels = [int(label) for label in np.asarray(clusterer.fit_predict(reduced))]
+    del clusterer, reduced
     stage("cluster", start)
+    return labels
 
+
+def serve_clusters(conn: Any, store_path: str, settings: dict[str, Any]) -> None:
+    """Send the stages and ``("clustered", labels)`` from a short clustering process.
+
+    UMAP, numba and HDBSCAN hold ~400 MiB once imported and used, for as long as the
+    process lives: they live in this short process, which is gone before the topic
+    process imports BERTopic to represent the topics.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module="umap")  # n_jobs vs seed
+    try:
+        conn.send(("clustered", _clusters(conn, store_path, settings)))
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+
+
+def _fit(conn: Any, store_path: str, settings: dict[str, Any]) -> Any:
+    """Represent the topics of the clustering's ``labels`` (in ``settings``) with BERTopic."""
+    if settings.get("mode") == "online":
+        return _fit_online(conn, store_path, settings)
+    import numpy as np
+
+    from meno_jupyter.topics.store import EmbeddingStore
+
+    labels = settings["labels"]  # found by the clustering process (serve_clusters)
+    stage = _stage_reporter(conn)
     start = time.time()
+    embeddings = EmbeddingStore.open(store_path).as_float32()
+    docs = list(_texts(store_path))
     from bertopic import BERTopic
     from bertopic.cluster import BaseCluster
     from bertopic.dimensionality import BaseDimensionalityReduction
@@ -317,18 +345,39 @@ def _figure(model: Any, kind: str, kwargs: dict[str, Any]) -> str:
     return str(figure.to_json())
 
 
-class _HideTorch:
-    """A meta-path finder that makes torch look uninstalled.
+# What the topic process never needs (the embeddings are precomputed, the clustering is
+# done by its own process), though BERTopic imports it when it can: ~120 MiB for UMAP,
+# numba and pynndescent, ~300 MiB for torch. (HDBSCAN, ~1 MiB, BERTopic's transform needs
+# importable: it checks models against hdbscan.HDBSCAN.)
+HIDDEN = frozenset({"torch", "umap", "numba", "pynndescent"})
+UMAP_MODULES = frozenset({"umap", "numba", "pynndescent"})
 
-    The embeddings are precomputed, so BERTopic needs no torch here; it imports without
-    it (its text-generation and embedding backends are optional), and the topic process
-    stays ~300 MB smaller.
+
+class _Hidden:
+    """A meta-path finder that makes packages look uninstalled to the topic process.
+
+    BERTopic imports each of them only where it can (its text-generation and embedding
+    backends and UMAP are optional), so the topic process stays smaller.
     """
 
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = set(names)
+
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "torch" or name.startswith("torch."):
+        if name.partition(".")[0] in self.names:
             raise ModuleNotFoundError(f"No module named {name!r} (hidden from the topic "
-                                      "process: the embeddings are precomputed)")
+                                      "process: it does not need it)")
+
+
+def _allow_umap(hidden: _Hidden) -> None:
+    """Let UMAP be imported again: BERTopic's topic map draws with it."""
+    if not hidden.names & UMAP_MODULES:
+        return
+    hidden.names -= UMAP_MODULES
+    from bertopic.plotting import _topics
+    from umap import UMAP
+
+    _topics.UMAP, _topics.HAS_UMAP = UMAP, True  # it looked for UMAP once, when imported
 
 
 def serve(conn: Any, store_path: str) -> None:
@@ -337,7 +386,8 @@ def serve(conn: Any, store_path: str) -> None:
     import sys
     import warnings
 
-    sys.meta_path.insert(0, _HideTorch())
+    hidden = _Hidden(HIDDEN)
+    sys.meta_path.insert(0, hidden)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=UserWarning, module="umap")  # n_jobs vs seed
@@ -362,6 +412,8 @@ def serve(conn: Any, store_path: str) -> None:
             elif kind == "rename":
                 _rename(conn, model, message[1])
             elif kind == "figure":
+                if message[1] == "topics":
+                    _allow_umap(hidden)
                 conn.send(("figure", _figure(model, message[1], message[2])))
             elif kind == "save":
                 logging.disable(logging.WARNING)  # BERTopic's notice about pickle versions

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from meno_jupyter.core.cleanup import trim_allocator
 from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.live import LiveFeed, LiveSample
 from meno_jupyter.core.memory import format_bytes
@@ -159,12 +160,17 @@ class _Recorder:
     def follow(self, process: WorkerProcess, doing: str
                ) -> tuple[list[int], list[dict[str, Any]]]:
         """Record stages until the process reports the fitted topics."""
+        reply = self.until(process, doing, "fitted")
+        return reply[1], reply[2]
+
+    def until(self, process: WorkerProcess, doing: str, answer: str) -> tuple[Any, ...]:
+        """Record stages until the process sends ``answer``; return that reply."""
         while True:
             reply = process.receive(doing)
             if reply[0] == "stage":
                 self.stages.append(Stage(reply[1], reply[2], reply[3]))
-            elif reply[0] == "fitted":
-                return reply[1], reply[2]
+            elif reply[0] == answer:
+                return reply
 
     def timeline(self) -> StageTimeline:
         """Return the samples and stages as a timeline."""
@@ -181,10 +187,32 @@ class TopicProcessError(RuntimeError):
 def _start_topic_process(store_dir: Path) -> WorkerProcess:
     from meno_jupyter.topics._fit_worker import serve
 
+    return _spawn(serve, (str(store_dir),), name="meno-topics", label="the topic process")
+
+
+def _spawn(target: Any, args: tuple[Any, ...], *, name: str, label: str) -> WorkerProcess:
     NUMBA_CACHE.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NUMBA_CACHE_DIR", str(NUMBA_CACHE))  # compile once per machine
-    return WorkerProcess(serve, (str(store_dir),), name="meno-topics",
-                         label="the topic process", error=TopicProcessError)
+    return WorkerProcess(target, args, name=name, label=label, error=TopicProcessError)
+
+
+def _cluster_apart(store_dir: Path, settings: dict[str, Any], recorder: _Recorder
+                   ) -> list[int]:
+    """Reduce and cluster in a process of their own, gone before the topics are represented.
+
+    UMAP and numba stay ~400 MiB in a process that used them; BERTopic then adds its own
+    in the topic process. Apart, the tree holds one or the other, never both.
+    """
+    from meno_jupyter.topics._fit_worker import serve_clusters
+
+    process = _spawn(serve_clusters, (str(store_dir), settings), name="meno-clusters",
+                     label="the clustering process")
+    try:
+        labels: list[int] = recorder.until(process, "reducing and clustering",
+                                           "clustered")[1]
+    finally:
+        process.close()
+    return labels
 
 
 class TopicExplorer:
@@ -267,6 +295,10 @@ class TopicExplorer:
             for batch in documents.batches(10_000):
                 writer.write_table(pa.table({"text": batch}, schema=schema))
         os.replace(tmp, path)
+        # Arrow's pool and malloc keep what reading and writing the texts used (~25 MiB
+        # at 20k documents), which the kernel would otherwise hold through the fit.
+        pa.default_memory_pool().release_unused()
+        trim_allocator()
 
     def fit(self) -> StageTimeline:
         """Embed what is not embedded yet, then fit; return the memory timeline by stage."""
@@ -277,8 +309,12 @@ class TopicExplorer:
             recorder.stages.append(Stage("embed", start, time.time()))
             self.close()
             self._updates = []
+            settings = self.settings
+            if settings["mode"] != "online":
+                labels: Any = _cluster_apart(self.store_dir, settings, recorder)
+                settings = {**settings, "labels": labels}
             self._process = _start_topic_process(self.store_dir)
-            self._process.send("fit", self.settings)
+            self._process.send("fit", settings)
             try:
                 self.topics, self.table = recorder.follow(self._process, "fitting")
             except KeyboardInterrupt:  # stop the fit too, not only the wait for it

@@ -3,9 +3,10 @@
 The figures behind the rules were measured on a 2-core machine with all-MiniLM-L6-v2:
 ~150 docs/s on one-line texts and ~42 docs/s on ~90-token descriptions at batch 32
 (64 and 128 were slower and took 1.4-1.6 GB), its worker peaking near 1 GiB; the int8
-MiniLM 1.2-1.5x as fast with a worker of ~200 MiB; BERTopic's default fit peaked at 2.12 GB
-(process tree) at 20k documents and 2.60 GB at 50k; the static model encodes thousands of
-documents per second on one core in a ~100 MiB worker.
+MiniLM 1.2-1.5x as fast with a worker of ~200 MiB; the default fit (UMAP in a process of its
+own, then BERTopic's c-TF-IDF) peaked at 625 MiB (process tree, kernel included) at 20k
+documents and 822 MiB at 50k, where BERTopic's own pipeline took 1.96 and 2.14 GB; the static
+model encodes thousands of documents per second on one core in a ~100 MiB worker.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ STATIC_PEAK_BYTES = 128 * 1024**2  # the static model's worker: 101 MiB measured
 ENCODER_MARGIN_BYTES = 256 * 1024**2  # beside the worker: the kernel's chunk, the store
 QUANTIZED_SPEEDUP = 1.4  # the int8 MiniLM against the float one: 1.22-1.53x (bench/encoder.py)
 QUANTIZE_ABOVE_S = 5 * 60.0  # the float MiniLM would take longer: the int8 one saves minutes
-FIT_BASE_BYTES = int(1.8 * GIB)  # BERTopic's default fit, process tree, fitted line
-FIT_BYTES_PER_DOC = 16 * 1024
+FIT_BASE_BYTES = 512 * 1024**2  # the default fit's process tree: a line above 20k and 50k
+FIT_BYTES_PER_DOC = 7 * 1024
 INT8_ABOVE_BYTES = 2 * GIB  # a float16 store larger than this: int8 instead
 
 

@@ -62,12 +62,76 @@ def test_documents_of_a_topic_and_a_clear_error_for_an_unknown_one(explorer: Any
         explorer.documents_of(999)
 
 
+def test_umap_runs_in_a_process_gone_before_the_topics_are_represented(
+        explorer: Any) -> None:
+    import psutil
+
+    # The clustering process has exited, and the topic process never loaded UMAP's
+    # (numba's llvmlite) or torch's libraries: it would hold them all session.
+    children = psutil.Process().children(recursive=True)
+    assert explorer._process.pid in [child.pid for child in children]
+    assert not [child.pid for child in children if _mapped(child.pid, "llvmlite")]
+    assert not _mapped(explorer._process.pid, "torch")
+
+
+def test_a_killed_clustering_process_is_a_clear_error_and_loses_nothing(
+        corpus: Corpus, tmp_path: Path) -> None:
+    import threading
+
+    import psutil
+
+    from meno_jupyter.topics import EmbeddingStore
+
+    texts, _ = corpus
+    store = tmp_path / "store"
+    explorer = TopicExplorer(texts[:400], store, min_topic_size=5,
+                             embedder=ChunkedEmbedder(precision="float16", progress=False))
+    killed: list[int] = []
+    done = threading.Event()
+
+    def kill_the_clustering_process() -> None:  # the child that loads UMAP's numba
+        while not killed and not done.wait(0.05):
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    if _mapped(child.pid, "llvmlite"):
+                        child.kill()
+                        killed.append(child.pid)
+                except psutil.Error:
+                    pass
+
+    killer = threading.Thread(target=kill_the_clustering_process, daemon=True)
+    killer.start()
+    with pytest.raises(TopicProcessError,
+                       match=r"the clustering process died \(killed by signal 9\)"):
+        try:
+            explorer.fit()
+        finally:
+            done.set()
+    killer.join(10)
+    assert killed and explorer.topics is None
+    kept = EmbeddingStore.open(store, verify=True)  # every chunk checked: nothing damaged
+    assert kept.done_docs == kept.meta.n_docs > 0  # and every document still embedded
+    explorer.close()
+
+
 def test_bertopic_figures_come_back_as_plotly_json(explorer: Any) -> None:
     figure = explorer.visualize("barchart", top_n_topics=4)
     assert figure.spec["data"] and figure.spec["data"][0]["type"] == "bar"
     assert "application/vnd.plotly.v1+json" in figure._repr_mimebundle_()
     with pytest.raises(TopicProcessError, match="no figure 'pie'"):
         explorer.visualize("pie")
+    # The topic map needs UMAP, which the topic process leaves out until then.
+    assert not _mapped(explorer._process.pid, "llvmlite")
+    topic_map = explorer.visualize("topics")
+    assert topic_map.spec["data"] and topic_map.spec["data"][0]["type"] == "scatter"
+    assert _mapped(explorer._process.pid, "llvmlite")
+
+
+def _mapped(pid: int, library: str) -> bool:
+    """Whether a process has a file of ``library`` mapped (a loaded native extension)."""
+    import psutil
+
+    return any(f"/{library}/" in region.path for region in psutil.Process(pid).memory_maps())
 
 
 REOPEN = """
