@@ -309,10 +309,9 @@ class TopicExplorer:
             recorder.stages.append(Stage("embed", start, time.time()))
             self.close()
             self._updates = []
-            settings = self.settings
+            settings: dict[str, Any] = dict(self.settings)
             if settings["mode"] != "online":
-                labels: Any = _cluster_apart(self.store_dir, settings, recorder)
-                settings = {**settings, "labels": labels}
+                settings["labels"] = _cluster_apart(self.store_dir, settings, recorder)
             self._process = _start_topic_process(self.store_dir)
             self._process.send("fit", settings)
             try:

@@ -5,7 +5,7 @@ The figures behind the rules were measured on a 2-core machine with all-MiniLM-L
 (64 and 128 were slower and took 1.4-1.6 GB), its worker peaking near 1 GiB; the int8
 MiniLM 1.2-1.5x as fast with a worker of ~200 MiB; the default fit (UMAP in a process of its
 own, then BERTopic's c-TF-IDF) peaked at 625 MiB (process tree, kernel included) at 20k
-documents and 822 MiB at 50k, where BERTopic's own pipeline took 1.96 and 2.14 GB; the static
+documents and 822 MiB at 50k, where BERTopic's own took 1,955 and 2,138 MiB; the static
 model encodes thousands of documents per second on one core in a ~100 MiB worker.
 """
 
