@@ -128,10 +128,17 @@ def test_bertopic_figures_come_back_as_plotly_json(explorer: Any) -> None:
 
 
 def _mapped(pid: int, library: str) -> bool:
-    """Whether a process has a file of ``library`` mapped (a loaded native extension)."""
+    """Whether a process has a file of ``library`` mapped (a loaded native extension).
+
+    A process that has exited maps nothing (an earlier test's zombie, one gone meanwhile).
+    """
     import psutil
 
-    return any(f"/{library}/" in region.path for region in psutil.Process(pid).memory_maps())
+    try:
+        regions = psutil.Process(pid).memory_maps()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return False
+    return any(f"/{library}/" in region.path for region in regions)
 
 
 REOPEN = """
