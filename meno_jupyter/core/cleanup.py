@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -49,6 +50,19 @@ def trim_allocator() -> tuple[bool, str]:
         return False, "malloc_trim skipped: not glibc on Linux"
     trim(0)
     return True, "malloc_trim(0) returned free heap pages to the OS"
+
+
+def give_back_freed_memory() -> None:
+    """Return what Arrow's default pool (if pyarrow is loaded) and malloc keep of freed memory.
+
+    Both keep freed blocks for reuse; asked, they give them back to the OS (a few ms).
+    pyarrow is never imported here.
+    """
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:
+        with contextlib.suppress(Exception):  # a pool that cannot release keeps its blocks
+            arrow.default_memory_pool().release_unused()
+    trim_allocator()
 
 
 def collect_garbage() -> int:

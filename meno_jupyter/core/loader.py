@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from meno_jupyter.core.cleanup import trim_allocator
+from meno_jupyter.core.cleanup import give_back_freed_memory, trim_allocator
 from meno_jupyter.core.dataframe import (
     _astype_back,
     _like,
@@ -985,11 +985,8 @@ def _give_back_freed() -> None:
     The chunks' small arrays sit between live objects in malloc's heap, and Arrow's pools
     keep freed blocks: joined columns would otherwise add to what their parts left.
     """
-    import pyarrow as pa
-
     memory_pool().release_unused()
-    pa.default_memory_pool().release_unused()
-    trim_allocator()
+    give_back_freed_memory()
 
 
 def _share_categories(parts: list[_Part], target: Any) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from meno_jupyter.core.caches import private_directory
-from meno_jupyter.core.cleanup import trim_allocator
+from meno_jupyter.core.cleanup import give_back_freed_memory
 from meno_jupyter.core.ledger import write_all
 from meno_jupyter.core.memory import MIB, format_bytes
 from meno_jupyter.core.namespace import deep_sizeof
@@ -484,7 +484,7 @@ class SpillStore:
             anon_before = anonymous_rss()
             namespace[name] = twin
             gc.collect()
-            _release_freed_memory()
+            give_back_freed_memory()
             # What left anonymous memory, up to the variable's own size (trimming the
             # allocator may give back other freed memory at the same time).
             freed = min(before_bytes, max(0, anon_before - anonymous_rss()))
@@ -534,14 +534,6 @@ class SpillStore:
         self._entries.clear()
         if self._owned:
             shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _release_freed_memory() -> None:
-    """Give freed memory back to the OS (glibc and Arrow's pool keep it unless asked)."""
-    trim_allocator()
-    if "pyarrow" in sys.modules:
-        with contextlib.suppress(Exception):
-            sys.modules["pyarrow"].default_memory_pool().release_unused()
 
 
 def _to_memory(value: Any) -> Any:

@@ -349,8 +349,8 @@ def _figure(model: Any, kind: str, kwargs: dict[str, Any]) -> str:
 # done by its own process), though BERTopic imports it when it can: ~120 MiB for UMAP,
 # numba and pynndescent, ~300 MiB for torch. (HDBSCAN, ~1 MiB, BERTopic's transform needs
 # importable: it checks models against hdbscan.HDBSCAN.)
-HIDDEN = frozenset({"torch", "umap", "numba", "pynndescent"})
 UMAP_MODULES = frozenset({"umap", "numba", "pynndescent"})
+HIDDEN = UMAP_MODULES | {"torch"}
 
 
 class _Hidden:

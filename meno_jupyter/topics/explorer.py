@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from meno_jupyter.core.cleanup import trim_allocator
+from meno_jupyter.core.cleanup import give_back_freed_memory
 from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.live import LiveFeed, LiveSample
 from meno_jupyter.core.memory import format_bytes
@@ -297,8 +297,7 @@ class TopicExplorer:
         os.replace(tmp, path)
         # Arrow's pool and malloc keep what reading and writing the texts used (~25 MiB
         # at 20k documents), which the kernel would otherwise hold through the fit.
-        pa.default_memory_pool().release_unused()
-        trim_allocator()
+        give_back_freed_memory()
 
     def fit(self) -> StageTimeline:
         """Embed what is not embedded yet, then fit; return the memory timeline by stage."""
