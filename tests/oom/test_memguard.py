@@ -165,7 +165,11 @@ def test_each_layer_on_its_own(cgroup_kernel: CgroupKernel) -> None:
     # is refused by malloc before a kill, with numpy's own bare MemoryError.
     cgroup_kernel.ok("import numpy as np\nfrom meno_jupyter.core.guard import MemoryGuard\n"
                      "guard = MemoryGuard(at=0.99)\nguard.start()\nguard.cell_started()")
-    reply, text = cgroup_kernel.run(GROW_IN_STEPS)
+    # The refusal leaves the kernel at the allocation limit, with no room for the next cell
+    # to be compiled (an empty "MemoryError:" at random): the cell lets its last steps go.
+    reply, text = cgroup_kernel.run(
+        "try:\n" + textwrap.indent(GROW_IN_STEPS, "    ")
+        + "except MemoryError:\n    del chunks[-3:]\n    raise\n")
     assert reply["status"] == "error" and "MemoryError" in reply["ename"], text
     assert "meno guard" not in text  # no figures, no line: what the magic adds
     assert cgroup_kernel.cgroup.oom_kills() == 0
