@@ -255,16 +255,18 @@ def _clusters(conn: Any, store_path: str, settings: dict[str, Any]) -> list[int]
     stage("load", start)
 
     start = time.time()
-    from umap import UMAP
-
     knn = None
     if len(embeddings) <= EXACT_NEIGHBOURS_MAX_DOCS:
         knn = (*exact_cosine_neighbours(embeddings, settings["n_neighbors"]), None)
-    reducer = UMAP(n_neighbors=settings["n_neighbors"], n_components=settings["n_components"],
-                   min_dist=0.0, metric="cosine", random_state=settings["seed"],
-                   precomputed_knn=knn or (None, None, None))
-    reduced = reducer.fit_transform(embeddings)
-    del knn, reducer, embeddings
+    umap_class = _umap_class(nndescent=knn is None)
+    options = {"n_neighbors": settings["n_neighbors"], "n_components": settings["n_components"],
+               "min_dist": 0.0, "metric": "cosine", "random_state": settings["seed"],
+               "precomputed_knn": knn or (None, None, None)}
+    try:
+        reduced = umap_class(**options).fit_transform(embeddings)
+    except NNDescentNotLoadedError:  # a UMAP that searches although given the neighbours
+        reduced = _umap_class(nndescent=True)(**options).fit_transform(embeddings)
+    del knn, embeddings
     stage("reduce", start)
 
     start = time.time()
@@ -278,6 +280,52 @@ def _clusters(conn: Any, store_path: str, settings: dict[str, Any]) -> list[int]
     del clusterer, reduced
     stage("cluster", start)
     return labels
+
+
+class NNDescentNotLoadedError(RuntimeError):
+    """UMAP asked for its neighbour search where the clustering process gave the neighbours."""
+
+
+class _NNDescentStandIn:
+    """Stands in for ``pynndescent.NNDescent`` while UMAP is given the neighbours."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NNDescentNotLoadedError("pynndescent was not loaded: the neighbours were given")
+
+
+def _umap_class(*, nndescent: bool) -> Any:
+    """Import and return ``umap.UMAP``; without pynndescent unless ``nndescent``.
+
+    UMAP imports pynndescent whole (its numba functions: ~35 MiB of this process) though, given
+    the neighbours, it only names ``NNDescent`` and two tables of distances it looks in
+    for metrics of pynndescent's own ("cosine" is UMAP's). Stand-ins take their place;
+    where UMAP fails to import with them, the real package is imported instead.
+    """
+    import sys
+    from types import ModuleType
+
+    loaded = [name for name in sys.modules if name.partition(".")[0] in UMAP_LIBRARIES]
+    if nndescent or loaded:
+        if nndescent and "pynndescent.pynndescent_" not in sys.modules:
+            for name in loaded:  # UMAP imported with the stand-ins: import it for real
+                del sys.modules[name]
+        from umap import UMAP
+
+        return UMAP
+    package, distances, sparse = (ModuleType(name) for name in NNDESCENT_MODULES)
+    package.NNDescent = _NNDescentStandIn  # type: ignore[attr-defined]
+    package.distances, distances.named_distances = distances, {}  # type: ignore[attr-defined]
+    package.sparse, sparse.sparse_named_distances = sparse, {}  # type: ignore[attr-defined]
+    sys.modules.update(zip(NNDESCENT_MODULES, (package, distances, sparse), strict=True))
+    try:
+        from umap import UMAP
+    except (ImportError, AttributeError):
+        return _umap_class(nndescent=True)
+    return UMAP
+
+
+NNDESCENT_MODULES = ("pynndescent", "pynndescent.distances", "pynndescent.sparse")
+UMAP_LIBRARIES = frozenset({"umap", "pynndescent"})
 
 
 def serve_clusters(conn: Any, store_path: str, settings: dict[str, Any]) -> None:

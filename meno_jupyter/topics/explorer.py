@@ -215,6 +215,22 @@ def _cluster_apart(store_dir: Path, settings: dict[str, Any], recorder: _Recorde
     return labels
 
 
+def _text_array(texts: list[str]) -> Any:
+    """Return ``texts`` as an Arrow array built from its buffers.
+
+    ``pyarrow.array`` on a list imports pandas to check its items (~50 MiB a kernel that
+    reads its corpus from a file would otherwise never hold).
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    encoded = [text.encode() for text in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(text) for text in encoded], out=offsets[1:])
+    return pa.LargeStringArray.from_buffers(len(encoded), pa.py_buffer(offsets),
+                                            pa.py_buffer(b"".join(encoded)))
+
+
 class TopicExplorer:
     """Topics of a corpus: embed (resumably), fit BERTopic stage by stage, explore.
 
@@ -290,10 +306,11 @@ class TopicExplorer:
 
         path = store_dir / DOCS_FILE
         tmp = path.with_name(f".{path.name}.tmp")
-        schema = pa.schema([("text", pa.string())])
+        schema = pa.schema([("text", pa.large_string())])
         with pq.ParquetWriter(tmp, schema) as writer:
             for batch in documents.batches(10_000):
-                writer.write_table(pa.table({"text": batch}, schema=schema))
+                writer.write_batch(pa.RecordBatch.from_arrays([_text_array(batch)],
+                                                              schema=schema))
         os.replace(tmp, path)
         # Arrow's pool and malloc keep what reading and writing the texts used (~25 MiB
         # at 20k documents), which the kernel would otherwise hold through the fit.

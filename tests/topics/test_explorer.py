@@ -294,3 +294,71 @@ def test_exact_neighbours_match_a_brute_force_search() -> None:
     np.testing.assert_array_equal(indices, expected_i)
     np.testing.assert_allclose(distances, expected_d, atol=1e-5)
     assert (indices[:, 0] == np.arange(500)).all()  # each point first, at distance 0
+
+
+UMAP_WITHOUT_NNDESCENT = """
+import json, sys
+import numpy as np
+from meno_jupyter.topics._fit_worker import _umap_class, exact_cosine_neighbours
+
+def main():
+    rows = np.random.default_rng(3).normal(size=(300, 16)).astype(np.float32)
+    knn = (*exact_cosine_neighbours(rows, 10), None)
+    options = dict(n_neighbors=10, n_components=2, metric="cosine", random_state=5,
+                   precomputed_knn=knn)
+    given = _umap_class(nndescent=False)(**options).fit_transform(rows)
+    stand_in = "pynndescent.pynndescent_" not in sys.modules
+    real = _umap_class(nndescent=True)
+    searched = real(n_neighbors=10, n_components=2, random_state=5).fit_transform(rows)
+    print(json.dumps({"stand_in": stand_in, "real_after": "pynndescent.pynndescent_" in sys.modules,
+                      "same": bool(np.array_equal(given, real(**options).fit_transform(rows))),
+                      "searched": searched.shape}))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_umap_given_the_neighbours_runs_without_pynndescent() -> None:
+    # The clustering process passes exact neighbours: pynndescent's compiled search is
+    # not loaded, the layout is the real UMAP's, and the real package comes when needed.
+    import json
+
+    done = subprocess.run([sys.executable, "-c", UMAP_WITHOUT_NNDESCENT], check=False,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"stand_in": True, "real_after": True, "same": True, "searched": [300, 2]}
+
+
+WRITE_TEXTS = """
+import json, sys
+from pathlib import Path
+from meno_jupyter.topics.documents import Documents
+from meno_jupyter.topics.explorer import TopicExplorer
+from meno_jupyter.topics.store import DOCS_FILE
+
+corpus, folder = sys.argv[1:3]
+TopicExplorer._write_docs(Documents(corpus, "text"), Path(folder))
+texts = list(Documents(Path(folder) / DOCS_FILE, "text"))
+print(json.dumps({"pandas": "pandas" in sys.modules, "texts": texts}))
+"""
+
+
+def test_texts_from_a_file_are_kept_without_importing_pandas(tmp_path: Path) -> None:
+    # A kernel that reads its corpus from a file holds no pandas for the fit (~50 MiB).
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = ["plain", "", "ünïcödé ✓ 漢字", "a\nnew line", "x" * 3_000] * 2_401  # 2 batches
+    pq.write_table(pa.table({"text": texts}), tmp_path / "corpus.parquet")
+    (tmp_path / "store").mkdir()
+    done = subprocess.run([sys.executable, "-c", WRITE_TEXTS, str(tmp_path / "corpus.parquet"),
+                           str(tmp_path / "store")], check=False, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["pandas"] is False
+    assert result["texts"] == texts
