@@ -288,7 +288,7 @@ def test_exact_neighbours_match_a_brute_force_search() -> None:
     from meno_jupyter.topics._fit_worker import exact_cosine_neighbours
 
     rows = np.random.default_rng(7).normal(size=(500, 24)).astype(np.float32)
-    indices, distances = exact_cosine_neighbours(rows, 6, block_bytes=40 * 500 * 4)  # 13 blocks
+    indices, distances = exact_cosine_neighbours(rows, 6)
     expected_d, expected_i = NearestNeighbors(n_neighbors=6, metric="cosine",
                                               algorithm="brute").fit(rows).kneighbors(rows)
     np.testing.assert_array_equal(indices, expected_i)
