@@ -24,7 +24,7 @@ from typing import Any
 from meno_jupyter.topics.store import DOCS_FILE
 
 ONLINE_EPOCHS = 3  # random-batch passes over the store (6 scored the same, measured)
-EXACT_NEIGHBOURS_MAX_DOCS = 60_000  # brute force grows as n²: ~45 s at 50k on 2 cores
+EXACT_NEIGHBOURS_MAX_DOCS = 60_000  # brute force grows as n²: ~26 s at 50k on 2 cores
 NEEDS_MODEL = frozenset({"update", "merge", "rename", "figure", "save"})
 
 
