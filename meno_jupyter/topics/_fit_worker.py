@@ -233,7 +233,7 @@ def exact_cosine_neighbours(embeddings: Any, k: int) -> tuple[Any, Any]:
     search = NearestNeighbors(n_neighbors=k, algorithm="brute", metric="euclidean").fit(unit)
     euclidean, indices = search.kneighbors(unit)
     del search, unit
-    distances = np.maximum(np.square(euclidean, dtype=np.float32) / 2, 0.0)
+    distances = np.square(euclidean, dtype=np.float32) / 2
     return indices.astype(np.int32), distances
 
 
@@ -290,36 +290,44 @@ class _NNDescentStandIn:
 def _umap_class(*, nndescent: bool) -> Any:
     """Import and return ``umap.UMAP``; without pynndescent unless ``nndescent``.
 
-    UMAP imports pynndescent whole (its numba functions: ~35 MiB of this process) though, given
-    the neighbours, it only names ``NNDescent`` and two tables of distances it looks in
-    for metrics of pynndescent's own ("cosine" is UMAP's). Stand-ins take their place;
+    UMAP imports pynndescent whole (its numba functions: ~35 MiB of this process) though,
+    given the neighbours, it only names ``NNDescent`` and two tables of distances it looks
+    in for metrics of pynndescent's own ("cosine" is UMAP's). Stand-ins take their place;
     where UMAP fails to import with them, the real package is imported instead.
     """
     import sys
+
+    loaded = [name for name in sys.modules if name.partition(".")[0] in REIMPORTABLE]
+    on_stand_ins = getattr(sys.modules.get("pynndescent"), "NNDescent",
+                           None) is _NNDescentStandIn
+    if nndescent and on_stand_ins:  # import UMAP again, for real
+        for name in loaded:
+            del sys.modules[name]
+    elif not nndescent and not loaded:
+        _put_stand_ins()
+        try:
+            from umap import UMAP
+        except (ImportError, AttributeError):
+            return _umap_class(nndescent=True)
+        return UMAP
+    from umap import UMAP
+
+    return UMAP
+
+
+def _put_stand_ins() -> None:
+    """Put the stand-ins for pynndescent's modules where ``import`` finds them."""
+    import sys
     from types import ModuleType
 
-    loaded = [name for name in sys.modules if name.partition(".")[0] in UMAP_LIBRARIES]
-    if nndescent or loaded:
-        if nndescent and "pynndescent.pynndescent_" not in sys.modules:
-            for name in loaded:  # UMAP imported with the stand-ins: import it for real
-                del sys.modules[name]
-        from umap import UMAP
-
-        return UMAP
     package, distances, sparse = (ModuleType(name) for name in NNDESCENT_MODULES)
     package.NNDescent = _NNDescentStandIn  # type: ignore[attr-defined]
     package.distances, distances.named_distances = distances, {}  # type: ignore[attr-defined]
     package.sparse, sparse.sparse_named_distances = sparse, {}  # type: ignore[attr-defined]
     sys.modules.update(zip(NNDESCENT_MODULES, (package, distances, sparse), strict=True))
-    try:
-        from umap import UMAP
-    except (ImportError, AttributeError):
-        return _umap_class(nndescent=True)
-    return UMAP
 
 
 NNDESCENT_MODULES = ("pynndescent", "pynndescent.distances", "pynndescent.sparse")
-UMAP_LIBRARIES = frozenset({"umap", "pynndescent"})
 
 
 def serve_clusters(conn: Any, store_path: str, settings: dict[str, Any]) -> None:
@@ -393,6 +401,9 @@ def _figure(model: Any, kind: str, kwargs: dict[str, Any]) -> str:
 # importable: it checks models against hdbscan.HDBSCAN.)
 UMAP_MODULES = frozenset({"umap", "numba", "pynndescent"})
 HIDDEN = UMAP_MODULES | {"torch"}
+# What the clustering process drops to import UMAP again without the stand-ins (numba's
+# own modules stay: it cannot be imported twice in one process).
+REIMPORTABLE = UMAP_MODULES - {"numba"}
 
 
 class _Hidden:
