@@ -9,8 +9,9 @@ package. Every measured run is a fresh process whose whole process tree is sampl
   worker): time, docs/s, kernel and encoder peaks, store size; flat means flat in N.
 - ``--compare N ...``: per size, our embedding, then on the same stored embeddings
   BERTopic's default ``fit_transform(docs, embeddings)`` (with the same packaged model) and
-  our ``TopicExplorer`` (``--online-topics K`` adds ``mode="online"`` with K topics): tree
-  peak, kernel peak, time, stages, topic count, NMI against the labels.
+  our ``TopicExplorer`` (``--online-topics K`` adds ``mode="online"`` with K topics;
+  ``--unseeded`` adds ``seed=None``, where UMAP's layout runs on every core as in BERTopic's
+  default): tree peak, kernel peak, time, stages, topic count, NMI against the labels.
 - ``--static N ...``: N distinct text lines of the installed software (comments,
   docstrings, docs; unlabelled), embedded with the static model and fitted online.
 
@@ -87,12 +88,13 @@ import json, sys, time
 from meno_jupyter.core.memory import read_hwm as hwm
 from meno_jupyter.topics import ChunkedEmbedder, TopicExplorer
 def main():
-    corpus, store, model, mode, n_topics, chunk = sys.argv[1:7]
+    corpus, store, model, mode, n_topics, chunk, seed = sys.argv[1:8]
     started = time.perf_counter()
     embedder = ChunkedEmbedder(None if model == "minilm" else model, precision="float16",
                                chunk_size=int(chunk), progress=False)
     explorer = TopicExplorer(corpus, store, text_column="text", embedder=embedder, mode=mode,
-                             n_topics=int(n_topics) or None)
+                             n_topics=int(n_topics) or None,
+                             seed=None if seed == "none" else int(seed))
     timeline = explorer.fit()
     explorer.close()
     print(json.dumps({"seconds": time.perf_counter() - started, "topics": explorer.topics,
@@ -197,7 +199,8 @@ def embedding_flatness(corpus: Path, sizes: list[int], tmp: Path, model: str) ->
               f"{int(last['encoder_peak']) / int(first['encoder_peak']):.2f}x (flat = 1.00x)")
 
 
-def compare(corpus: Path, sizes: list[int], tmp: Path, online_topics: int) -> None:
+def compare(corpus: Path, sizes: list[int], tmp: Path, online_topics: int,
+            unseeded: bool) -> None:
     import pandas as pd
     from sklearn.metrics import normalized_mutual_info_score
 
@@ -213,25 +216,32 @@ def compare(corpus: Path, sizes: list[int], tmp: Path, online_topics: int) -> No
               f"{int(embedded['encoder_peak']) / MIB:.0f} MiB, "
               f"{size / float(embedded['seconds']):.0f} docs/s")
         runs = [("BERTopic default", python(BERTOPIC_DEFAULT, part, store)),
-                ("meno TopicExplorer", python(OURS, part, store, "minilm", "default", 0, 1000))]
+                ("meno TopicExplorer", python(OURS, part, store, "minilm", "default", 0, 1000,
+                                              42))]
+        if unseeded:
+            runs.append(("meno seed=None", python(OURS, part, store, "minilm", "default", 0,
+                                                  1000, "none")))
         if online_topics:
             runs.append(("meno online", python(OURS, part, store, "minilm", "online",
-                                               online_topics, 1000)))
+                                               online_topics, 1000, 42)))
         rows = {}
         for name, command in runs:
             result, peak = run_sampled(command)
             topics = result["topics"]
             assert isinstance(topics, list)
             nmi = normalized_mutual_info_score(labels.iloc[:size], topics)
-            rows[name] = (peak, nmi)
+            rows[name] = (peak, nmi, float(result["seconds"]))
             print(f"{size:>6} {name:<22} {peak / MIB:>7.0f} MiB "
                   f"{int(result['kernel_peak']) / MIB:>8.0f} MiB {float(result['seconds']):>7.1f} "
                   f"{len(set(topics)) - (-1 in topics):>6} {nmi:>5.3f}"
                   + (f"  stages {result['stages']}" if "stages" in result else ""))
-        (theirs, their_nmi), (ours, our_nmi) = rows["BERTopic default"], rows["meno TopicExplorer"]
+        (theirs, their_nmi, their_time) = rows["BERTopic default"]
+        (ours, our_nmi, our_time) = rows["meno TopicExplorer"]
         print(f"{size:>6} ratio: fit tree peak {ours / theirs:.2f}x of BERTopic's on the same "
               f"rows, {max(ours, embed_peak) / theirs:.2f}x embedding included; "
-              f"NMI {our_nmi - their_nmi:+.3f}")
+              f"NMI {our_nmi - their_nmi:+.3f}; time {our_time / their_time:.2f}x"
+              + (f" ({rows['meno seed=None'][2] / their_time:.2f}x with seed=None)"
+                 if unseeded else ""))
 
 
 def static_at_scale(sizes: list[int], tmp: Path) -> None:
@@ -247,7 +257,7 @@ def static_at_scale(sizes: list[int], tmp: Path) -> None:
         path = tmp / f"lines-{size}.parquet"
         pd.DataFrame({"text": lines[:size]}).to_parquet(path)
         result, peak = run_sampled(python(OURS, path, tmp / f"static-{size}", "static",
-                                          "online", 50, 10_000))
+                                          "online", 50, 10_000, 42))
         print(f"{min(size, len(lines)):>9,} {peak / MIB:>7.0f} MiB "
               f"{int(result['kernel_peak']) / MIB:>8.0f} MiB {float(result['seconds']):>8.1f}  "
               f"{result['stages']}")
@@ -262,6 +272,8 @@ def main() -> None:
     parser.add_argument("--model", default="minilm", help="minilm or static, for --sizes")
     parser.add_argument("--compare", type=int, nargs="*", default=[],
                         help="sizes at which to compare with BERTopic's default pipeline")
+    parser.add_argument("--unseeded", action="store_true",
+                        help="also fit with seed=None in --compare (UMAP's layout on every core)")
     parser.add_argument("--online-topics", type=int, default=0,
                         help="also fit mode='online' with this many topics in --compare")
     parser.add_argument("--static", type=int, nargs="*", default=[],
@@ -278,7 +290,7 @@ def main() -> None:
         if args.sizes:
             embedding_flatness(corpus, args.sizes, tmp, args.model)
         if args.compare:
-            compare(corpus, args.compare, tmp, args.online_topics)
+            compare(corpus, args.compare, tmp, args.online_topics, args.unseeded)
         if args.static:
             static_at_scale(args.static, tmp)
 

@@ -244,7 +244,8 @@ class TopicExplorer:
         Default: the packaged MiniLM at the recommended precision (float16; int8 for a
         list or Series whose float16 store would pass 2 GiB).
     min_topic_size, n_neighbors, n_components, seed
-        BERTopic's defaults; UMAP's seed fixed so fits repeat.
+        BERTopic's defaults; UMAP's seed fixed so fits repeat (its layout then runs on
+        one core; ``seed=None`` uses every core, and fits no longer repeat).
     mode : {"default", "online"}
         ``default``: UMAP, HDBSCAN (one core: its workers doubled memory), c-TF-IDF.
         ``online``: chunk by chunk with flat memory: MiniBatchKMeans on the embeddings

@@ -169,6 +169,10 @@ def test_a_saved_session_reopens_in_a_new_process(explorer: Any, tmp_path: Path)
     assert reopened["topics"] == explorer.topics
     assert reopened["n"] == len(explorer.topic_table())
     assert not reopened["torch"] and not reopened["bertopic"]
+    # The fit's stand-in for the reduction step is not saved: the model is BERTopic's alone.
+    saved = b"".join(path.read_bytes() for path in (tmp_path / "session").rglob("*")
+                     if path.is_file())
+    assert b"BaseDimensionalityReduction" in saved and b"_ReducedAlready" not in saved
 
 
 def test_bad_settings_and_sessions_are_clear(tmp_path: Path) -> None:
@@ -299,20 +303,32 @@ def test_exact_neighbours_match_a_brute_force_search() -> None:
 UMAP_WITHOUT_NNDESCENT = """
 import json, sys
 import numpy as np
-from meno_jupyter.topics._fit_worker import _umap_class, exact_cosine_neighbours
+from meno_jupyter.topics._fit_worker import (_umap_class, exact_cosine_neighbours,
+                                             reduce_given_neighbours)
+
+def kept_neighbours(rows, reduced):
+    # the share of each row's 10 nearest neighbours that are still among them once reduced
+    before = exact_cosine_neighbours(rows, 11)[0][:, 1:]
+    from sklearn.neighbors import NearestNeighbors
+    after = NearestNeighbors(n_neighbors=11).fit(reduced).kneighbors(reduced)[1][:, 1:]
+    return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(before, after)]))
 
 def main():
     rows = np.random.default_rng(3).normal(size=(300, 16)).astype(np.float32)
+    ours = reduce_given_neighbours(rows, n_neighbors=10, n_components=2, seed=5)
+    stand_in = "pynndescent.pynndescent_" not in sys.modules
+    again = reduce_given_neighbours(rows, n_neighbors=10, n_components=2, seed=5)
     knn = (*exact_cosine_neighbours(rows, 10), None)
     options = dict(n_neighbors=10, n_components=2, metric="cosine", random_state=5,
-                   precomputed_knn=knn)
+                   min_dist=0.0, precomputed_knn=knn)
     given = _umap_class(nndescent=False)(**options).fit_transform(rows)
-    stand_in = "pynndescent.pynndescent_" not in sys.modules
+    stand_in = stand_in and "pynndescent.pynndescent_" not in sys.modules
     real = _umap_class(nndescent=True)
     searched = real(n_neighbors=10, n_components=2, random_state=5).fit_transform(rows)
     print(json.dumps({"stand_in": stand_in, "real_after": "pynndescent.pynndescent_" in sys.modules,
                       "same": bool(np.array_equal(given, real(**options).fit_transform(rows))),
-                      "searched": searched.shape}))
+                      "searched": searched.shape, "repeats": bool(np.array_equal(ours, again)),
+                      "kept": [kept_neighbours(rows, ours), kept_neighbours(rows, given)]}))
 
 if __name__ == "__main__":
     main()
@@ -321,14 +337,39 @@ if __name__ == "__main__":
 
 def test_umap_given_the_neighbours_runs_without_pynndescent() -> None:
     # The clustering process passes exact neighbours: pynndescent's compiled search is
-    # not loaded, the layout is the real UMAP's, and the real package comes when needed.
+    # not loaded, UMAP's steps called without the class keep the neighbourhoods as well as
+    # the class does and repeat for a seed, and the real package comes when needed.
     import json
 
     done = subprocess.run([sys.executable, "-c", UMAP_WITHOUT_NNDESCENT], check=False,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result == {"stand_in": True, "real_after": True, "same": True, "searched": [300, 2]}
+    ours, umaps = result.pop("kept")
+    assert result == {"stand_in": True, "real_after": True, "same": True, "searched": [300, 2],
+                      "repeats": True}
+    assert ours >= umaps - 0.03, (ours, umaps)
+
+
+def test_spectral_start_is_umaps_up_to_sign() -> None:
+    import numpy as np
+
+    from meno_jupyter.topics._fit_worker import exact_cosine_neighbours, spectral_start
+
+    rows = np.random.default_rng(4).normal(size=(3000, 16)).astype(np.float32)
+    from sklearn.utils import check_random_state
+    from umap.spectral import spectral_layout
+    from umap.umap_ import fuzzy_simplicial_set
+
+    indices, distances = exact_cosine_neighbours(rows, 15)
+    graph = fuzzy_simplicial_set(rows, 15, check_random_state(0), "cosine", {}, indices,
+                                 distances, False, 1.0, 1.0, True)[0]
+    ours = spectral_start(graph, 5)
+    umaps = spectral_layout(rows, graph, 5, check_random_state(0))  # sqrt(n) Lanczos vectors
+    signs = np.sign(np.sum(ours * umaps, axis=0))
+    np.testing.assert_allclose(ours, umaps * signs, atol=1e-4)
+    largest = ours[np.abs(ours).argmax(axis=0), np.arange(5)]
+    assert (largest > 0).all()
 
 
 WRITE_TEXTS = """
