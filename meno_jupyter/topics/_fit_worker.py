@@ -329,14 +329,14 @@ def _clusters(conn: Any, store_path: str, settings: dict[str, Any]) -> list[int]
     stage("load", start)
 
     start = time.time()
-    options = {"n_neighbors": settings["n_neighbors"], "n_components": settings["n_components"],
-               "seed": settings["seed"]}
+    n_neighbors, n_components = settings["n_neighbors"], settings["n_components"]
     if len(embeddings) <= EXACT_NEIGHBOURS_MAX_DOCS:
-        reduced = reduce_given_neighbours(embeddings, **options)
+        reduced = reduce_given_neighbours(embeddings, n_neighbors=n_neighbors,
+                                          n_components=n_components, seed=settings["seed"])
     else:
         reduced = _umap_class(nndescent=True)(
-            n_neighbors=options["n_neighbors"], n_components=options["n_components"],
-            min_dist=0.0, metric="cosine", random_state=options["seed"]).fit_transform(embeddings)
+            n_neighbors=n_neighbors, n_components=n_components, min_dist=0.0, metric="cosine",
+            random_state=settings["seed"]).fit_transform(embeddings)
     del embeddings
     stage("reduce", start)
 

@@ -353,14 +353,13 @@ def test_umap_given_the_neighbours_runs_without_pynndescent() -> None:
 
 def test_spectral_start_is_umaps_up_to_sign() -> None:
     import numpy as np
-
-    from meno_jupyter.topics._fit_worker import exact_cosine_neighbours, spectral_start
-
-    rows = np.random.default_rng(4).normal(size=(3000, 16)).astype(np.float32)
     from sklearn.utils import check_random_state
     from umap.spectral import spectral_layout
     from umap.umap_ import fuzzy_simplicial_set
 
+    from meno_jupyter.topics._fit_worker import exact_cosine_neighbours, spectral_start
+
+    rows = np.random.default_rng(4).normal(size=(3000, 16)).astype(np.float32)
     indices, distances = exact_cosine_neighbours(rows, 15)
     graph = fuzzy_simplicial_set(rows, 15, check_random_state(0), "cosine", {}, indices,
                                  distances, False, 1.0, 1.0, True)[0]
