@@ -220,6 +220,12 @@ class MemoryGuard:
         self._relief_wait_until = 0.0
         self._relief_previous: Any = None
         self.last_relief: str | None = None
+        # Where a relief at a cell's start last found nothing to move: not tried again
+        # until memory grows past it.
+        self._nothing_to_move_at: int | None = None
+        self.thread_errors = 0
+        self._last_reading = (0, 0.0)
+        self._next_child_scan = 0.0
         self.limit_allocations = limit_allocations and sys.platform.startswith("linux")
         self._reader: WorkingSetReader | None = None
         self._thread: threading.Thread | None = None
@@ -273,13 +279,16 @@ class MemoryGuard:
                 _fork_hook_registered = True
             self._update_allocation_limit(self._used)
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="meno-guard", daemon=True)
         _active = self
-        self._thread.start()
+        self._start_thread()
         if self.limit_allocations:
             self._wrap_thread_start()
             self._wrap_spawns()
         self._install_stop_signal()
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="meno-guard", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         """Stop watching and give the allocation limit back."""
@@ -317,6 +326,8 @@ class MemoryGuard:
 
     def cell_started(self) -> None:
         """Arm the guard for a cell now starting in the main thread."""
+        if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
+            self._start_thread()  # never expected: the thread's loop survives its errors
         with self._lock:
             used = self._reader.used() if self._reader is not None else 0
             self._start_used = self._cell_peak = self._used = used
@@ -363,50 +374,57 @@ class MemoryGuard:
     def _run(self) -> None:
         assert self._reader is not None
         reader = self._reader
-        next_child_scan = 0.0
+        self._last_reading = (self._used, time.monotonic())
+        self._next_child_scan = 0.0
         interval = MAX_INTERVAL_S
-        last_used, last_time = self._used, time.monotonic()
         while not self._stop.wait(interval):
             try:
                 used = reader.used()
             except (OSError, ValueError):  # the cgroup went away: keep the last figure
                 continue
-            now = time.monotonic()
-            growth_per_s = max(0.0, (used - last_used) / max(now - last_time, 1e-4))
-            last_used, last_time = used, now
-            limit = reader.limit_bytes
-            level = int(limit * self.at)
-            relief_level = _relief_level(limit, self.at)
-            # While a relief may still come, readings pace themselves to its (lower) level:
-            # a loop that grows fast must be seen there, before the allocation limit refuses.
-            watched = (relief_level if self.relief is not None and not self._relief_sent
-                       else level)
-            with self._lock:
-                self._used = used
-                if self._armed:
-                    self._cell_peak = max(self._cell_peak, used)
-                    if (self.relief is not None and not self._relief_sent
-                            and self._relief_previous is not None and used > relief_level
-                            and used > self._start_used + GRACE_BYTES):
-                        self._relief_sent = True
-                        # No stop until the relief has run (it runs at the main thread's
-                        # next line), or this long has passed without it.
-                        self._relieving = True
-                        self._relief_wait_until = now + RELIEF_WAIT_S
-                        signal.pthread_kill(self._main_id, _RELIEF_SIGNAL)
-                    elif self._relieving and now > self._relief_wait_until > 0:
-                        self._relieving = False  # the main thread never got to it
-                    elif (used > level and not self._relieving
-                          and used > self._start_used + GRACE_BYTES
-                            and self._may_fire(used, now)):
-                        self._fire(used, limit, now)
-            if self._original_limit is not None:
-                self._update_allocation_limit(used)
-                if now >= next_child_scan:
-                    self._release_children()
-                    next_child_scan = now + CHILD_SCAN_S
-            interval = _interval_for(watched - used, limit, growth_per_s,
-                                     in_cell=self._armed)
+            try:
+                interval = self._watch(used, reader.limit_bytes)
+            except Exception:  # a guard that stops watching protects nothing
+                self.thread_errors += 1
+                interval = MIN_INTERVAL_S
+
+    def _watch(self, used: int, limit: int) -> float:
+        """Act on one reading (relieve, stop, move the allocation limit); the next interval."""
+        now = time.monotonic()
+        last_used, last_time = self._last_reading
+        growth_per_s = max(0.0, (used - last_used) / max(now - last_time, 1e-4))
+        self._last_reading = (used, now)
+        level = int(limit * self.at)
+        relief_level = _relief_level(limit, self.at)
+        # While a relief may still come, readings pace themselves to its (lower) level:
+        # a loop that grows fast must be seen there, before the allocation limit refuses.
+        watched = (relief_level if self.relief is not None and not self._relief_sent
+                   else level)
+        with self._lock:
+            self._used = used
+            if self._armed:
+                self._cell_peak = max(self._cell_peak, used)
+                if (self.relief is not None and not self._relief_sent
+                        and self._relief_previous is not None and used > relief_level
+                        and used > self._start_used + GRACE_BYTES):
+                    self._relief_sent = True
+                    # No stop until the relief has run (it runs at the main thread's
+                    # next line), or this long has passed without it.
+                    self._relieving = True
+                    self._relief_wait_until = now + RELIEF_WAIT_S
+                    signal.pthread_kill(self._main_id, _RELIEF_SIGNAL)
+                elif self._relieving and now > self._relief_wait_until > 0:
+                    self._relieving = False  # the main thread never got to it
+                elif (used > level and not self._relieving
+                      and used > self._start_used + GRACE_BYTES
+                        and self._may_fire(used, now)):
+                    self._fire(used, limit, now)
+        if self._original_limit is not None:
+            self._update_allocation_limit(used)
+            if now >= self._next_child_scan:
+                self._release_children()
+                self._next_child_scan = now + CHILD_SCAN_S
+        return _interval_for(watched - used, limit, growth_per_s, in_cell=self._armed)
 
     def _may_fire(self, used: int, now: float) -> bool:
         """Whether a stop may be sent now: the first, or again after one was swallowed.
@@ -494,17 +512,24 @@ class MemoryGuard:
         self._signal_previous = None
         self._relief_previous = None
 
-    def relieve(self) -> str | None:
+    def relieve(self, *, room_for: int = 0) -> str | None:
         """Ask ``relief`` to bring usage back below the relief level; return what it did.
 
         Run in the main thread (the relief signal's handler, or the error handler after a
         refused allocation), the allocation limit lifted: moving variables needs a little.
+        ``room_for``: the size of a refused allocation, which should fit afterwards (lower
+        still; nothing is moved for one that could never fit).
         """
         if self.relief is None or self._reader is None:
             return None
         limit = self._reader.limit_bytes
         # A margin below where relief is sought, so that one relief makes room for the cell.
         target = _relief_level(limit, self.at) - int(limit * RELIEF_MARGIN)
+        if room_for:
+            fits_below = limit - _safety_bytes(limit) - room_for - GRACE_BYTES
+            if fits_below <= 0:
+                return None
+            target = min(target, fits_below)
         self._relieving = True  # the cell waits meanwhile: no stop while variables move
         self._relief_wait_until = 0.0
         try:
@@ -515,6 +540,39 @@ class MemoryGuard:
         if done:
             self.last_relief = done
         return done
+
+    def relieve_at_start(self) -> str | None:
+        """Relieve before the cell runs when it starts with too little room to be watched.
+
+        A cell that starts past the relief level, with less than ``RELIEF_MIN_ROOM_BYTES``
+        left before the allocation limit refuses, could reach the refusal before the thread
+        sees it grow (a loop of large arrays, the thread waiting for a core): the relief
+        comes first, in the main thread, as the cell starts. Not tried again, once it found
+        nothing to move, until memory has grown past that point.
+        """
+        if self.relief is None or self._reader is None or not self._armed:
+            return None
+        limit = self._reader.limit_bytes
+        used = self._start_used
+        room = limit - _safety_bytes(limit) - used
+        if used <= _relief_level(limit, self.at) or room >= RELIEF_MIN_ROOM_BYTES:
+            return None
+        if self._nothing_to_move_at is not None and used <= self._nothing_to_move_at + GRACE_BYTES:
+            return None
+        done = self.relieve()
+        with self._lock:
+            self._nothing_to_move_at = None if done else used
+            # The cell's growth counts from here: a stop or a relief comes on what it adds.
+            self._start_used = min(self._start_used, self._reader.used())
+            self._relief_sent = not done  # the thread may look again only if this helped
+        return done
+
+    def room_bytes(self) -> int:
+        """Return what is left now before the allocation limit refuses."""
+        if self._reader is None:
+            return 0
+        limit = self._reader.limit_bytes
+        return max(0, limit - _safety_bytes(limit) - self._reader.used())
 
     @contextlib.contextmanager
     def reporting(self) -> Iterator[None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import sys
 from types import TracebackType
 from typing import Any
@@ -66,6 +67,15 @@ def _user_traceback(tb: TracebackType | None) -> TracebackType | None:
     return rebuilt
 
 
+def _refused_bytes(error: BaseException) -> int:
+    """Return the size of the allocation numpy could not make (0 when it does not say)."""
+    shape, dtype = getattr(error, "shape", None), getattr(error, "dtype", None)
+    itemsize = getattr(dtype, "itemsize", None)
+    if not isinstance(shape, tuple) or not isinstance(itemsize, int):
+        return 0
+    return math.prod(shape) * itemsize
+
+
 def _free_traceback_frames(tb: TracebackType | None) -> None:
     """Drop the locals of a failed cell's function frames: its temporaries go with them."""
     while tb is not None:
@@ -97,7 +107,10 @@ class MemGuard(Magics):
         if self.state_path is not None:
             atexit.register(self.state_path.unlink, missing_ok=True)
         self._depth = 0
-        self._after_stop = False
+        # When a relief runs: while the cell runs (the thread's signal), as it starts (too
+        # little room to be watched) or after its stop; the cell's text while it starts.
+        self._relief_moment = "running"
+        self._starting_cell = ""
         self._previous_exc: tuple[tuple[type[BaseException], ...], Any] | None = None
         try:
             parse_level(self.at)
@@ -128,6 +141,7 @@ class MemGuard(Magics):
         # pre/post_execute fire for every execution, silent ones included: the guard arms
         # however a cell was run (a typed magic, a sidebar button, a front end's own code).
         shell.events.register("pre_execute", self._pre_execute)
+        shell.events.register("pre_run_cell", self._pre_run_cell)
         shell.events.register("post_execute", self._post_execute)
         cell_in_flight(shell).use("memguard")
         self._previous_exc = (tuple(shell.custom_exceptions), shell.CustomTB)
@@ -145,6 +159,7 @@ class MemGuard(Magics):
         shell = self.shell
         if shell is not None:
             for event, hook in (("pre_execute", self._pre_execute),
+                                ("pre_run_cell", self._pre_run_cell),
                                 ("post_execute", self._post_execute)):
                 if hook in shell.events.callbacks[event]:
                     shell.events.unregister(event, hook)
@@ -167,6 +182,19 @@ class MemGuard(Magics):
         self._depth += 1
         if self._depth == 1 and self.guard is not None:
             self.guard.cell_started()
+
+    def _pre_run_cell(self, info: Any) -> None:
+        # Fired after pre_execute for cells that are not silent: their text is known, so
+        # the variables they name are kept when the cell starts with too little room.
+        if self._depth != 1 or self.guard is None or self.guard.relief is None:
+            return
+        self._starting_cell = getattr(info, "raw_cell", "") or ""
+        self._relief_moment = "start"
+        try:
+            self.guard.relieve_at_start()
+        finally:
+            self._relief_moment = "running"
+            self._starting_cell = ""
 
     def _post_execute(self) -> None:
         if execution_had_no_start(self.shell):
@@ -223,13 +251,16 @@ class MemGuard(Magics):
                 print(f"released {format_bytes(released)} of caches and idle encoder "
                       "processes")
             if guard.relief is not None:
-                self._after_stop = True
+                refused = _refused_bytes(value)
+                self._relief_moment = "after stop"
                 try:
-                    moved = guard.relieve()
+                    moved = guard.relieve(room_for=refused)
                 finally:
-                    self._after_stop = False
-                if moved:
+                    self._relief_moment = "running"
+                if moved and guard.room_bytes() > refused:
                     print(f"{moved}: run the cell again, it has room now.")
+                elif moved:
+                    print(f"{moved}; the cell still needs more memory than is left.")
         self._write_state()
         result = getattr(shell.displayhook, "exec_result", None)
         if result is not None:  # what the kernel's reply names
@@ -244,7 +275,8 @@ class MemGuard(Magics):
         if shell is None or spill is None:
             return None
         result = getattr(shell.displayhook, "exec_result", None)
-        named = names_in(getattr(getattr(result, "info", None), "raw_cell", "") or "")
+        cell = getattr(getattr(result, "info", None), "raw_cell", "") or self._starting_cell
+        named = names_in(cell or "")
         hidden = getattr(shell, "user_ns_hidden", {})
         namespace = shell.user_ns
         moved: list[tuple[str, int]] = []
@@ -266,10 +298,12 @@ class MemGuard(Magics):
         if not moved:
             return None
         names = " and ".join(f"`{name}` {format_bytes(size)}" for name, size in moved)
-        if self._after_stop:
+        if self._relief_moment == "after stop":
             return f"meno guard: moved {names} to disk"
         message = f"meno guard: moved {names} to disk to let this cell finish"
-        print(f"{message} (%memspill --back NAME brings one back)")
+        why = ("memory was near the limit as it started; " if self._relief_moment == "start"
+               else "")
+        print(f"{message} ({why}%memspill --back NAME brings one back)")
         return message
 
     def _variables_note(self) -> str:
@@ -308,7 +342,9 @@ class MemGuard(Magics):
 
         With --spill, a cell that nears the level first gets room: the largest variables
         it does not name, held by nothing but the namespace, are moved to disk (%memspill),
-        and the kernel says which; the cell is stopped only if that is not enough.
+        and the kernel says which; the cell is stopped only if that is not enough. A cell
+        that starts with memory already that near gets the room before it runs; after a
+        refused single allocation, enough is moved for it and the cell can run again.
 
         It cannot stop memory taken by other processes, nor GPU memory. Turn it on for
         every kernel with c.MemGuard.on_load = True (and c.MemGuard.at = 0.9) in an

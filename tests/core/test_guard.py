@@ -234,3 +234,37 @@ def test_the_guard_never_interrupts_locks_imports_or_the_kernel() -> None:
         assert interruptible_user_frame(None) is None
     finally:
         release.set()
+
+
+def test_the_thread_survives_its_errors_and_a_dead_one_is_started_again() -> None:
+    guard = MemoryGuard(at=0.9, limit_allocations=False)
+    failures = []
+
+    def failing_watch(used: int, limit: int) -> float:
+        failures.append(used)
+        raise MemoryError("no room for the thread's own reading")
+
+    guard._watch = failing_watch  # type: ignore[method-assign]
+    guard.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(failures) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(failures) >= 3 and guard.thread_errors >= 3 and guard.running
+        del guard._watch  # the real one again: readings go on
+        used_before = guard._used = 0
+        deadline = time.monotonic() + 5
+        while guard._used == used_before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert guard._used > 0
+        # A thread that ended anyway is started again as the next cell starts.
+        dead = threading.Thread(target=lambda: None)
+        dead.start()
+        dead.join()
+        guard._thread = dead
+        guard.cell_started()
+        assert guard.running and guard._thread is not dead
+        guard.cell_finished()
+    finally:
+        guard.stop()
+    assert not guard.running
