@@ -285,19 +285,25 @@ def test_merge_and_rename_topics(explorer: Any) -> None:
         explorer.rename_topics({topic: ""})
 
 
-def test_exact_neighbours_match_a_brute_force_search() -> None:
+@pytest.mark.parametrize("block", [2048, 300, 64, 9])
+def test_exact_neighbours_match_a_brute_force_search(block: int) -> None:
+    # One block (sampled start), blocks read both ways, and a last block smaller than k.
     import numpy as np
     from sklearn.neighbors import NearestNeighbors
 
     from meno_jupyter.topics._fit_worker import exact_cosine_neighbours
 
     rows = np.random.default_rng(7).normal(size=(500, 24)).astype(np.float32)
-    indices, distances = exact_cosine_neighbours(rows, 6)
+    rows[11] = rows[10]  # a duplicate: each of the two still comes first in its own list
+    indices, distances = exact_cosine_neighbours(rows, 6, block=block)
     expected_d, expected_i = NearestNeighbors(n_neighbors=6, metric="cosine",
                                               algorithm="brute").fit(rows).kneighbors(rows)
-    np.testing.assert_array_equal(indices, expected_i)
+    assert (indices[:, 0] == np.arange(500)).all() and (distances[:, 0] == 0).all()
     np.testing.assert_allclose(distances, expected_d, atol=1e-5)
-    assert (indices[:, 0] == np.arange(500)).all()  # each point first, at distance 0
+    assert (np.sort(indices[:, 1:], axis=1) == np.sort(expected_i[:, 1:], axis=1)).all(
+        axis=1).mean() > 0.99  # the same neighbours but where two are as near
+    assert {int(indices[10, 1]), int(indices[11, 1])} == {10, 11}
+    assert (np.diff(distances, axis=1) >= 0).all()
 
 
 UMAP_WITHOUT_NNDESCENT = """
@@ -369,6 +375,47 @@ def test_spectral_start_is_umaps_up_to_sign() -> None:
     np.testing.assert_allclose(ours, umaps * signs, atol=1e-4)
     largest = ours[np.abs(ours).argmax(axis=0), np.arange(5)]
     assert (largest > 0).all()
+
+
+def test_a_graph_in_pieces_starts_as_umap_starts_it() -> None:
+    # Separate blobs: UMAP's multi-component start, each piece's spectral start from ours.
+    import numpy as np
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score
+    from sklearn.utils import check_random_state
+    from umap.spectral import multi_component_layout
+    from umap.umap_ import fuzzy_simplicial_set
+
+    from meno_jupyter.topics._fit_worker import (
+        exact_cosine_neighbours,
+        pieces_start,
+        reduce_given_neighbours,
+    )
+
+    generator = np.random.default_rng(5)
+    centres = np.eye(24, dtype=np.float32)[:3] * 10
+    truth = np.repeat(np.arange(3), [400, 300, 20])
+    rows = (centres[truth] + generator.normal(size=(len(truth), 24))).astype(np.float32)
+    indices, distances = exact_cosine_neighbours(rows, 15)
+    graph = fuzzy_simplicial_set(rows, 15, check_random_state(0), "cosine", {}, indices,
+                                 distances, False, 1.0, 1.0, True)[0]
+    pieces, labels = connected_components(graph)
+    assert pieces == 3
+    ours = pieces_start(rows, graph, pieces, labels, dim=5, random=check_random_state(1))
+    umaps = multi_component_layout(rows, graph, pieces, labels, 5, check_random_state(1),
+                                   metric="cosine")
+    # Few pieces sit on the axes (+e1, +e2, -e1); each spread around its place, up to signs.
+    places = np.zeros((3, 5))
+    places[0, 0], places[1, 1], places[2, 0] = 1, 1, -1
+    for label in range(pieces):
+        inside = labels == label
+        spread, umaps_spread = ours[inside] - places[label], umaps[inside] - places[label]
+        signs = np.sign(np.sum(spread * umaps_spread, axis=0))
+        np.testing.assert_allclose(spread, umaps_spread * signs, atol=1e-3)
+    reduced = reduce_given_neighbours(rows, n_neighbors=15, n_components=5, seed=3)
+    found = KMeans(3, n_init=4, random_state=0).fit_predict(reduced)
+    assert normalized_mutual_info_score(truth, found) == 1.0
 
 
 WRITE_TEXTS = """
