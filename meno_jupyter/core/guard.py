@@ -526,7 +526,7 @@ class MemoryGuard:
         # A margin below where relief is sought, so that one relief makes room for the cell.
         target = _relief_level(limit, self.at) - int(limit * RELIEF_MARGIN)
         if room_for:
-            fits_below = limit - _safety_bytes(limit) - room_for - GRACE_BYTES
+            fits_below = _refusal_at(limit) - room_for - GRACE_BYTES
             if fits_below <= 0:
                 return None
             target = min(target, fits_below)
@@ -554,7 +554,7 @@ class MemoryGuard:
             return None
         limit = self._reader.limit_bytes
         used = self._start_used
-        room = limit - _safety_bytes(limit) - used
+        room = _refusal_at(limit) - used
         if used <= _relief_level(limit, self.at) or room >= RELIEF_MIN_ROOM_BYTES:
             return None
         if self._nothing_to_move_at is not None and used <= self._nothing_to_move_at + GRACE_BYTES:
@@ -571,8 +571,7 @@ class MemoryGuard:
         """Return what is left now before the allocation limit refuses."""
         if self._reader is None:
             return 0
-        limit = self._reader.limit_bytes
-        return max(0, limit - _safety_bytes(limit) - self._reader.used())
+        return max(0, _refusal_at(self._reader.limit_bytes) - self._reader.used())
 
     @contextlib.contextmanager
     def reporting(self) -> Iterator[None]:
@@ -587,8 +586,7 @@ class MemoryGuard:
         """Set the soft ``RLIMIT_DATA`` to data now + what is left below the limit (+extra)."""
         if self._suspended or self._reader is None or self._original_limit is None:
             return
-        limit = self._reader.limit_bytes
-        allowance = max(0, limit - _safety_bytes(limit) - used)
+        allowance = max(0, _refusal_at(self._reader.limit_bytes) - used)
         soft_original, hard = self._original_limit
         with self._limit_lock:
             soft = _read_data_bytes(self._statm) + allowance + extra
@@ -779,9 +777,9 @@ def _stack_bytes() -> int:
     return size + MIB  # and its guard page, rounded up
 
 
-def _safety_bytes(limit_bytes: int) -> int:
-    """Return what the allocation limit keeps free below the limit."""
-    return max(MIN_SAFETY_BYTES, int(limit_bytes * SAFETY_FRACTION))
+def _refusal_at(limit_bytes: int) -> int:
+    """Return the usage at which the allocation limit refuses: the limit less its safety."""
+    return limit_bytes - max(MIN_SAFETY_BYTES, int(limit_bytes * SAFETY_FRACTION))
 
 
 def _relief_level(limit_bytes: int, at: float) -> int:
@@ -798,7 +796,7 @@ def _relief_level(limit_bytes: int, at: float) -> int:
     416
     """
     by_share = int(limit_bytes * (at - RELIEF_MARGIN))
-    by_room = limit_bytes - _safety_bytes(limit_bytes) - RELIEF_MIN_ROOM_BYTES
+    by_room = _refusal_at(limit_bytes) - RELIEF_MIN_ROOM_BYTES
     return max(int(limit_bytes * 0.5), min(by_share, by_room))
 
 

@@ -252,25 +252,18 @@ def exact_cosine_neighbours(embeddings: Any, k: int, *,
         rows = unit[first:first + block]
         similarity = rows @ rows.T
         np.fill_diagonal(similarity, np.inf)  # each row first, even before a duplicate
-        width = len(rows)
-        if width > SAMPLED_COLUMNS > k:
+        sampled = len(rows) > SAMPLED_COLUMNS > k
+        # A few rows at a time: in a dense cluster a row has many similarities to merge.
+        for part in range(0, len(rows), SAMPLED_COLUMNS):
+            rows_part = similarity[part:part + SAMPLED_COLUMNS]
             # The k-th best of the first columns is at most the row's k-th best of all:
-            # every similarity from there on is merged, k or more of them per row.
-            # A few rows at a time: in a dense cluster a row has many such similarities.
-            for part in range(0, width, SAMPLED_COLUMNS):
-                rows_part = similarity[part:part + SAMPLED_COLUMNS]
-                floor = np.partition(rows_part[:, :SAMPLED_COLUMNS], SAMPLED_COLUMNS - k,
-                                     axis=1)[:, SAMPLED_COLUMNS - k]
-                _merge_above(best, found, rows_part, first + part, first, by_row=True,
-                             threshold=np.nextafter(floor, -np.inf)[:, None])
-            continue
-        kept = min(k, width)
-        top = (np.argpartition(similarity, width - kept, axis=1)[:, width - kept:]
-               if width > kept else np.broadcast_to(np.arange(width), (width, width)))
-        values = np.take_along_axis(similarity, top, axis=1)
-        order = np.argsort(-values, axis=1, kind="stable")
-        best[first:first + width, :kept] = np.take_along_axis(values, order, axis=1)
-        found[first:first + width, :kept] = np.take_along_axis(top, order, axis=1) + first
+            # every similarity from there on is merged, k or more per row (a small block:
+            # all of them).
+            floor = (np.partition(rows_part[:, :SAMPLED_COLUMNS], SAMPLED_COLUMNS - k,
+                                  axis=1)[:, SAMPLED_COLUMNS - k] if sampled
+                     else np.full(len(rows_part), -np.inf, dtype=np.float32))
+            _merge_above(best, found, rows_part, first + part, first, by_row=True,
+                         threshold=np.nextafter(floor, -np.inf)[:, None])
     for first in starts:
         rows = unit[first:first + block]
         for other in range(first + block, size, block):
