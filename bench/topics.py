@@ -11,7 +11,8 @@ package. Every measured run is a fresh process whose whole process tree is sampl
   BERTopic's default ``fit_transform(docs, embeddings)`` (with the same packaged model) and
   our ``TopicExplorer`` (``--online-topics K`` adds ``mode="online"`` with K topics;
   ``--unseeded`` adds ``seed=None``, where UMAP's layout runs on every core as in BERTopic's
-  default): tree peak, kernel peak, time, stages, topic count, NMI against the labels.
+  default): tree peak, kernel peak, time, stages, topic count, NMI against the labels, and
+  how far our topics agree with BERTopic's (NMI).
 - ``--static N ...``: N distinct text lines of the installed software (comments,
   docstrings, docs; unlabelled), embedded with the static model and fitted online.
 
@@ -230,16 +231,18 @@ def compare(corpus: Path, sizes: list[int], tmp: Path, online_topics: int,
             topics = result["topics"]
             assert isinstance(topics, list)
             nmi = normalized_mutual_info_score(labels.iloc[:size], topics)
-            rows[name] = (peak, nmi, float(result["seconds"]))
+            rows[name] = (peak, nmi, float(result["seconds"]), topics)
             print(f"{size:>6} {name:<22} {peak / MIB:>7.0f} MiB "
                   f"{int(result['kernel_peak']) / MIB:>8.0f} MiB {float(result['seconds']):>7.1f} "
                   f"{len(set(topics)) - (-1 in topics):>6} {nmi:>5.3f}"
                   + (f"  stages {result['stages']}" if "stages" in result else ""))
-        (theirs, their_nmi, their_time) = rows["BERTopic default"]
-        (ours, our_nmi, our_time) = rows["meno TopicExplorer"]
+        (theirs, their_nmi, their_time, their_topics) = rows["BERTopic default"]
+        (ours, our_nmi, our_time, our_topics) = rows["meno TopicExplorer"]
+        agreement = normalized_mutual_info_score(their_topics, our_topics)
         print(f"{size:>6} ratio: fit tree peak {ours / theirs:.2f}x of BERTopic's on the same "
               f"rows, {max(ours, embed_peak) / theirs:.2f}x embedding included; "
-              f"NMI {our_nmi - their_nmi:+.3f}; time {our_time / their_time:.2f}x"
+              f"NMI {our_nmi - their_nmi:+.3f}; agreement with BERTopic's topics NMI "
+              f"{agreement:.3f}; time {our_time / their_time:.2f}x"
               + (f" ({rows['meno seed=None'][2] / their_time:.2f}x with seed=None)"
                  if unseeded else ""))
 

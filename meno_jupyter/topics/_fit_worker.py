@@ -358,7 +358,7 @@ def reduce_given_neighbours(rows: Any, *, n_neighbors: int, n_components: int,
     # failing: it falls back to a random one), and a random one for fewer still.
     start: Any = "spectral" if len(rows) > n_components + 1 else "random"
     pieces, labels = connected_components(graph)
-    if pieces == 1 and len(rows) > 2 * n_components + 3:
+    if pieces == 1 and spectrum_fits(len(rows), n_components):
         with contextlib.suppress(ArpackError):
             start = noisy_scale_coords(spectral_start(graph, n_components), random,
                                        max_coord=10, noise=0.0001)
@@ -408,7 +408,7 @@ def pieces_start(rows: Any, graph: Any, pieces: int, labels: Any, *, dim: int,
         distances = pairwise_distances(places[label:label + 1], places)
         reach = distances[distances > 0.0].min() / 2.0
         spread = None
-        if len(inside) > 2 * dim + 3:
+        if spectrum_fits(len(inside), dim):
             with contextlib.suppress(ArpackError):
                 spread = spectral_start(graph[inside][:, inside].tocoo(), dim)
                 spread *= reach / np.max(np.abs(spread))
@@ -416,6 +416,11 @@ def pieces_start(rows: Any, graph: Any, pieces: int, labels: Any, *, dim: int,
             spread = random.uniform(low=-reach, high=reach, size=(len(inside), dim))
         start[inside] = spread + places[label]
     return start
+
+
+def spectrum_fits(size: int, dim: int) -> bool:
+    """Tell whether :func:`spectral_start` can run on ``size`` points (ARPACK's vectors fit)."""
+    return size > 2 * dim + 3
 
 
 def spectral_start(graph: Any, dim: int) -> Any:
