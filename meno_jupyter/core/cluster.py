@@ -29,8 +29,9 @@ from meno_jupyter.core.errors import check_count
 from meno_jupyter.core.memory import MIB, format_bytes
 
 PEAK_EVENT_TOPIC = "meno-worker-peak"
-# A worker reports a new high only when it beats the last report by this much (and at
-# most every REPORT_INTERVAL_S): a few events per cell, not one per sample.
+# A worker reports a new high when it beats the last report by this much, or when the high
+# stops rising (what a cell reached before it died), and at most every REPORT_INTERVAL_S: a
+# few events per cell, not one per sample.
 REPORT_STEP_BYTES = 16 * MIB
 REPORT_INTERVAL_S = 0.1
 
@@ -237,12 +238,16 @@ class _HighReporter:
         self.worker = dask_worker
         self.address = getattr(dask_worker, "address", "")
         self.last_reported = 0
+        self.last_offered = 0
         self.last_time = 0.0
 
     def offer(self, high: int) -> None:
         now = time.monotonic()
-        if (self.worker is None or high < self.last_reported + REPORT_STEP_BYTES
-                or now - self.last_time < REPORT_INTERVAL_S):
+        settled = high == self.last_offered  # it stopped rising: say where, even within a step
+        self.last_offered = high
+        if (self.worker is None or high <= self.last_reported
+                or now - self.last_time < REPORT_INTERVAL_S
+                or (high < self.last_reported + REPORT_STEP_BYTES and not settled)):
             return
         self.last_reported, self.last_time = high, now
         with contextlib.suppress(Exception):  # a report lost is a figure missing, no more

@@ -60,7 +60,7 @@ def test_a_worker_that_dies_is_named_with_what_it_reached(fresh_client: Any) -> 
     peaks = {peak.address: peak for peak in profile.stop()}
     dead = peaks[victim]
     assert dead.died and dead.end_rss is None and dead.delta is None
-    assert dead.peak_rss - dead.start_rss >= 140 * MIB  # its last report, before the kill
+    assert dead.peak_rss - dead.start_rss >= 146 * MIB  # where it stopped rising, before the kill
     assert dead.describe_death().startswith(f"worker {victim} died during the cell")
     assert "of its 2.0 GiB limit" in dead.describe_death()
     assert not peaks[survivor].died
