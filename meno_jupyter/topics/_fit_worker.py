@@ -356,16 +356,17 @@ def reduce_given_neighbours(rows: Any, *, n_neighbors: int, n_components: int,
     graph.eliminate_zeros()
     # UMAP's own start where ours cannot run (too few rows for a spectrum, or ARPACK
     # failing: it falls back to a random one), and a random one for fewer still.
-    start: Any = "spectral" if len(rows) > n_components + 1 else "random"
+    enough_rows = len(rows) > n_components + 1
+    start: Any = "spectral" if enough_rows else "random"
     pieces, labels = connected_components(graph)
+    ours = None
     if pieces == 1 and spectrum_fits(len(rows), n_components):
         with contextlib.suppress(ArpackError):
-            start = noisy_scale_coords(spectral_start(graph, n_components), random,
-                                       max_coord=10, noise=0.0001)
-    elif pieces > 1 and len(rows) > n_components + 1:
-        start = noisy_scale_coords(
-            pieces_start(rows, graph, pieces, labels, dim=n_components, random=random), random,
-            max_coord=10, noise=0.0001)
+            ours = spectral_start(graph, n_components)
+    elif pieces > 1 and enough_rows:
+        ours = pieces_start(rows, graph, pieces, labels, dim=n_components, random=random)
+    if ours is not None:
+        start = noisy_scale_coords(ours, random, max_coord=10, noise=0.0001)
     a, b = find_ab_params(1.0, 0.0)
     reduced, _ = simplicial_set_embedding(
         rows, graph, n_components, 1.0, a, b, 1.0, 5, epochs, start, random,
